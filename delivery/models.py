@@ -1,0 +1,155 @@
+"""The durable store's schema (SQLAlchemy 2.x typed models). Alembic migrations mirror it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID_LEN = 128
+
+
+class State(StrEnum):
+    ACCEPTED = "accepted"  # stored, not yet routed
+    DISPATCHED = "dispatched"  # a frame is out, awaiting an ack
+    DELIVERED = "delivered"  # a live connection acked it (final)
+    PUSHED = "pushed"  # FCM accepted a push; still replayed until acked
+    PENDING = "pending"  # no channel right now; waits for replay
+    EXPIRED = "expired"  # TTL passed with no channel; still replayable until purged
+
+
+# States in which a message is still owed to its recipient (replayed on connect).
+UNACKED: tuple[str, ...] = (
+    State.ACCEPTED, State.DISPATCHED, State.PUSHED, State.PENDING, State.EXPIRED,
+)
+# States that routing still owns: an ack deadline applies and the recovery sweep watches them.
+IN_FLIGHT: tuple[str, ...] = (State.ACCEPTED, State.DISPATCHED)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+_unacked_sql = "state IN ('accepted', 'dispatched', 'pushed', 'pending', 'expired')"
+_in_flight_sql = "state IN ('accepted', 'dispatched')"
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    # Monotonic per database: replay order ("oldest first") without clock ties.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    sender: Mapped[str] = mapped_column(String(ID_LEN))
+    recipient: Mapped[str] = mapped_column(String(ID_LEN))
+    client_msg_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    body: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16), default=State.ACCEPTED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    ack_deadline: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    delivered_conn: Mapped[str | None] = mapped_column(String(ID_LEN))
+    pushed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("sender", "client_msg_id", name="uq_messages_sender_client_msg_id"),
+        # Replay: a user's unacked messages in order.
+        Index(
+            "ix_messages_replay", "recipient", "seq",
+            postgresql_where=text(_unacked_sql), sqlite_where=text(_unacked_sql),
+        ),
+        # Recovery: messages whose ack deadline has passed without an outcome.
+        Index(
+            "ix_messages_deadline", "ack_deadline",
+            postgresql_where=text(_in_flight_sql), sqlite_where=text(_in_flight_sql),
+        ),
+    )
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(8))  # ws | push
+    node: Mapped[str | None] = mapped_column(String(ID_LEN))
+    conn: Mapped[str | None] = mapped_column(String(ID_LEN))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    # acked | nacked | timeout | fcm:<result> | no_device | offline | ...
+    result: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    user_id: Mapped[str] = mapped_column(String(ID_LEN), index=True)
+    token: Mapped[str] = mapped_column(String(4096), unique=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(String(64))

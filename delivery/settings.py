@@ -1,0 +1,171 @@
+"""Typed settings read from ``DELIVERY_*`` environment variables, validated at start-up.
+
+Every variable is listed in the README's configuration table. The embedded default (no
+variables set) runs everything in one process on SQLite and in-process transports, so the
+demo works where neither Redis nor PostgreSQL is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+PREFIX = "DELIVERY_"
+DEV_SECRET = "dev-insecure-secret"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "dev"
+    data_dir: str = "./data"
+    database_url: str = ""
+    broker_url: str = ""
+    redis_url: str = ""
+    secret: str = ""
+    key_prefix: str = "delivery"
+    ack_timeout_s: float = 2.0
+    max_attempts: int = 3
+    retry_backoff_s: float = 0.2
+    offline_grace_s: float = 0.25
+    message_ttl_s: float = 7 * 24 * 3600.0
+    max_body_bytes: int = 16 * 1024
+    sweep_interval_s: float = 0.5
+    sweep_batch: int = 200
+    visibility_timeout_s: float = 300.0
+    presence_heartbeat_s: float = 0.25
+    presence_down_s: float = 3.0
+    presence_purge_s: float = 60.0
+    token_ttl_s: float = 24 * 3600.0
+    fcm_credentials: str = ""
+    fcm_project: str = ""
+    fcm_url: str = ""
+    push_max_retries: int = 5
+    metrics_port: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: everything runs in one process."""
+        return not self.broker_url or self.broker_url.startswith("memory://")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'delivery.db'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "memory://"
+
+    @property
+    def effective_secret(self) -> str:
+        return self.secret or DEV_SECRET
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            var = PREFIX + f.name.upper()
+            raw = environ.get(var)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(var, raw, f.type)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.env not in ("dev", "production"):
+            raise SettingsError(f"DELIVERY_ENV must be 'dev' or 'production', got {self.env!r}")
+        for name in ("database_url", "broker_url", "redis_url", "fcm_url"):
+            value = getattr(self, name)
+            if value:
+                _check_url(PREFIX + name.upper(), value)
+        positive = (
+            "ack_timeout_s", "message_ttl_s", "sweep_interval_s", "visibility_timeout_s",
+            "presence_heartbeat_s", "presence_down_s", "presence_purge_s", "token_ttl_s",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be > 0, got {getattr(self, name)}")
+        non_negative = ("retry_backoff_s", "offline_grace_s", "push_max_retries", "metrics_port")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_attempts", "max_body_bytes", "sweep_batch"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
+        if self.presence_down_s <= 2 * self.presence_heartbeat_s:
+            raise SettingsError(
+                "DELIVERY_PRESENCE_DOWN_S must be more than twice DELIVERY_PRESENCE_HEARTBEAT_S"
+            )
+        if self.presence_purge_s <= self.presence_down_s:
+            raise SettingsError("DELIVERY_PRESENCE_PURGE_S must be more than DELIVERY_PRESENCE_DOWN_S")
+        if self.env == "production":
+            if not self.secret or self.secret == DEV_SECRET:
+                raise SettingsError("DELIVERY_SECRET is required when DELIVERY_ENV=production")
+            for name in ("database_url", "broker_url", "redis_url"):
+                if not getattr(self, name):
+                    raise SettingsError(
+                        f"{PREFIX}{name.upper()} is required when DELIVERY_ENV=production"
+                    )
+        if not self.embedded and not self.redis_url:
+            raise SettingsError(
+                "DELIVERY_REDIS_URL is required when DELIVERY_BROKER_URL names a real broker "
+                "(presence and gateway channels travel over Redis)"
+            )
+
+
+def _convert(var: str, raw: str, type_name: Any) -> Any:
+    type_name = str(type_name)
+    try:
+        if type_name == "float":
+            return float(raw)
+        if type_name == "int":
+            return int(raw)
+    except ValueError:
+        raise SettingsError(f"{var} must be a number, got {raw!r}") from None
+    return raw
+
+
+def _check_url(var: str, value: str) -> None:
+    parts = urlsplit(value)
+    if not parts.scheme:
+        raise SettingsError(f"{var} is not a URL: {value!r}")
+    if parts.scheme.startswith("sqlite") or parts.scheme == "memory":
+        return
+    if not parts.hostname:
+        raise SettingsError(f"{var} has no host: {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise SettingsError(f"{var} has a bad port: {value!r}") from None
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    global _cached
+    if _cached is None:
+        _cached = Settings.from_env()
+    return _cached
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and CLI commands that change the environment)."""
+    global _cached
+    _cached = None

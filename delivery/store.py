@@ -1,0 +1,386 @@
+"""The durable message store.
+
+Every state change is a conditional update (``UPDATE ... WHERE id = ? AND state IN (...)``)
+that reports whether it won, so racing tasks, late acks and the recovery sweep can never give
+one message two outcomes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from delivery.models import IN_FLIGHT, UNACKED, DeliveryAttempt, Device, Message, State
+
+M = Message.__table__
+A = DeliveryAttempt.__table__
+D = Device.__table__
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    id: uuid.UUID
+    seq: int
+    sender: str
+    recipient: str
+    client_msg_id: str | None
+    body: Any
+    created_at: datetime
+    expires_at: datetime
+    state: str
+    attempts: int
+    ack_deadline: datetime | None
+    delivered_at: datetime | None
+    delivered_conn: str | None
+    pushed_at: datetime | None
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["id"] = str(self.id)
+        for k, v in d.items():
+            if isinstance(v, datetime):
+                d[k] = v.isoformat()
+        return d
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    id: int
+    message_id: uuid.UUID
+    attempt: int
+    channel: str
+    node: str | None
+    conn: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    result: str | None
+    detail: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["message_id"] = str(self.message_id)
+        for k, v in d.items():
+            if isinstance(v, datetime):
+                d[k] = v.isoformat()
+        return d
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    id: int
+    user_id: str
+    token: str
+    platform: str
+    created_at: datetime
+    last_seen_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One connection a frame goes to in an attempt."""
+
+    node: str
+    conn: str
+
+
+_MSG_COLS = [M.c[name] for name in MessageRecord.__dataclass_fields__]
+
+
+def _msg(row: Any) -> MessageRecord:
+    return MessageRecord(*row)
+
+
+class Store:
+    """Thread-safe (one engine, a connection per call) access to messages, attempts, devices."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def _insert(self) -> Any:
+        if self._dialect == "postgresql":
+            return postgresql.insert(M)
+        if self._dialect == "sqlite":
+            return sqlite.insert(M)
+        raise RuntimeError(f"unsupported database dialect {self._dialect!r}")
+
+    def accept(
+        self,
+        *,
+        message_id: uuid.UUID,
+        sender: str,
+        recipient: str,
+        body: Any,
+        client_msg_id: str | None,
+        now: datetime,
+        ttl_s: float,
+        deadline: datetime,
+    ) -> tuple[MessageRecord, bool]:
+        """Store a message once. Returns (message, created); a duplicate returns the first one.
+
+        ``deadline`` is when the recovery sweep takes over if routing never happens.
+        """
+        values = {
+            "id": message_id,
+            "sender": sender,
+            "recipient": recipient,
+            "client_msg_id": client_msg_id,
+            "body": body,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=ttl_s),
+            "state": State.ACCEPTED.value,
+            "attempts": 0,
+            "ack_deadline": deadline,
+        }
+        # No conflict target: a duplicate hits both unique keys (the id derives from sender and
+        # client_msg_id), and concurrent inserts must all fall through to "already stored".
+        stmt = self._insert().values(**values).on_conflict_do_nothing().returning(*_MSG_COLS)
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+            if row is not None:
+                return _msg(row), True
+            if client_msg_id is None:
+                where = M.c.id == message_id
+            else:
+                where = and_(M.c.sender == sender, M.c.client_msg_id == client_msg_id)
+            existing = conn.execute(select(*_MSG_COLS).where(where)).first()
+        if existing is None:  # pragma: no cover - conflict implies the row exists
+            raise RuntimeError("insert conflicted but no existing message was found")
+        return _msg(existing), False
+
+    def get(self, msg_id: uuid.UUID) -> MessageRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_MSG_COLS).where(M.c.id == msg_id)).first()
+        return None if row is None else _msg(row)
+
+    def get_many(self, ids: Iterable[uuid.UUID]) -> list[MessageRecord]:
+        ids = list(ids)
+        if not ids:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*_MSG_COLS).where(M.c.id.in_(ids))).all()
+        return [_msg(r) for r in rows]
+
+    def transition(
+        self,
+        msg_id: uuid.UUID,
+        from_states: Sequence[str],
+        to_state: str,
+        *,
+        expect_attempts: int | None = None,
+        conn: Connection | None = None,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set on the state (and optionally the attempt count). True if it won."""
+        cond = [M.c.id == msg_id, M.c.state.in_(list(from_states))]
+        if expect_attempts is not None:
+            cond.append(M.c.attempts == expect_attempts)
+        stmt = update(M).where(and_(*cond)).values(state=to_state, **values)
+        if conn is not None:
+            return conn.execute(stmt).rowcount == 1
+        with self.engine.begin() as c:
+            return c.execute(stmt).rowcount == 1
+
+    def start_attempt(
+        self,
+        msg: MessageRecord,
+        *,
+        channel: str,
+        targets: Sequence[Target],
+        now: datetime,
+        deadline: datetime,
+        to_state: str = State.DISPATCHED,
+    ) -> int | None:
+        """Claim the next attempt (CAS on state and attempt count) and record its targets.
+
+        Returns the new attempt number, or None when another process changed the message first.
+        """
+        attempt = msg.attempts + 1
+        with self.engine.begin() as conn:
+            won = self.transition(
+                msg.id, IN_FLIGHT, to_state, expect_attempts=msg.attempts, conn=conn,
+                attempts=attempt, ack_deadline=deadline,
+            )
+            if not won:
+                return None
+            rows = [
+                {"message_id": msg.id, "attempt": attempt, "channel": channel,
+                 "node": t.node, "conn": t.conn, "started_at": now}
+                for t in targets
+            ] or [{"message_id": msg.id, "attempt": attempt, "channel": channel,
+                   "node": None, "conn": None, "started_at": now}]
+            conn.execute(insert(A), rows)
+        return attempt
+
+    def finish_attempts(
+        self,
+        msg_id: uuid.UUID,
+        attempt: int,
+        result: str,
+        *,
+        now: datetime,
+        conn_id: str | None = None,
+        detail: str | None = None,
+        connection: Connection | None = None,
+    ) -> None:
+        """Close the open attempt rows of ``attempt`` (one connection's, or all) with a result."""
+        cond = [A.c.message_id == msg_id, A.c.attempt == attempt, A.c.finished_at.is_(None)]
+        if conn_id is not None:
+            cond.append(A.c.conn == conn_id)
+        stmt = update(A).where(and_(*cond)).values(finished_at=now, result=result, detail=detail)
+        if connection is not None:
+            connection.execute(stmt)
+            return
+        with self.engine.begin() as c:
+            c.execute(stmt)
+
+    def add_attempt(
+        self,
+        msg_id: uuid.UUID,
+        attempt: int,
+        *,
+        channel: str,
+        now: datetime,
+        result: str,
+        node: str | None = None,
+        conn_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record a finished attempt row (push results per device, offline decisions)."""
+        with self.engine.begin() as c:
+            c.execute(insert(A).values(
+                message_id=msg_id, attempt=attempt, channel=channel, node=node, conn=conn_id,
+                started_at=now, finished_at=now, result=result, detail=detail,
+            ))
+
+    def record_ack(self, msg_id: uuid.UUID, user: str, conn_id: str, now: datetime) -> bool:
+        """A live connection of ``user`` acked: the message is delivered (once). True if it won."""
+        with self.engine.begin() as c:
+            row = c.execute(
+                update(M)
+                .where(M.c.id == msg_id, M.c.recipient == user, M.c.state.in_(UNACKED))
+                .values(state=State.DELIVERED.value, delivered_at=now, delivered_conn=conn_id,
+                        ack_deadline=None)
+                .returning(M.c.attempts)
+            ).first()
+            if row is None:
+                return False
+            self.finish_attempts(msg_id, row[0], "acked", now=now, conn_id=conn_id, connection=c)
+            # Other connections of the same attempt did not ack; close them as superseded.
+            self.finish_attempts(msg_id, row[0], "superseded", now=now, connection=c)
+        return True
+
+    def record_acks(
+        self, acks: Sequence[tuple[uuid.UUID, str, str]], now: datetime
+    ) -> list[bool]:
+        """Batch form of ``record_ack`` (one transaction): the gateway batches acks."""
+        results: list[bool] = []
+        with self.engine.begin() as c:
+            for msg_id, user, conn_id in acks:
+                row = c.execute(
+                    update(M)
+                    .where(M.c.id == msg_id, M.c.recipient == user, M.c.state.in_(UNACKED))
+                    .values(state=State.DELIVERED.value, delivered_at=now,
+                            delivered_conn=conn_id, ack_deadline=None)
+                    .returning(M.c.attempts)
+                ).first()
+                if row is None:
+                    results.append(False)
+                    continue
+                self.finish_attempts(msg_id, row[0], "acked", now=now, conn_id=conn_id,
+                                     connection=c)
+                self.finish_attempts(msg_id, row[0], "superseded", now=now, connection=c)
+                results.append(True)
+        return results
+
+    def unacked_for(
+        self, user: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[MessageRecord]:
+        """The user's messages not yet acked, oldest first (replay)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*_MSG_COLS)
+                .where(M.c.recipient == user, M.c.state.in_(UNACKED), M.c.seq > after_seq)
+                .order_by(M.c.seq)
+                .limit(limit)
+            ).all()
+        return [_msg(r) for r in rows]
+
+    def stalled(self, now: datetime, limit: int) -> list[MessageRecord]:
+        """In-flight messages whose ack deadline has passed (recovery sweep), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*_MSG_COLS)
+                .where(M.c.state.in_(IN_FLIGHT), M.c.ack_deadline < now)
+                .order_by(M.c.ack_deadline)
+                .limit(limit)
+            ).all()
+        return [_msg(r) for r in rows]
+
+    def attempts_of(self, msg_id: uuid.UUID) -> list[AttemptRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*[A.c[n] for n in AttemptRecord.__dataclass_fields__])
+                .where(A.c.message_id == msg_id)
+                .order_by(A.c.attempt, A.c.id)
+            ).all()
+        return [AttemptRecord(*r) for r in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(M.c.state, func.count()).group_by(M.c.state)).all()
+        return {state: n for state, n in rows}
+
+    def oldest_unacked(self) -> datetime | None:
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.min(M.c.created_at)).where(M.c.state.in_(UNACKED))
+            ).scalar()
+
+    # -- devices ------------------------------------------------------------------------------
+
+    def register_device(self, user: str, token: str, platform: str, now: datetime) -> DeviceRecord:
+        """Register (or re-activate and re-own) an FCM token for ``user``."""
+        ins = (postgresql.insert(D) if self._dialect == "postgresql" else sqlite.insert(D)).values(
+            user_id=user, token=token, platform=platform, created_at=now, last_seen_at=now,
+        )
+        stmt = ins.on_conflict_do_update(
+            index_elements=["token"],
+            set_={"user_id": user, "platform": platform, "last_seen_at": now,
+                  "disabled_at": None, "disabled_reason": None},
+        ).returning(*[D.c[n] for n in DeviceRecord.__dataclass_fields__])
+        with self.engine.begin() as c:
+            row = c.execute(stmt).one()
+        return DeviceRecord(*row)
+
+    def active_devices(self, user: str) -> list[DeviceRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*[D.c[n] for n in DeviceRecord.__dataclass_fields__])
+                .where(D.c.user_id == user, D.c.disabled_at.is_(None))
+                .order_by(D.c.id)
+            ).all()
+        return [DeviceRecord(*r) for r in rows]
+
+    def disable_device(self, token: str, reason: str, now: datetime) -> bool:
+        with self.engine.begin() as c:
+            return c.execute(
+                update(D).where(D.c.token == token, D.c.disabled_at.is_(None))
+                .values(disabled_at=now, disabled_reason=reason)
+            ).rowcount == 1

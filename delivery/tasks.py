@@ -1,0 +1,39 @@
+"""Celery tasks with stable names. Thin adapters: the logic lives in the store and routing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from delivery.clock import later, utcnow
+from delivery.runtime import get_runtime
+from delivery.validation import InvalidMessage, validate_send
+
+SEND = "delivery.send"
+
+
+@shared_task(name=SEND, throws=(InvalidMessage,))
+def send(
+    sender: Any,
+    recipient: Any,
+    body: Any,
+    client_msg_id: Any = None,
+    ttl_s: Any = None,
+) -> str:
+    """Store the message durably (once), then hand it to routing. Returns the message id."""
+    rt = get_runtime()
+    req = validate_send(
+        sender, recipient, body, client_msg_id, ttl_s,
+        max_body_bytes=rt.settings.max_body_bytes, default_ttl_s=rt.settings.message_ttl_s,
+    )
+    now = utcnow()
+    msg, created = rt.store.accept(
+        message_id=req.message_id, sender=req.sender, recipient=req.recipient, body=req.body,
+        client_msg_id=req.client_msg_id, now=now, ttl_s=req.ttl_s,
+        deadline=later(rt.settings.ack_timeout_s, now),
+    )
+    router = rt.extras.get("router")
+    if created and router is not None:
+        router.route_new(msg)
+    return str(msg.id)

@@ -1,0 +1,111 @@
+"""``delivery migrate``, ``delivery send`` and ``delivery inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+
+from delivery import migrate
+from delivery.runtime import get_runtime
+from delivery.settings import get_settings
+from delivery.validation import InvalidMessage
+
+
+def migrate_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="delivery migrate", description=migrate_main.__doc__)
+    parser.add_argument("--revision", default="head")
+    args = parser.parse_args(argv)
+    url = get_settings().effective_database_url
+    migrate.upgrade(url, args.revision)
+    print(f"database at {_safe(url)} is at revision {args.revision}")
+    return 0
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def send_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="delivery send", description="Enqueue a text message.")
+    parser.add_argument("--from", dest="sender", required=True)
+    parser.add_argument("--to", dest="recipient", required=True)
+    parser.add_argument("--client-msg-id")
+    parser.add_argument("--ttl", type=float, help="seconds before an undeliverable message expires")
+    parser.add_argument("--json-body", action="store_true", help="TEXT is a JSON document")
+    parser.add_argument("text")
+    args = parser.parse_args(argv)
+    try:
+        body = json.loads(args.text) if args.json_body else {"text": args.text}
+    except json.JSONDecodeError as exc:
+        print(f"delivery send: TEXT is not JSON: {exc}", file=sys.stderr)
+        return 2
+    from delivery.api import send_message
+    from workers.app import app
+
+    if get_settings().embedded:
+        # No broker to hand the task to: run it here, so the message is stored at once.
+        from delivery.tasks import send
+
+        try:
+            msg_id = send(args.sender, args.recipient, body, args.client_msg_id, args.ttl)
+        except InvalidMessage as exc:
+            print(f"delivery send: {exc}", file=sys.stderr)
+            return 2
+        print(msg_id)
+        return 0
+    try:
+        msg_id = send_message(args.sender, args.recipient, body, client_msg_id=args.client_msg_id,
+                              ttl_s=args.ttl, app=app)
+    except InvalidMessage as exc:
+        print(f"delivery send: {exc}", file=sys.stderr)
+        return 2
+    print(msg_id)
+    return 0
+
+
+def inspect_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="delivery inspect",
+                                     description="A message's state and every attempt.")
+    parser.add_argument("message_id")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        msg_id = uuid.UUID(args.message_id)
+    except ValueError:
+        print(f"delivery inspect: not a message id: {args.message_id!r}", file=sys.stderr)
+        return 2
+    store = get_runtime().store
+    msg = store.get(msg_id)
+    if msg is None:
+        print(f"delivery inspect: no message {msg_id}", file=sys.stderr)
+        return 1
+    attempts = store.attempts_of(msg_id)
+    if args.json:
+        out = msg.as_dict()
+        out["attempts_made"] = out.pop("attempts")
+        out["attempts"] = [a.as_dict() for a in attempts]
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"message   {msg.id}")
+    print(f"state     {msg.state}")
+    print(f"from      {msg.sender}  to {msg.recipient}  client id {msg.client_msg_id or '-'}")
+    print(f"created   {msg.created_at.isoformat()}  expires {msg.expires_at.isoformat()}")
+    if msg.delivered_at:
+        print(f"delivered {msg.delivered_at.isoformat()} on {msg.delivered_conn}")
+    if msg.pushed_at:
+        print(f"pushed    {msg.pushed_at.isoformat()}")
+    if msg.last_error:
+        print(f"error     {msg.last_error}")
+    print(f"attempts  {msg.attempts}")
+    for a in attempts:
+        where = f"{a.node or '-'}/{a.conn or '-'}"
+        took = ""
+        if a.finished_at:
+            took = f" after {(a.finished_at - a.started_at).total_seconds() * 1000:.1f} ms"
+        print(f"  #{a.attempt} {a.channel:<4} {where:<40} {a.result or 'open'}{took}"
+              f"{'  ' + a.detail if a.detail else ''}")
+    return 0
