@@ -32,11 +32,12 @@ Data model
 
 from __future__ import annotations
 
+import builtins
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 __all__ = [
     "EMPTY_META",
@@ -141,6 +142,10 @@ class MergeResult:
 _new_presence = tuple.__new__
 
 
+def _multi(v: Presence | tuple[Presence, ...]) -> tuple[Presence, ...]:
+    return cast("tuple[Presence, ...]", v)
+
+
 class _Log:
     """Recent events of one origin covering dots ``(base, end]``."""
 
@@ -195,7 +200,7 @@ class State:
         self._purged: set[Rid] = set()
         self._max_inc: dict[str, int] = {self.replica[0]: self.replica[1]}
         self._logs: dict[Rid, _Log] = {self.replica: _Log(0)}
-        self._pending: list[Event] = []
+        self._pending: builtins.list[Event] = []
         self._pending_start = 0
         self._size = 0
 
@@ -205,7 +210,7 @@ class State:
         """Number of stored entries (visible or hidden)."""
         return self._size
 
-    def list(self, key: str) -> list[Presence]:
+    def list(self, key: str) -> builtins.list[Presence]:
         """Visible entries of ``key`` (entries of down replicas are hidden)."""
         v = self._by_key.get(key)
         if v is None:
@@ -216,10 +221,10 @@ class State:
                 return []
             return [v]
         if down:
-            return [p for p in v if p.origin not in down]  # type: ignore[union-attr]
-        return list(v)  # type: ignore[arg-type]
+            return [p for p in _multi(v) if p.origin not in down]
+        return list(_multi(v))
 
-    def list_all(self) -> list[Presence]:
+    def list_all(self) -> builtins.list[Presence]:
         """Every visible entry."""
         return list(self._iter_visible())
 
@@ -230,13 +235,13 @@ class State:
                 if not (down and v.origin in down):
                     yield v
             else:
-                for p in v:  # type: ignore[union-attr]
+                for p in _multi(v):
                     if not (down and p.origin in down):
                         yield p
 
-    def entries_of(self, origin: Rid) -> list[Presence]:
+    def entries_of(self, origin: Rid) -> builtins.list[Presence]:
         """Every stored entry of ``origin`` (even if the origin is down)."""
-        out: list[Presence] = []
+        out: builtins.list[Presence] = []
         for key in self._origin_keys.get(origin, ()):
             v = self._by_key.get(key)
             if v is None:
@@ -245,7 +250,7 @@ class State:
                 if v.origin == origin:
                     out.append(v)
             else:
-                out.extend(p for p in v if p.origin == origin)  # type: ignore[union-attr]
+                out.extend(p for p in _multi(v) if p.origin == origin)
         return out
 
     def get(self, key: str, conn: str, origin: Rid | None = None) -> Presence | None:
@@ -254,9 +259,9 @@ class State:
         v = self._by_key.get(key)
         if v is None:
             return None
-        for p in (v,) if type(v) is Presence else v:  # type: ignore[union-attr]
-            if p.conn == conn and p.origin == origin:  # type: ignore[union-attr]
-                return p  # type: ignore[return-value]
+        for p in (v,) if type(v) is Presence else _multi(v):
+            if p.conn == conn and p.origin == origin:
+                return p
         return None
 
     def clock(self) -> dict[Rid, int]:
@@ -266,7 +271,7 @@ class State:
     def counter(self, origin: Rid) -> int:
         return self._ctx.get(origin, 0)
 
-    def origins(self) -> list[Rid]:
+    def origins(self) -> builtins.list[Rid]:
         return list(self._ctx)
 
     @property
@@ -301,7 +306,7 @@ class State:
             self._by_key[key] = (cur, p)
             old = None
         else:
-            tup: tuple[Presence, ...] = cur  # type: ignore[assignment]
+            tup = _multi(cur)
             for i, q in enumerate(tup):
                 if q.conn == p.conn and q.origin == p.origin:
                     self._by_key[key] = (*tup[:i], p, *tup[i + 1 :])
@@ -327,8 +332,8 @@ class State:
                 del self._by_key[key]
                 old = cur
         else:
-            keep: list[Presence] = []
-            for q in cur:  # type: ignore[union-attr]
+            keep: builtins.list[Presence] = []
+            for q in _multi(cur):
                 if old is None and q.conn == conn and q.origin == origin:
                     old = q
                 else:
@@ -375,7 +380,7 @@ class State:
 
         Tracking an entry that already exists with an equal meta is a no-op.
         """
-        m: Meta = EMPTY_META if not meta else meta
+        m: Meta = meta if meta else EMPTY_META
         me = self.replica
         cur = self.get(key, conn)
         if cur is not None and cur.meta == m:
@@ -409,9 +414,9 @@ class State:
                 del self._own_conns[conn]
         return old
 
-    def untrack_conn(self, conn: str) -> list[Presence]:
+    def untrack_conn(self, conn: str) -> builtins.list[Presence]:
         """Untrack every entry of ``conn`` on this replica."""
-        out: list[Presence] = []
+        out: builtins.list[Presence] = []
         for key in sorted(self._own_conns.get(conn, ())):
             p = self.untrack(key, conn)
             if p is not None:
@@ -566,7 +571,7 @@ class State:
         exclude: Rid | None = None,
         *,
         prefer_delta: bool = True,
-    ) -> list[Part]:
+    ) -> builtins.list[Part]:
         """The parts a replica with ``remote_clock`` needs to catch up with us.
 
         Only origins on which the remote lags are included. For each, the
@@ -575,7 +580,7 @@ class State:
         otherwise the whole slice of that origin. ``extract({})`` is the whole
         state. ``exclude`` (the requester itself) is never sent back.
         """
-        parts: list[Part] = []
+        parts: builtins.list[Part] = []
         for origin, n in list(self._ctx.items()):
             if origin == exclude:
                 continue
@@ -593,9 +598,7 @@ class State:
                     if len(events) <= len(entries):
                         parts.append(DeltaPart(origin, rc, n, events))
                         continue
-            parts.append(
-                SlicePart(origin, n, tuple((p.key, p.conn, p.meta) for p in entries))
-            )
+            parts.append(SlicePart(origin, n, tuple((p.key, p.conn, p.meta) for p in entries)))
         return parts
 
     # --------------------------------------------------------- replica status
