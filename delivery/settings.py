@@ -99,20 +99,22 @@ class Settings:
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise SettingsError(f"{PREFIX}{name.upper()} must be > 0, got {getattr(self, name)}")
+                raise SettingsError(f"{_var(name)} must be > 0, got {getattr(self, name)}")
         non_negative = ("retry_backoff_s", "offline_grace_s", "push_max_retries", "metrics_port")
         for name in non_negative:
             if getattr(self, name) < 0:
-                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0, got {getattr(self, name)}")
+                raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("max_attempts", "max_body_bytes", "sweep_batch"):
             if getattr(self, name) < 1:
-                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
+                raise SettingsError(f"{_var(name)} must be >= 1, got {getattr(self, name)}")
         if self.presence_down_s <= 2 * self.presence_heartbeat_s:
             raise SettingsError(
                 "DELIVERY_PRESENCE_DOWN_S must be more than twice DELIVERY_PRESENCE_HEARTBEAT_S"
             )
         if self.presence_purge_s <= self.presence_down_s:
-            raise SettingsError("DELIVERY_PRESENCE_PURGE_S must be more than DELIVERY_PRESENCE_DOWN_S")
+            raise SettingsError(
+                "DELIVERY_PRESENCE_PURGE_S must be more than DELIVERY_PRESENCE_DOWN_S"
+            )
         if self.env == "production":
             if not self.secret or self.secret == DEV_SECRET:
                 raise SettingsError("DELIVERY_SECRET is required when DELIVERY_ENV=production")
@@ -126,6 +128,10 @@ class Settings:
                 "DELIVERY_REDIS_URL is required when DELIVERY_BROKER_URL names a real broker "
                 "(presence and gateway channels travel over Redis)"
             )
+
+
+def _var(name: str) -> str:
+    return PREFIX + name.upper()
 
 
 def _convert(var: str, raw: str, type_name: Any) -> Any:

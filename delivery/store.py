@@ -11,17 +11,17 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, Table, and_, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from delivery.models import IN_FLIGHT, UNACKED, DeliveryAttempt, Device, Message, State
 
-M = Message.__table__
-A = DeliveryAttempt.__table__
-D = Device.__table__
+M = cast(Table, Message.__table__)
+A = cast(Table, DeliveryAttempt.__table__)
+D = cast(Table, Device.__table__)
 
 
 @dataclass(frozen=True)

@@ -1,71 +1,11 @@
 """The Celery application: ``celery -A workers.app worker`` / ``celery -A workers.app flower``.
 
-Configuration choices (documented in the README's operations section):
-- JSON only; ``acks_late`` with ``task_reject_on_worker_lost``: a task is removed from Redis only
-  after it ran, and a worker killed mid-task gives it back. Tasks are idempotent by message id.
-- Redis ``visibility_timeout`` (DELIVERY_VISIBILITY_TIMEOUT_S, default 300 s): how long a task
-  fetched by a worker that vanished stays invisible. It must exceed the longest countdown we use
-  (push retry backoff is capped well below it), or Redis would hand the task out twice early.
-  Messages never wait for it: the recovery sweep re-routes anything whose ack deadline passed.
-- Task events on, so Flower shows every task under its stable name; message bodies are replaced
-  by ``<redacted>`` in the task headers that Flower and the logs read.
+The configuration and its reasons live in ``delivery.celery_app``; this module adds the worker's
+bootsteps (presence replica, recovery sweep) and exposes ``app`` for the ``celery`` command.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from celery import Celery
-from celery.signals import before_task_publish
-
-from delivery.settings import Settings, get_settings
-
-REDACTED_FIELDS = ("body",)
-
-
-def make_app(settings: Settings | None = None) -> Celery:
-    settings = settings or get_settings()
-    app = Celery("delivery", include=["delivery.tasks"])
-    transport_options: dict[str, Any] = {
-        "visibility_timeout": settings.visibility_timeout_s,
-        # Keeps every Celery key of one deployment (or one test run) apart on a shared Redis.
-        "global_keyprefix": f"{settings.key_prefix}:celery:",
-    }
-    result_backend = (
-        settings.redis_url if settings.redis_url and not settings.embedded else "cache+memory://"
-    )
-    app.conf.update(
-        broker_url=settings.effective_broker_url,
-        result_backend=result_backend,
-        result_expires=3600,
-        result_backend_transport_options={"global_keyprefix": f"{settings.key_prefix}:celery:"},
-        broker_transport_options=transport_options,
-        broker_connection_retry_on_startup=True,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_acks_on_failure_or_timeout=True,
-        worker_prefetch_multiplier=4,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        worker_hijack_root_logger=False,
-        timezone="UTC",
-        enable_utc=True,
-    )
-    return app
-
-
-@before_task_publish.connect
-def _redact_bodies(headers: dict[str, Any] | None = None, body: Any = None, **_: Any) -> None:
-    """Keep message bodies out of Flower and logs: they read argsrepr/kwargsrepr."""
-    if not headers or not isinstance(body, tuple | list) or len(body) < 2:
-        return
-    kwargs = body[1]
-    if isinstance(kwargs, dict) and any(f in kwargs for f in REDACTED_FIELDS):
-        shown = {k: ("<redacted>" if k in REDACTED_FIELDS else v) for k, v in kwargs.items()}
-        headers["kwargsrepr"] = repr(shown)
-
+from delivery.celery_app import make_app
 
 app = make_app()

@@ -7,7 +7,7 @@ import sys
 
 # name -> ("module:function", one-line help). Each function takes argv (list[str]) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "migrate": ("workers.commands.store:migrate_main", "create or upgrade the schema (alembic upgrade head)"),
+    "migrate": ("workers.commands.store:migrate_main", "alembic upgrade head"),
     "send": ("workers.commands.store:send_main", "enqueue a message: --from A --to B TEXT"),
     "inspect": ("workers.commands.store:inspect_main", "a message's state and every attempt"),
     "status": ("workers.commands.status:main", "one-screen summary of the cluster"),

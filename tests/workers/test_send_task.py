@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
+from delivery.celery_app import make_app
+from delivery.settings import Settings
 from delivery.store import Store
 from delivery.validation import message_id_for
 from tests.support.procs import Proc, celery_worker
 from tests.support.services import ServiceEnv
-from workers.app import make_app
-from delivery.settings import Settings
 
 
 @pytest.fixture

@@ -1,0 +1,98 @@
+"""Node-addressed channels: routing hands frames to the gateway node that holds a connection.
+
+A frame is a small dict (see ``frame_for``); the channel is fire-and-forget on purpose: a frame
+lost with a crashed gateway is not a lost message, because the message stays in the store with
+an ack deadline and the recovery sweep routes it again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis
+
+FrameHandler = Callable[[dict[str, Any]], None]
+
+
+class Subscription(Protocol):
+    def close(self) -> None: ...
+
+
+class NodeChannels(Protocol):
+    def publish(self, node: str, frame: dict[str, Any]) -> int:
+        """Send ``frame`` to ``node``; returns how many subscribers received it (0: nobody)."""
+        ...
+
+    def subscribe(self, node: str, handler: FrameHandler) -> Subscription:
+        """Call ``handler`` (from a background thread) with every frame sent to ``node``."""
+        ...
+
+
+def channel_name(prefix: str, node: str) -> str:
+    return f"{prefix}:node:{node}"
+
+
+class MemoryChannels:
+    """In-process channels (embedded mode, tests of the pure parts)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[FrameHandler]] = {}
+        self._lock = threading.Lock()
+
+    def publish(self, node: str, frame: dict[str, Any]) -> int:
+        with self._lock:
+            handlers = list(self._handlers.get(node, ()))
+        data = json.loads(json.dumps(frame))  # same isolation as a real wire
+        for handler in handlers:
+            handler(data)
+        return len(handlers)
+
+    def subscribe(self, node: str, handler: FrameHandler) -> Subscription:
+        with self._lock:
+            self._handlers.setdefault(node, []).append(handler)
+        channels = self
+
+        class _Sub:
+            def close(self) -> None:
+                with channels._lock:
+                    lst = channels._handlers.get(node, [])
+                    if handler in lst:
+                        lst.remove(handler)
+
+        return _Sub()
+
+
+class RedisChannels:
+    """Redis pub/sub: one channel per node, ``{prefix}:node:{name}``."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._url = url
+        self._prefix = prefix
+
+    def publish(self, node: str, frame: dict[str, Any]) -> int:
+        return int(self._client.publish(channel_name(self._prefix, node), json.dumps(frame)))
+
+    def subscribe(self, node: str, handler: FrameHandler) -> Subscription:
+        pubsub = redis.Redis.from_url(self._url).pubsub(ignore_subscribe_messages=True)
+
+        def on_message(message: dict[str, Any]) -> None:
+            try:
+                frame = json.loads(message["data"])
+            except (ValueError, TypeError):
+                return
+            if isinstance(frame, dict):
+                handler(frame)
+
+        pubsub.subscribe(**{channel_name(self._prefix, node): on_message})
+        thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True)
+
+        class _Sub:
+            def close(self) -> None:
+                thread.stop()
+                pubsub.close()
+
+        return _Sub()
