@@ -621,6 +621,17 @@ class State:
         res.joins = self.entries_of(origin)
         return res
 
+    def unpurge(self, origin: Rid) -> bool:
+        """Allow a purged origin back (it was heard directly again, so it is alive).
+
+        Refused for superseded incarnations. Its entries must then be transferred
+        again: nothing of the old slice is kept.
+        """
+        if origin not in self._purged or self._max_inc.get(origin[0], -1) > origin[1]:
+            return False
+        self._purged.discard(origin)
+        return True
+
     def purge(self, origin: Rid) -> MergeResult:
         """Permanently forget ``origin``: its entries go and never come back."""
         res = MergeResult()
