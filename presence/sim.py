@@ -54,7 +54,11 @@ class SimCluster:
             rng=random.Random(self.rng.random()),
         )
         t = self.net.transport(name)
-        t.start(lambda frame, r=rep: self._send(r, r.receive(frame, self.now)))
+
+        def on_frame(frame: bytes, r: Replica = rep) -> None:
+            self._send(r, r.receive(frame, self.now))
+
+        t.start(on_frame)
         self.replicas[name] = rep
         self.transports[name] = t
         self._send(rep, rep.tick(self.now))

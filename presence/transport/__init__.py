@@ -2,12 +2,15 @@
 
 from .base import FrameHandler, Transport, TransportFactory
 from .memory import LinkPolicy, MemoryNetwork, MemoryTransport
+from .redis import RedisTransport, redis_transport
 
 __all__ = [
     "FrameHandler",
     "LinkPolicy",
     "MemoryNetwork",
     "MemoryTransport",
+    "RedisTransport",
     "Transport",
     "TransportFactory",
+    "redis_transport",
 ]

@@ -1,0 +1,137 @@
+"""Redis pub/sub transport.
+
+Channels: ``{prefix}:presence`` (shared: heartbeats, deltas, leaves) and
+``{prefix}:presence:{name}`` (direct: transfer requests and answers for the
+replica named ``name``). One daemon thread per transport reads the
+subscription; publishing happens on the caller's thread. Redis errors never
+propagate: they are counted, the subscriber reconnects with backoff and the
+replica's gap detection repairs whatever was missed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+import redis
+
+from .base import FrameHandler
+
+__all__ = ["RedisTransport", "redis_transport"]
+
+
+class RedisTransport:
+    def __init__(self, url: str, prefix: str, name: str) -> None:
+        if not name or ":" in name:
+            raise ValueError(f"name: must be non-empty and contain no ':' (got {name!r})")
+        self.url = url
+        self.prefix = prefix
+        self.name = name
+        self.channel = f"{prefix}:presence"
+        self.direct = f"{prefix}:presence:{name}"
+        self._client: redis.Redis = redis.Redis.from_url(url)
+        self._handler: FrameHandler | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._paused = False
+        self.publish_errors = 0
+        self.receive_errors = 0
+        self.reconnects = 0
+        self.frames_out = 0
+        self.bytes_out = 0
+        self.frames_in = 0
+
+    def start(self, on_frame: FrameHandler) -> None:
+        self._handler = on_frame
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"presence-redis-{self.name}", daemon=True
+        )
+        self._thread.start()
+        ready.wait(5.0)
+
+    def _publish(self, channel: str, frame: bytes) -> None:
+        if self._paused or self._stop.is_set():
+            return
+        try:
+            self._client.publish(channel, frame)
+            self.frames_out += 1
+            self.bytes_out += len(frame)
+        except redis.RedisError:
+            self.publish_errors += 1
+
+    def broadcast(self, frame: bytes) -> None:
+        self._publish(self.channel, frame)
+
+    def send(self, to: str, frame: bytes) -> None:
+        self._publish(f"{self.prefix}:presence:{to}", frame)
+
+    def pause(self) -> None:
+        """Simulate a partition: stop receiving and sending until :meth:`resume`."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "publish_errors": self.publish_errors,
+            "receive_errors": self.receive_errors,
+            "reconnects": self.reconnects,
+            "frames_out": self.frames_out,
+            "bytes_out": self.bytes_out,
+            "frames_in": self.frames_in,
+        }
+
+    def _run(self, ready: threading.Event) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel, self.direct)
+                subscribed = True
+                ready.set()
+                backoff = 0.05
+                while not self._stop.is_set():
+                    if self._paused and subscribed:
+                        pubsub.unsubscribe()
+                        subscribed = False
+                    elif not self._paused and not subscribed:
+                        pubsub.subscribe(self.channel, self.direct)
+                        subscribed = True
+                    msg = pubsub.get_message(timeout=0.05)
+                    if msg is None or msg.get("type") != "message":
+                        continue
+                    data = msg.get("data")
+                    if self._paused or not isinstance(data, bytes) or self._handler is None:
+                        continue
+                    self.frames_in += 1
+                    self._handler(data)
+            except redis.RedisError:
+                self.receive_errors += 1
+                self.reconnects += 1
+                ready.set()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(2.0)
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+
+def redis_transport(url: str, prefix: str, name: str) -> RedisTransport:
+    """A :class:`RedisTransport` for the replica ``name`` under ``prefix``."""
+    return RedisTransport(url, prefix, name)
