@@ -25,7 +25,7 @@ REDACTED_FIELDS = ("body",)
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("delivery", include=["delivery.tasks"])
+    app = Celery("delivery", include=["delivery.tasks", "delivery.routing.tasks"])
     transport_options: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_s,
         # Keeps every Celery key of one deployment (or one test run) apart on a shared Redis.
@@ -47,6 +47,10 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
+        # Threads: task bodies wait on the database and Redis, and one presence replica per
+        # worker process serves every task thread (prefork would need one replica per child).
+        worker_pool="threads",
+        worker_concurrency=8,
         worker_prefetch_multiplier=4,
         worker_send_task_events=True,
         task_send_sent_event=True,

@@ -329,6 +329,26 @@ class Store:
             ).all()
         return [_msg(r) for r in rows]
 
+    def nacked_conns(self, msg_id: uuid.UUID) -> set[str]:
+        """Connections a gateway has reported gone for this message (any attempt)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(A.c.conn).where(
+                    A.c.message_id == msg_id, A.c.result == "nacked", A.c.conn.is_not(None)
+                )
+            ).all()
+        return {r[0] for r in rows}
+
+    def expire_pending(self, now: datetime, limit: int) -> int:
+        """Pending messages past their TTL become ``expired`` (still replayable)."""
+        with self.engine.begin() as c:
+            ids = select(M.c.seq).where(M.c.state == State.PENDING.value, M.c.expires_at < now)
+            return int(c.execute(
+                update(M).where(M.c.seq.in_(ids.limit(limit).scalar_subquery()),
+                                M.c.state == State.PENDING.value)
+                .values(state=State.EXPIRED.value)
+            ).rowcount)
+
     def attempts_of(self, msg_id: uuid.UUID) -> list[AttemptRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -1,11 +1,13 @@
 """The Celery application: ``celery -A workers.app worker`` / ``celery -A workers.app flower``.
 
-The configuration and its reasons live in ``delivery.celery_app``; this module adds the worker's
-bootsteps (presence replica, recovery sweep) and exposes ``app`` for the ``celery`` command.
+The configuration and its reasons live in ``delivery.celery_app``; this module adds the worker
+bootstep (presence replica, router, recovery sweep) and exposes ``app`` for ``celery``.
 """
 
 from __future__ import annotations
 
 from delivery.celery_app import make_app
+from workers.bootsteps import PresenceStep
 
 app = make_app()
+app.steps["worker"].add(PresenceStep)

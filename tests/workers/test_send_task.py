@@ -43,7 +43,7 @@ def test_fifty_concurrent_duplicates_store_one_row(
     ids = {r.get(timeout=60) for r in results}
     expected = str(message_id_for("alice", "same-1"))
     assert ids == {expected}
-    assert pg_store.count_by_state() == {"accepted": 1}
+    assert sum(pg_store.count_by_state().values()) == 1
     stored = pg_store.get(message_id_for("alice", "same-1"))
     assert stored is not None and stored.body["text"].startswith("copy ")
 

@@ -1,0 +1,143 @@
+"""The routing policy: pure, no I/O, no clock. Feed it facts, read one decision.
+
+Given a message (state, attempts, expiry), the local presence view of its recipient and why we
+are routing now (a new message, a nack from a gateway, a re-check after a wait, or a passed ack
+deadline), it answers exactly one of: dispatch to connections, wait and re-check, push, mark
+pending, expire, or nothing to do. A message goes to *every* live connection of the recipient
+and is delivered when any one of them acks.
+
+Times are plain float seconds on any clock the caller chooses (wall clock in production, the
+virtual clock in the simulation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+# States routing still owns; anything else (delivered, pushed, pending, expired) is settled.
+IN_FLIGHT = frozenset({"accepted", "dispatched"})
+
+
+class Trigger(Enum):
+    NEW = "new"  # just accepted
+    NACK = "nack"  # a gateway answered: that connection is gone
+    RECHECK = "recheck"  # a wait we asked for has passed
+    DEADLINE = "deadline"  # the ack deadline passed with no outcome (timeout or a lost task)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    ack_timeout_s: float = 2.0
+    max_attempts: int = 3
+    retry_backoff_s: float = 0.2
+    offline_grace_s: float = 0.25
+    not_synced_wait_s: float = 0.1
+    push_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.ack_timeout_s <= 0:
+            raise ValueError("ack_timeout_s must be > 0")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if self.retry_backoff_s < 0 or self.offline_grace_s < 0 or self.not_synced_wait_s <= 0:
+            raise ValueError("waits must be >= 0 (not_synced_wait_s > 0)")
+
+
+@dataclass(frozen=True)
+class Conn:
+    """A connection as presence reports it: the gateway node that holds it and its id."""
+
+    node: str
+    conn: str
+
+
+@dataclass(frozen=True)
+class MessageView:
+    state: str
+    attempts: int
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class PresenceView:
+    synced: bool
+    conns: Sequence[Conn]
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    targets: tuple[Conn, ...]
+    ack_deadline: float
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Re-check at ``until`` (Trigger.RECHECK); this is not an attempt."""
+
+    until: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Push:
+    reason: str
+
+
+@dataclass(frozen=True)
+class MarkPending:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Expire:
+    pass
+
+
+@dataclass(frozen=True)
+class Nothing:
+    reason: str
+
+
+Decision = Dispatch | Wait | Push | MarkPending | Expire | Nothing
+
+
+def decide(
+    msg: MessageView,
+    presence: PresenceView,
+    trigger: Trigger,
+    now: float,
+    config: PolicyConfig,
+    dead_conns: Collection[str] = (),
+) -> Decision:
+    """One routing decision. ``dead_conns``: connections a gateway has nacked for this message."""
+    if msg.state not in IN_FLIGHT:
+        return Nothing(f"message is {msg.state}")
+    if now >= msg.expires_at:
+        return Expire()
+    if not presence.synced:
+        # An empty or partial replica would send everyone to push: wait for the sync.
+        return Wait(now + config.not_synced_wait_s, "presence replica not synced")
+    # Sorted for determinism: the same facts always give the same decision.
+    targets = tuple(sorted(
+        {c for c in presence.conns if c.conn not in dead_conns}, key=lambda c: (c.node, c.conn)
+    ))
+    if msg.attempts >= config.max_attempts:
+        return _fallback(config, f"{msg.attempts} attempts without an ack")
+    if targets:
+        return Dispatch(targets, now + config.ack_timeout_s)
+    if trigger is Trigger.NEW and config.offline_grace_s > 0:
+        # A join may not have replicated yet: look again shortly before pushing.
+        return Wait(now + config.offline_grace_s, "recipient looks offline")
+    if trigger is Trigger.NACK and config.retry_backoff_s > 0:
+        # The gateway told us the connection we saw is gone; presence has not caught up with
+        # the reconnect (the seed's race): give it time to converge.
+        return Wait(now + config.retry_backoff_s, "only dead connections known")
+    return _fallback(config, "recipient offline")
+
+
+def _fallback(config: PolicyConfig, reason: str) -> Decision:
+    if config.push_enabled:
+        return Push(reason)
+    return MarkPending(f"{reason}; push not configured")

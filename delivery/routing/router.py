@@ -1,0 +1,220 @@
+"""The routing adapter: reads the store and the local presence replica, asks the pure policy,
+and carries out its decision with compare-and-set updates. No decision logic lives here.
+
+Cost on the hot path (a recipient who is online): the send task's insert, one conditional
+update that claims the attempt and records its targets (one transaction), and one PUBLISH per
+gateway node. Acks are written by the gateway; no Celery task runs per ack.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from delivery.channels import NodeChannels
+from delivery.routing.policy import (
+    Conn,
+    Decision,
+    Dispatch,
+    Expire,
+    MarkPending,
+    MessageView,
+    Nothing,
+    PolicyConfig,
+    PresenceView,
+    Push,
+    Trigger,
+    Wait,
+    decide,
+)
+from delivery.settings import Settings
+from delivery.store import MessageRecord, Store, Target
+
+log = logging.getLogger("delivery.routing")
+
+# How long a claimed push attempt may take before the recovery sweep takes it back.
+PUSH_DEADLINE_S = 30.0
+
+
+class PresenceReader(Protocol):
+    @property
+    def synced(self) -> bool: ...
+
+    def list(self, key: str) -> Sequence[Any]: ...
+
+
+def policy_config(settings: Settings, *, push_enabled: bool = True) -> PolicyConfig:
+    return PolicyConfig(
+        ack_timeout_s=settings.ack_timeout_s,
+        max_attempts=settings.max_attempts,
+        retry_backoff_s=settings.retry_backoff_s,
+        offline_grace_s=settings.offline_grace_s,
+        push_enabled=push_enabled,
+    )
+
+
+def _ts(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class Router:
+    """Carries out routing decisions for one process (a worker, or the embedded demo)."""
+
+    def __init__(
+        self,
+        store: Store,
+        presence: PresenceReader,
+        channels: NodeChannels,
+        config: PolicyConfig,
+        *,
+        enqueue_push: Callable[[str, int], None],
+        schedule_recheck: Callable[[str, int, float], None],
+        clock: Callable[[], float] = time.time,
+        on_decision: Callable[[MessageRecord, Decision, Trigger], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.presence = presence
+        self.channels = channels
+        self.config = config
+        self.enqueue_push = enqueue_push
+        self.schedule_recheck = schedule_recheck
+        self.clock = clock
+        self.on_decision = on_decision
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def route_new(self, msg: MessageRecord) -> Decision:
+        return self._route(msg, Trigger.NEW, ())
+
+    def route(
+        self,
+        message_id: str | uuid.UUID,
+        trigger: Trigger,
+        *,
+        attempt: int | None = None,
+        nacked: Iterable[str] = (),
+    ) -> Decision:
+        msg = self.store.get(uuid.UUID(str(message_id)))
+        if msg is None:
+            return Nothing("unknown message")
+        if attempt is not None and msg.attempts != attempt:
+            # A nack or re-check for an attempt that is no longer current changes nothing.
+            return Nothing(f"stale: attempt {attempt}, message at {msg.attempts}")
+        dead = set(nacked)
+        if trigger is not Trigger.NEW and msg.attempts > 0:
+            dead |= self.store.nacked_conns(msg.id)
+        return self._route(msg, trigger, dead)
+
+    def route_stalled(self, msg: MessageRecord) -> Decision:
+        """The recovery sweep found ``msg`` past its ack deadline."""
+        now = self.clock()
+        if msg.attempts > 0 and msg.state == "dispatched":
+            self.store.finish_attempts(msg.id, msg.attempts, "timeout", now=_dt(now))
+        dead = self.store.nacked_conns(msg.id) if msg.attempts > 0 else set()
+        return self._route(msg, Trigger.DEADLINE, dead)
+
+    # -- policy + effects ---------------------------------------------------------------------
+
+    def _view(self, recipient: str) -> PresenceView:
+        entries = self.presence.list(recipient)
+        return PresenceView(
+            synced=self.presence.synced, conns=[Conn(e.node, e.conn) for e in entries]
+        )
+
+    def _route(self, msg: MessageRecord, trigger: Trigger, dead: set[str] | tuple[()]) -> Decision:
+        now = self.clock()
+        view = MessageView(msg.state, msg.attempts, _ts(msg.expires_at))
+        decision = decide(view, self._view(msg.recipient), trigger, now, self.config, dead)
+        applied = self._apply(msg, decision, now, dead)
+        if self.on_decision is not None:
+            self.on_decision(msg, applied, trigger)
+        return applied
+
+    def _apply(
+        self, msg: MessageRecord, decision: Decision, now: float, dead: set[str] | tuple[()]
+    ) -> Decision:
+        match decision:
+            case Dispatch(targets=targets, ack_deadline=deadline):
+                return self._dispatch(msg, targets, now, deadline, dead)
+            case Wait(until=until, reason=reason):
+                # The deadline is the safety net should the re-check task be lost.
+                ok = self.store.transition(
+                    msg.id, [msg.state], msg.state, expect_attempts=msg.attempts,
+                    ack_deadline=_dt(until + self.config.ack_timeout_s),
+                )
+                if ok:
+                    self.schedule_recheck(str(msg.id), msg.attempts, max(0.0, until - now))
+                    log.debug("message %s: wait %.3fs (%s)", msg.id, until - now, reason)
+                    return decision
+                return Nothing("changed while deciding")
+            case Push():
+                attempt = self.store.start_attempt(
+                    msg, channel="push", targets=[], now=_dt(now),
+                    deadline=_dt(now + PUSH_DEADLINE_S),
+                )
+                if attempt is None:
+                    return Nothing("changed while deciding")
+                self.enqueue_push(str(msg.id), attempt)
+                log.info("message %s: push (attempt %d, %s)", msg.id, attempt, decision.reason)
+                return decision
+            case MarkPending(reason=reason):
+                ok = self.store.transition(
+                    msg.id, [msg.state], "pending", expect_attempts=msg.attempts,
+                    ack_deadline=None, last_error=reason,
+                )
+                return decision if ok else Nothing("changed while deciding")
+            case Expire():
+                ok = self.store.transition(
+                    msg.id, [msg.state], "expired", expect_attempts=msg.attempts,
+                    ack_deadline=None, last_error="ttl passed with no channel",
+                )
+                log.info("message %s: expired", msg.id)
+                return decision if ok else Nothing("changed while deciding")
+            case Nothing():
+                return decision
+        raise AssertionError(f"unknown decision {decision!r}")  # pragma: no cover
+
+    def _dispatch(
+        self,
+        msg: MessageRecord,
+        targets: tuple[Conn, ...],
+        now: float,
+        deadline: float,
+        dead: set[str] | tuple[()],
+    ) -> Decision:
+        attempt = self.store.start_attempt(
+            msg, channel="ws", targets=[Target(t.node, t.conn) for t in targets],
+            now=_dt(now), deadline=_dt(deadline),
+        )
+        if attempt is None:
+            return Nothing("changed while deciding")
+        by_node: dict[str, list[str]] = defaultdict(list)
+        for t in targets:
+            by_node[t.node].append(t.conn)
+        frame = {
+            "type": "deliver", "id": str(msg.id), "user": msg.recipient, "from": msg.sender,
+            "body": msg.body, "sent_at": msg.created_at.isoformat(), "seq": msg.seq,
+            "attempt": attempt,
+        }
+        unreachable: list[str] = []
+        for node, conns in by_node.items():
+            if self.channels.publish(node, {**frame, "conns": conns}) == 0:
+                unreachable += conns
+        if unreachable and len(unreachable) == len(targets):
+            # No gateway listens for any target: they are gone (a crashed node whose presence
+            # entries have not timed out yet). Treat it as a nack instead of waiting.
+            log.info("message %s: no gateway reachable for %s", msg.id, unreachable)
+            self.store.finish_attempts(msg.id, attempt, "nacked", now=_dt(now),
+                                       detail="no gateway subscribed")
+            return self.route(msg.id, Trigger.NACK, attempt=attempt,
+                              nacked=[*dead, *unreachable])
+        return Dispatch(targets, deadline)

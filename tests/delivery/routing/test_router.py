@@ -1,0 +1,245 @@
+"""The routing adapter on the real store (SQLite and PostgreSQL) and real presence replicas on
+an in-memory network; interleavings are forced by calling the steps in a chosen order."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from delivery.channels import MemoryChannels
+from delivery.clock import utcnow
+from delivery.routing.policy import (
+    Dispatch,
+    Expire,
+    Nothing,
+    PolicyConfig,
+    Push,
+    Trigger,
+    Wait,
+)
+from delivery.routing.router import Router
+from delivery.routing.sweep import SWEEP_LOCK_KEY, sweep_once
+from delivery.store import MessageRecord, Store
+from presence.runtime import MemoryNetwork, PresenceConfig, PresenceNode
+
+FAST = PresenceConfig(heartbeat_s=0.02, down_s=0.5, purge_s=2.0, batch_s=0.001)
+
+
+@dataclass
+class Harness:
+    store: Store
+    net: MemoryNetwork
+    gw: PresenceNode
+    worker: PresenceNode
+    channels: MemoryChannels
+    router: Router
+    pushes: list[tuple[str, int]] = field(default_factory=list)
+    rechecks: list[tuple[str, int, float]] = field(default_factory=list)
+    frames: list[dict[str, Any]] = field(default_factory=list)
+
+    def accept(self, recipient: str = "bob", ttl_s: float = 60) -> MessageRecord:
+        now = utcnow()
+        msg, _ = self.store.accept(
+            message_id=uuid.uuid4(), sender="alice", recipient=recipient, body={"t": "hi"},
+            client_msg_id=None, now=now, ttl_s=ttl_s, deadline=now + timedelta(seconds=2),
+        )
+        return msg
+
+    def visible(self, user: str, conns: set[str], timeout: float = 3.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if {p.conn for p in self.worker.list(user)} == conns:
+                return
+            time.sleep(0.005)
+        raise AssertionError(f"worker never saw {conns} for {user}")
+
+
+@pytest.fixture
+def h(store: Store) -> Iterator[Harness]:
+    net = MemoryNetwork(seed=1)
+    gw = PresenceNode("gw-a", net, FAST)
+    worker = PresenceNode("worker-b", net, FAST)
+    gw.start()
+    worker.start()
+    assert gw.wait_synced(3) and worker.wait_synced(3)
+    channels = MemoryChannels()
+    harness = Harness(store, net, gw, worker, channels, None)  # type: ignore[arg-type]
+    channels.subscribe("gw-a", harness.frames.append)
+    harness.router = Router(
+        store, worker, channels,
+        PolicyConfig(ack_timeout_s=1.0, max_attempts=2, retry_backoff_s=0.1,
+                     offline_grace_s=0.2),
+        enqueue_push=lambda m, a: harness.pushes.append((m, a)),
+        schedule_recheck=lambda m, a, d: harness.rechecks.append((m, a, d)),
+    )
+    yield harness
+    gw.stop()
+    worker.stop()
+
+
+def test_online_recipient_gets_one_frame_per_connection_and_ack_delivers(h: Harness) -> None:
+    h.gw.track("bob", "c1", {})
+    h.gw.track("bob", "c2", {})
+    h.visible("bob", {"c1", "c2"})
+    msg = h.accept()
+    decision = h.router.route_new(msg)
+    assert isinstance(decision, Dispatch)
+    assert [f["conns"] for f in h.frames] == [["c1", "c2"]]
+    assert h.frames[0]["id"] == str(msg.id) and h.frames[0]["attempt"] == 1
+    assert h.store.record_ack(msg.id, "bob", "c2", utcnow())
+    assert h.store.get(msg.id).state == "delivered"  # type: ignore[union-attr]
+    # A late duplicate route of the same snapshot changes nothing.
+    assert isinstance(h.router.route_new(msg), Nothing)
+    assert len(h.frames) == 1
+
+
+def test_offline_recipient_waits_the_grace_then_pushes(h: Harness) -> None:
+    msg = h.accept()
+    decision = h.router.route_new(msg)
+    assert isinstance(decision, Wait)
+    assert h.rechecks == [(str(msg.id), 0, pytest.approx(0.2, abs=0.05))]
+    assert h.pushes == []
+    decision = h.router.route(msg.id, Trigger.RECHECK, attempt=0)
+    assert isinstance(decision, Push)
+    assert h.pushes == [(str(msg.id), 1)]
+    stored = h.store.get(msg.id)
+    assert stored is not None and stored.state == "dispatched" and stored.attempts == 1
+
+
+def test_join_within_the_grace_is_delivered_without_push(h: Harness) -> None:
+    msg = h.accept()
+    assert isinstance(h.router.route_new(msg), Wait)
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    assert isinstance(h.router.route(msg.id, Trigger.RECHECK, attempt=0), Dispatch)
+    assert h.pushes == [] and h.frames[0]["conns"] == ["c1"]
+
+
+def test_seed_race_nack_waits_for_fresh_presence_then_reaches_the_new_connection(
+    h: Harness,
+) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    h.net.partition(["gw-a"], ["worker-b"])  # replication to the worker is held back
+    h.gw.untrack("bob", "c1")
+    h.gw.track("bob", "c2", {})
+    time.sleep(0.05)
+    assert {p.conn for p in h.worker.list("bob")} == {"c1"}  # stale view: step 5 of the seed
+    msg = h.accept()
+    assert isinstance(h.router.route_new(msg), Dispatch)
+    assert h.frames[-1]["conns"] == ["c1"]
+    # The gateway knows c1 is gone: it nacks (records the attempt row and asks for a re-route).
+    h.store.finish_attempts(msg.id, 1, "nacked", now=utcnow(), conn_id="c1")
+    decision = h.router.route(msg.id, Trigger.NACK, attempt=1, nacked=["c1"])
+    assert isinstance(decision, Wait)  # never re-sent to c1, never pushed yet
+    h.net.heal()
+    h.visible("bob", {"c2"})
+    decision = h.router.route(msg.id, Trigger.RECHECK, attempt=1)
+    assert isinstance(decision, Dispatch) and [c.conn for c in decision.targets] == ["c2"]
+    assert h.frames[-1]["conns"] == ["c2"] and h.frames[-1]["attempt"] == 2
+    assert h.store.record_ack(msg.id, "bob", "c2", utcnow())
+    assert h.pushes == []
+
+
+def test_stale_nack_for_an_old_attempt_is_ignored(h: Harness) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    msg = h.accept()
+    h.router.route_new(msg)
+    stalled = h.store.get(msg.id)
+    assert stalled is not None
+    h.router.route_stalled(stalled)  # attempt 2
+    assert isinstance(h.router.route(msg.id, Trigger.NACK, attempt=1, nacked=["c1"]), Nothing)
+    assert h.store.get(msg.id).attempts == 2  # type: ignore[union-attr]
+
+
+def test_late_ack_of_an_earlier_attempt_wins_once(h: Harness) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    msg = h.accept()
+    h.router.route_new(msg)
+    snapshot = h.store.get(msg.id)
+    assert snapshot is not None
+    h.router.route_stalled(snapshot)  # the sweep re-sends: attempt 2
+    assert h.store.record_ack(msg.id, "bob", "c1", utcnow())  # ack of attempt 1's frame
+    assert not h.store.record_ack(msg.id, "bob", "c1", utcnow())  # attempt 2's frame
+    after = h.store.get(msg.id)
+    assert after is not None and after.state == "delivered"
+    assert isinstance(h.router.route_stalled(after), Nothing)
+
+
+def test_sweep_and_nack_racing_claim_one_attempt(h: Harness) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    msg = h.accept()
+    h.router.route_new(msg)
+    snapshot = h.store.get(msg.id)
+    assert snapshot is not None
+    # Both read the same snapshot, then act: only the first claim wins.
+    first = h.router.route_stalled(snapshot)
+    second = h.router.route_stalled(snapshot)
+    assert isinstance(first, Dispatch) and isinstance(second, Nothing)
+    assert [f["attempt"] for f in h.frames] == [1, 2]
+
+
+def test_attempts_exhausted_fall_back_to_one_push(h: Harness) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    msg = h.accept()
+    h.router.route_new(msg)
+    for _ in range(2):
+        snap = h.store.get(msg.id)
+        assert snap is not None
+        h.router.route_stalled(snap)
+    assert h.pushes == [(str(msg.id), 3)]
+    results = [(a.attempt, a.channel, a.result) for a in h.store.attempts_of(msg.id)]
+    assert results == [(1, "ws", "timeout"), (2, "ws", "timeout"), (3, "push", None)]
+
+
+def test_unreachable_gateway_is_a_nack_not_a_timeout(h: Harness) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    h.channels = MemoryChannels()  # nobody listens on gw-a any more
+    h.router.channels = h.channels
+    msg = h.accept()
+    decision = h.router.route_new(msg)
+    assert isinstance(decision, Wait)
+    assert h.store.nacked_conns(msg.id) == {"c1"}
+
+
+def test_expired_message_is_recorded_expired(h: Harness) -> None:
+    msg = h.accept(ttl_s=0.001)
+    time.sleep(0.01)
+    assert isinstance(h.router.route_new(msg), Expire)
+    assert h.store.get(msg.id).state == "expired"  # type: ignore[union-attr]
+    assert [m.id for m in h.store.unacked_for("bob")] == [msg.id]  # still replayable
+
+
+def test_sweep_reroutes_passed_deadlines(h: Harness) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    now = utcnow()
+    msg, _ = h.store.accept(
+        message_id=uuid.uuid4(), sender="alice", recipient="bob", body={}, client_msg_id=None,
+        now=now, ttl_s=60, deadline=now - timedelta(seconds=1),
+    )  # stored, but its send task died before routing
+    assert sweep_once(h.router, batch=10) == 1
+    assert h.frames[-1]["id"] == str(msg.id)
+    assert sweep_once(h.router, batch=10) == 0
+
+
+def test_sweep_lease_lets_one_sweep_run(h: Harness) -> None:
+    if h.store.engine.dialect.name != "postgresql":
+        pytest.skip("the advisory-lock lease is PostgreSQL's; SQLite runs in one process")
+    with h.store.engine.connect() as other:
+        other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SWEEP_LOCK_KEY})
+        assert sweep_once(h.router, batch=10) == -1
+        other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SWEEP_LOCK_KEY})
+    assert sweep_once(h.router, batch=10) == 0

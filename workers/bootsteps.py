@@ -1,0 +1,63 @@
+"""Worker bootstep: a presence replica per worker process, synced before any task is consumed.
+
+Celery starts every worker bootstep before the Consumer (which is ``last``), so blocking here
+until the replica has synced keeps the worker from routing with an empty view (an empty replica
+would send everyone to push). With the threads pool (our default) tasks run in this process and
+share the replica; with prefork, each child builds its own on ``worker_process_init``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import bootsteps
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from workers.wiring import WorkerRouting, start_worker_routing
+
+log = logging.getLogger("delivery.worker")
+_routing: WorkerRouting | None = None
+
+
+def _uses_prefork(worker: Any) -> bool:
+    pool_cls = getattr(worker, "pool_cls", None)
+    name = getattr(pool_cls, "__module__", "") + "." + getattr(pool_cls, "__name__", "")
+    return "prefork" in name
+
+
+class PresenceStep(bootsteps.StartStopStep):
+    """Runs the replica, the node channels, the router and the recovery sweep."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.prefork = _uses_prefork(worker)
+
+    def start(self, worker: Any) -> None:
+        global _routing
+        if self.prefork:
+            log.info("prefork pool: each child process runs its own presence replica")
+            return
+        _routing = start_worker_routing(worker.app, name=f"worker.{worker.hostname}")
+
+    def stop(self, worker: Any) -> None:
+        global _routing
+        if _routing is not None:
+            _routing.stop()
+            _routing = None
+
+
+@worker_process_init.connect
+def _child_init(**_: Any) -> None:
+    global _routing
+    from workers.app import app
+
+    _routing = start_worker_routing(app)
+
+
+@worker_process_shutdown.connect
+def _child_shutdown(**_: Any) -> None:
+    if _routing is not None:
+        _routing.stop()

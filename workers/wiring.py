@@ -1,0 +1,91 @@
+"""Build the routing side of a worker process: presence replica, node channels, router, sweep.
+
+Used by the worker bootstep (threads pool: one replica per worker process, shared by its task
+threads) and, for the prefork pool, once per child process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from delivery.channels import NodeChannels, RedisChannels
+from delivery.routing.router import Router, policy_config
+from delivery.routing.sweep import SweepLoop
+from delivery.runtime import Runtime, get_runtime
+from delivery.settings import Settings
+from presence.config import PresenceConfig
+
+log = logging.getLogger("delivery.worker")
+
+PUSH = "delivery.push"
+ROUTE = "delivery.route"
+
+
+def presence_config(settings: Settings) -> PresenceConfig:
+    return PresenceConfig(
+        heartbeat_s=settings.presence_heartbeat_s,
+        down_s=settings.presence_down_s,
+        purge_s=settings.presence_purge_s,
+    )
+
+
+def celery_hooks(app: Celery) -> dict[str, Any]:
+    """Router callbacks that hand work to other tasks through the broker."""
+
+    def enqueue_push(message_id: str, attempt: int) -> None:
+        app.send_task(PUSH, kwargs={"message_id": message_id, "attempt": attempt})
+
+    def schedule_recheck(message_id: str, attempt: int, delay: float) -> None:
+        app.send_task(
+            ROUTE, kwargs={"message_id": message_id, "trigger": "recheck", "attempt": attempt},
+            countdown=delay,
+        )
+
+    return {"enqueue_push": enqueue_push, "schedule_recheck": schedule_recheck}
+
+
+@dataclass
+class WorkerRouting:
+    runtime: Runtime
+    presence: Any
+    channels: NodeChannels
+    router: Router
+    sweep: SweepLoop
+
+    def stop(self) -> None:
+        self.sweep.stop()
+        self.presence.stop(graceful=True)
+
+
+def start_worker_routing(app: Celery, name: str | None = None,
+                         sync_timeout: float = 10.0) -> WorkerRouting:
+    """Start this process's replica, wait until it has synced, then install a router."""
+    from presence.runtime import PresenceNode, redis_transport
+
+    rt = get_runtime()
+    settings = rt.settings
+    if not settings.redis_url:
+        raise RuntimeError("a worker needs DELIVERY_REDIS_URL for presence and node channels")
+    name = name or f"worker.{socket.gethostname()}.{os.getpid()}"
+    node = PresenceNode(
+        name, redis_transport(settings.redis_url, settings.key_prefix, name),
+        presence_config(settings),
+    )
+    node.start()
+    if not node.wait_synced(sync_timeout):
+        log.warning("presence replica %s not synced after %.1fs; routing waits for it",
+                    name, sync_timeout)
+    channels = RedisChannels(settings.redis_url, settings.key_prefix)
+    router = Router(rt.store, node, channels, policy_config(settings), **celery_hooks(app))
+    rt.presence, rt.channels = node, channels
+    rt.extras["router"] = router
+    sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch)
+    sweep.start()
+    log.info("worker routing ready: replica %s synced=%s", name, node.synced)
+    return WorkerRouting(rt, node, channels, router, sweep)
