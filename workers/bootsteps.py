@@ -14,10 +14,14 @@ from typing import Any
 from celery import bootsteps
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from delivery.logs import install_celery_logging
+from workers import metrics_wiring
 from workers.wiring import WorkerRouting, start_worker_routing
 
 log = logging.getLogger("delivery.worker")
 _routing: WorkerRouting | None = None
+_metrics: metrics_wiring.WorkerMetrics | None = None
+install_celery_logging()  # our loggers print one structured line per event
 
 
 def _uses_prefork(worker: Any) -> bool:
@@ -36,14 +40,18 @@ class PresenceStep(bootsteps.StartStopStep):
         self.prefork = _uses_prefork(worker)
 
     def start(self, worker: Any) -> None:
-        global _routing
+        global _routing, _metrics
         if self.prefork:
             log.info("prefork pool: each child process runs its own presence replica")
             return
         _routing = start_worker_routing(worker.app, name=f"worker.{worker.hostname}")
+        _metrics = metrics_wiring.install(_routing)
 
     def stop(self, worker: Any) -> None:
-        global _routing
+        global _routing, _metrics
+        if _metrics is not None:
+            _metrics.stop()
+            _metrics = None
         if _routing is not None:
             _routing.stop()
             _routing = None
@@ -55,6 +63,8 @@ def _child_init(**_: Any) -> None:
     from workers.app import app
 
     _routing = start_worker_routing(app)
+    # One port per host cannot serve every prefork child: children count but do not serve.
+    metrics_wiring.install(_routing, serve=False)
 
 
 @worker_process_shutdown.connect

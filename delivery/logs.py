@@ -1,0 +1,135 @@
+"""Structured logs: one line per event, ``key=value`` (or JSON), with ``message_id`` on every
+line about a message.
+
+    log = message_log(logging.getLogger("delivery.routing"), msg.id)
+    log.info("push", extra={"attempt": 2})
+    # ts=2024-05-01T12:00:00.123Z level=info logger=delivery.routing event=push
+    #   message_id=1b6e... attempt=2
+
+Lines that predate this module (``log.info("message %s: push ...", msg.id)``) get their
+``message_id`` field from the text, so existing call sites need no change.
+
+Only our loggers (``delivery``, ``presence``, ``workers``) are switched to this format; Celery's
+own output keeps Celery's format. ``DELIVERY_LOG_FORMAT``: ``kv`` (default) or ``json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+OUR_LOGGERS = ("delivery", "presence", "workers")
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_MSG_ID = re.compile(
+    r"\bmessage[ =:]+([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b"
+)
+_BARE = re.compile(r"^[A-Za-z0-9_.:/@+\-]+$")
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    text = record.getMessage()
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    out: dict[str, Any] = {
+        "ts": f"{ts}.{int(record.msecs):03d}Z",
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "event": text,
+    }
+    extra = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    if "message_id" not in extra:
+        found = _MSG_ID.search(text)
+        if found:
+            extra["message_id"] = found.group(1)
+    out.update({k: (str(v) if not isinstance(v, int | float | bool | None) else v)
+                for k, v in extra.items()})
+    if record.exc_info:
+        out["exc"] = logging.Formatter().formatException(record.exc_info)
+    return out
+
+
+def _kv_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if text and _BARE.match(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``ts=... level=... logger=... event="..." key=value ...`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{k}={_kv_value(v)}" for k, v in _fields(record).items())
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(_fields(record), ensure_ascii=False, default=str)
+
+
+class MessageLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose every line carries ``message_id`` (and any other fixed fields)."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+def message_log(logger: logging.Logger, message_id: Any, **fields: Any) -> MessageLog:
+    return MessageLog(logger, {"message_id": str(message_id), **fields})
+
+
+def make_formatter(fmt: str | None = None) -> logging.Formatter:
+    fmt = (fmt or os.environ.get("DELIVERY_LOG_FORMAT") or "kv").lower()
+    return JsonFormatter() if fmt == "json" else KeyValueFormatter()
+
+
+def setup(level: int | str = logging.INFO, stream: TextIO | None = None,
+          fmt: str | None = None) -> logging.Handler:
+    """Send our loggers' records, one structured line each, to ``stream`` (stderr).
+
+    They stop propagating to the root logger, so a process whose root logger has Celery's (or
+    anyone's) handler prints each event once. Calling it again replaces the handler.
+    """
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(make_formatter(fmt))
+    handler.set_name("delivery-structured")
+    for name in OUR_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if h.get_name() == "delivery-structured"]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+    return handler
+
+
+def install_celery_logging() -> None:
+    """Switch our loggers to structured lines once Celery has set up its own logging."""
+    from celery.signals import after_setup_logger
+
+    def _after_setup(logger: logging.Logger | None = None, loglevel: Any = None,
+                     **_: Any) -> None:
+        stream = None
+        for h in (logger.handlers if logger is not None else []):
+            if isinstance(h, logging.StreamHandler):
+                stream = h.stream
+                break
+        setup(loglevel or logging.INFO, stream=stream)
+
+    after_setup_logger.connect(_after_setup, weak=False)

@@ -1,0 +1,136 @@
+"""Prometheus metrics of workers and gateways (prometheus_client, the default registry).
+
+Every process of ours that sets ``DELIVERY_METRICS_PORT`` serves ``/metrics`` on that port
+(``start_metrics_server``). Workers feed these from routing decisions, push results, the
+recovery sweep and their presence replica (``workers.metrics_wiring``); gateways feed the
+``delivery_gateway_*`` family, acks (``record_delivered``) and their replica's gauges.
+
+Names (all prefixed ``delivery_``), as listed in docs/operations.md:
+
+- ``messages_total{outcome}``: outcomes reached: delivered, pushed, pending, expired.
+- ``routing_decisions_total{decision,trigger}``: every routing decision (dispatch, wait, push,
+  markpending, expire, nothing) and why routing ran (new, nack, recheck, deadline).
+- ``attempts_per_message``: attempts a message needed to reach its outcome (histogram).
+- ``ack_latency_seconds``: from acceptance (enqueue) to the client's ack (histogram).
+- ``nacks_total``: connections a gateway reported gone for a dispatched frame.
+- ``pushes_total{result}``: ``delivery.push`` runs by outcome (pushed, no_device, failed, ...).
+- ``fcm_sends_total{result}``: per-device FCM answers (ok, UNREGISTERED, UNAVAILABLE, ...).
+- ``presence_entries``, ``presence_replicas{status}``, ``presence_synced``: the local replica.
+- ``sweep_found_total``: stalled messages the recovery sweep re-routed.
+- ``gateway_connections``, ``gateway_frames_sent_total``, ``gateway_acks_total``,
+  ``gateway_nacks_total``, ``gateway_replayed_total``: per gateway process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+OUTCOMES = ("delivered", "pushed", "pending", "expired")
+
+MESSAGES = Counter(
+    "delivery_messages", "Messages that reached an outcome", ["outcome"],
+)
+DECISIONS = Counter(
+    "delivery_routing_decisions", "Routing decisions by kind and trigger", ["decision", "trigger"],
+)
+ATTEMPTS = Histogram(
+    "delivery_attempts_per_message", "Attempts a message needed to reach its outcome",
+    buckets=(1, 2, 3, 4, 5, 6, 8, 10),
+)
+ACK_LATENCY = Histogram(
+    "delivery_ack_latency_seconds", "Time from acceptance to the client's ack",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+NACKS = Counter("delivery_nacks", "Connections reported gone for a dispatched frame")
+PUSHES = Counter("delivery_pushes", "delivery.push runs by outcome", ["result"])
+FCM_SENDS = Counter("delivery_fcm_sends", "Per-device FCM answers", ["result"])
+PRESENCE_ENTRIES = Gauge("delivery_presence_entries", "Connections in the local replica's view")
+PRESENCE_REPLICAS = Gauge(
+    "delivery_presence_replicas", "Other replicas known to the local one", ["status"],
+)
+PRESENCE_SYNCED = Gauge("delivery_presence_synced", "1 when the local replica has synced")
+SWEEP_FOUND = Counter("delivery_sweep_found", "Stalled messages re-routed by the recovery sweep")
+
+GATEWAY_CONNECTIONS = Gauge("delivery_gateway_connections", "Open WebSocket connections")
+GATEWAY_FRAMES_SENT = Counter("delivery_gateway_frames_sent", "Frames sent to clients")
+GATEWAY_ACKS = Counter("delivery_gateway_acks", "Acks received from clients")
+GATEWAY_NACKS = Counter("delivery_gateway_nacks", "Nacks sent back to routing")
+GATEWAY_REPLAYED = Counter("delivery_gateway_replayed", "Messages replayed on (re)connect")
+
+for _outcome in OUTCOMES:  # present (at 0) from the first scrape, so rate() works at once
+    MESSAGES.labels(_outcome)
+for _status in ("up", "down"):
+    PRESENCE_REPLICAS.labels(_status)
+
+_server_lock = threading.Lock()
+_server_port: int | None = None
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int | None:
+    """Serve ``/metrics`` on ``port`` in a daemon thread (once per process). 0 = off.
+
+    Returns the port served, or None when off.
+    """
+    global _server_port
+    if port <= 0:
+        return None
+    with _server_lock:
+        if _server_port is None:
+            start_http_server(port, addr=addr)
+            _server_port = port
+        return _server_port
+
+
+def record_outcome(outcome: str, attempts: int | None = None) -> None:
+    """A message reached ``outcome`` (one of ``OUTCOMES``) after ``attempts`` attempts."""
+    MESSAGES.labels(outcome).inc()
+    if attempts is not None and attempts > 0:
+        ATTEMPTS.observe(attempts)
+
+
+def record_delivered(latency_s: float | None, attempts: int | None = None) -> None:
+    """A client's ack won (the message is delivered): the gateway calls this per won ack."""
+    record_outcome("delivered", attempts)
+    if latency_s is not None and latency_s >= 0:
+        ACK_LATENCY.observe(latency_s)
+
+
+def update_presence(stats: Mapping[str, Any]) -> None:
+    """Set the presence gauges from ``PresenceNode.stats()``."""
+    PRESENCE_ENTRIES.set(int(stats.get("entries", 0)))
+    PRESENCE_REPLICAS.labels("up").set(len(stats.get("replicas_up", ())))
+    PRESENCE_REPLICAS.labels("down").set(len(stats.get("replicas_down", ())))
+    PRESENCE_SYNCED.set(1 if stats.get("synced") else 0)
+
+
+_GATEWAY_COUNTERS = {
+    "frames_sent": GATEWAY_FRAMES_SENT,
+    "acks": GATEWAY_ACKS,
+    "nacks": GATEWAY_NACKS,
+    "replayed": GATEWAY_REPLAYED,
+}
+_gateway_seen: dict[str, float] = {}
+_gateway_lock = threading.Lock()
+
+
+def update_gateway(snapshot: Mapping[str, Any]) -> None:
+    """Feed the gateway metrics from ``Gateway.snapshot()`` (cumulative counters).
+
+    For a gateway that prefers one periodic call to instrumenting its hot path: counters advance
+    by the growth since the previous call; ``connections`` is a gauge.
+    """
+    if "connections" in snapshot:
+        GATEWAY_CONNECTIONS.set(int(snapshot["connections"]))
+    with _gateway_lock:
+        for key, counter in _GATEWAY_COUNTERS.items():
+            if key not in snapshot:
+                continue
+            value = float(snapshot[key])
+            grown = value - _gateway_seen.get(key, 0.0)
+            if grown > 0:
+                counter.inc(grown)
+            _gateway_seen[key] = max(value, _gateway_seen.get(key, 0.0))

@@ -1,0 +1,186 @@
+"""``delivery status``: a one-screen summary of the cluster (``--json`` for scripts).
+
+- workers: Celery ``inspect ping`` + ``stats`` (short timeout): name, pool, concurrency, tasks;
+- presence: a short-lived replica of our own joins, syncs, reports every replica it hears
+  (gateways ``gw-*``, workers ``worker.*``) as up or down with its connection count, then leaves;
+- messages by state and the age of the oldest unacked message (the store).
+
+In embedded mode (no broker) only the store part applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from delivery.runtime import get_runtime
+from delivery.settings import Settings, get_settings
+
+STATES = ("accepted", "dispatched", "delivered", "pushed", "pending", "expired")
+
+
+def store_status(settings: Settings) -> dict[str, Any]:
+    store = get_runtime().store
+    counts = store.count_by_state()
+    oldest = store.oldest_unacked()
+    age = None
+    if oldest is not None:
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+    return {
+        "by_state": {s: int(counts.get(s, 0))
+                     for s in (*STATES, *sorted(set(counts) - set(STATES)))},
+        "total": int(sum(counts.values())),
+        "oldest_unacked_age_s": age,
+        "oldest_unacked_at": oldest.isoformat() if oldest is not None else None,
+    }
+
+
+def worker_status(settings: Settings, timeout: float) -> dict[str, Any]:
+    from delivery.celery_app import make_app
+
+    app = make_app(settings)
+    try:
+        insp = app.control.inspect(timeout=timeout)
+        pings = insp.ping() or {}
+        stats = (insp.stats() or {}) if pings else {}
+    except Exception as exc:  # broker down: say so instead of failing the whole summary
+        return {"error": f"{type(exc).__name__}: {exc}", "workers": []}
+    finally:
+        app.close()
+    workers = []
+    for name in sorted(pings):
+        s = stats.get(name, {})
+        pool = s.get("pool", {}) if isinstance(s, dict) else {}
+        total = s.get("total", {}) if isinstance(s, dict) else {}
+        workers.append({
+            "name": name,
+            "ok": pings[name].get("ok") == "pong" if isinstance(pings[name], dict) else False,
+            "pool": str(pool.get("implementation", "")).rsplit(":", 1)[-1] or None,
+            "concurrency": pool.get("max-concurrency"),
+            "tasks": int(sum(total.values())) if isinstance(total, dict) else None,
+            "uptime_s": s.get("uptime") if isinstance(s, dict) else None,
+        })
+    return {"workers": workers}
+
+
+def _role(name: str) -> str:
+    if name.startswith("gw-") or name.startswith("gateway"):
+        return "gateway"
+    if name.startswith("worker"):
+        return "worker"
+    return "other"
+
+
+def presence_status(settings: Settings, timeout: float) -> dict[str, Any]:
+    from presence.runtime import PresenceNode, redis_transport
+    from workers.wiring import presence_config
+
+    name = f"status.{socket.gethostname()}.{os.getpid()}"
+    node = PresenceNode(name, redis_transport(settings.redis_url, settings.key_prefix, name),
+                        presence_config(settings))
+    node.start()
+    try:
+        synced = node.wait_synced(timeout)
+        # Give every replica one heartbeat to be heard, so "up" and "down" are current.
+        time.sleep(min(timeout, 2 * settings.presence_heartbeat_s))
+        stats = node.stats()
+        conns = Counter(p.node for p in node.list_all())
+    finally:
+        node.stop(graceful=True)
+    replicas = []
+    for status in ("up", "down"):
+        for rid in stats.get(f"replicas_{status}", []):
+            rname = rid.rsplit(":", 1)[0]
+            replicas.append({"name": rname, "role": _role(rname), "status": status,
+                             "connections": conns.get(rname, 0)})
+    replicas.sort(key=lambda r: (r["role"], r["name"]))
+    return {"synced": synced, "entries": int(stats.get("entries", 0)), "replicas": replicas}
+
+
+def collect(settings: Settings, timeout: float) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "mode": "embedded" if settings.embedded else "cluster",
+        "key_prefix": settings.key_prefix,
+        "time": datetime.now(UTC).isoformat(),
+        "messages": store_status(settings),
+    }
+    if settings.embedded:
+        return out
+    out["workers"] = worker_status(settings, timeout)
+    if settings.redis_url:
+        try:
+            out["presence"] = presence_status(settings, timeout)
+        except Exception as exc:
+            out["presence"] = {"error": f"{type(exc).__name__}: {exc}", "replicas": []}
+    return out
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def render(s: dict[str, Any]) -> str:
+    lines = [f"delivery status ({s['mode']}, prefix {s['key_prefix']}) at {s['time']}", ""]
+    if "workers" in s:
+        w = s["workers"]
+        if "error" in w:
+            lines.append(f"workers: cannot reach the broker: {w['error']}")
+        else:
+            lines.append(f"workers: {len(w['workers'])} answering")
+            for x in w["workers"]:
+                lines.append(f"  {x['name']:<32} {'ok' if x['ok'] else 'NO PONG':<8} "
+                             f"pool={x['pool']} concurrency={x['concurrency']} "
+                             f"tasks={x['tasks']}")
+        lines.append("")
+    if "presence" in s:
+        pr = s["presence"]
+        if "error" in pr:
+            lines.append(f"presence: cannot join: {pr['error']}")
+        else:
+            roles = Counter(r["role"] for r in pr["replicas"] if r["status"] == "up")
+            down = sum(1 for r in pr["replicas"] if r["status"] == "down")
+            lines.append(f"presence: {'synced' if pr['synced'] else 'NOT SYNCED'}, "
+                         f"{pr['entries']} connections; {roles.get('gateway', 0)} gateways, "
+                         f"{roles.get('worker', 0)} worker replicas up, {down} down")
+            for r in pr["replicas"]:
+                lines.append(f"  {r['role']:<8} {r['name']:<40} {r['status']:<5} "
+                             f"connections={r['connections']}")
+        lines.append("")
+    m = s["messages"]
+    lines.append(f"messages: {m['total']} total")
+    lines.append("  " + "  ".join(f"{k}={v}" for k, v in m["by_state"].items()))
+    lines.append(f"  oldest unacked: {_age(m['oldest_unacked_age_s'])}"
+                 + (f" (since {m['oldest_unacked_at']})" if m["oldest_unacked_at"] else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="delivery status", description="One-screen summary: workers, gateways and presence "
+        "replicas, messages by state, oldest unacked message age.")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--timeout", type=float, default=1.5,
+                        help="seconds to wait for workers' replies and the presence sync")
+    args = parser.parse_args(argv)
+    summary = collect(get_settings(), args.timeout)
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(render(summary))
+    return 0

@@ -1,0 +1,121 @@
+"""Hook ``delivery.metrics`` into a worker process: routing decisions, push results, the
+recovery sweep and the presence replica's gauges; serve ``/metrics`` on DELIVERY_METRICS_PORT.
+
+Called by the worker bootstep once the routing side is up (``install``) and on shutdown
+(``WorkerMetrics.stop``). With the threads pool (our default) one process serves every task
+thread, so one metrics endpoint covers the whole worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery.signals import task_postrun
+
+from delivery import metrics
+from delivery.routing.policy import Decision, Dispatch, Expire, MarkPending, Push, Trigger
+from delivery.store import MessageRecord
+from workers.wiring import WorkerRouting
+
+log = logging.getLogger("delivery.worker")
+
+PUSH_TASK = "delivery.push"
+# delivery.push outcomes -> message outcome (None: no outcome reached by this run).
+PUSH_OUTCOMES = {"pushed": "pushed", "no_device": "pending", "failed": "pending"}
+
+
+def on_decision(msg: MessageRecord, decision: Decision, trigger: Trigger) -> None:
+    metrics.DECISIONS.labels(type(decision).__name__.lower(), trigger.value).inc()
+    match decision:
+        case MarkPending():
+            metrics.record_outcome("pending", msg.attempts)
+        case Expire():
+            metrics.record_outcome("expired", msg.attempts)
+        case Push() | Dispatch():
+            pass
+
+
+def on_sweep(found: int) -> None:
+    metrics.SWEEP_FOUND.inc(found)
+
+
+def _on_task_postrun(task: Any = None, retval: Any = None, kwargs: Any = None,
+                     state: str | None = None, **_: Any) -> None:
+    if getattr(task, "name", None) != PUSH_TASK or state != "SUCCESS":
+        return
+    if not isinstance(retval, str):
+        return
+    metrics.PUSHES.labels(retval).inc()
+    outcome = PUSH_OUTCOMES.get(retval)
+    if outcome is not None:
+        attempt = (kwargs or {}).get("attempt")
+        metrics.record_outcome(outcome, int(attempt) if isinstance(attempt, int) else None)
+
+
+def _chain(
+    first: Callable[..., None] | None, second: Callable[..., None]
+) -> Callable[..., None]:
+    if first is None:
+        return second
+
+    def both(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return both
+
+
+class WorkerMetrics:
+    """The periodic presence-gauge updater of one worker process."""
+
+    def __init__(self, presence: Any, interval: float) -> None:
+        self.presence = presence
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="delivery-metrics", daemon=True)
+
+    def start(self) -> None:
+        self.update()
+        self._thread.start()
+
+    def update(self) -> None:
+        try:
+            metrics.update_presence(self.presence.stats())
+        except Exception:  # metrics must never take the worker down
+            log.exception("metrics: reading presence stats failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.update()
+
+
+_postrun_connected = False
+
+
+def install(routing: WorkerRouting, *, serve: bool = True,
+            interval: float = 1.0) -> WorkerMetrics:
+    """Hook metrics into ``routing`` and, when ``serve`` and the port is set, serve them."""
+    global _postrun_connected
+    routing.router.on_decision = _chain(routing.router.on_decision, on_decision)
+    routing.sweep.on_sweep = _chain(routing.sweep.on_sweep, on_sweep)
+    if not _postrun_connected:
+        task_postrun.connect(_on_task_postrun, weak=False)
+        _postrun_connected = True
+    updater = WorkerMetrics(routing.presence, interval)
+    updater.start()
+    port = routing.runtime.settings.metrics_port
+    if serve and port > 0:
+        try:
+            metrics.start_metrics_server(port)
+            log.info("metrics served on :%d/metrics", port)
+        except OSError as exc:
+            log.error("metrics: cannot listen on port %d: %s", port, exc)
+    return updater
