@@ -7,6 +7,7 @@ bootstep (presence replica, router, recovery sweep) and exposes ``app`` for ``ce
 from __future__ import annotations
 
 from delivery.celery_app import make_app
+from workers import control  # noqa: F401  (registers remote-control commands)
 from workers.bootsteps import PresenceStep
 
 app = make_app()

@@ -24,6 +24,11 @@ _metrics: metrics_wiring.WorkerMetrics | None = None
 install_celery_logging()  # our loggers print one structured line per event
 
 
+def current_routing() -> WorkerRouting | None:
+    """This process's routing (replica, router, sweep), once started."""
+    return _routing
+
+
 def _uses_prefork(worker: Any) -> bool:
     pool_cls = getattr(worker, "pool_cls", None)
     name = getattr(pool_cls, "__module__", "") + "." + getattr(pool_cls, "__name__", "")

@@ -1,0 +1,29 @@
+"""Remote-control commands for operators and failure tests (``celery -A workers.app control``).
+
+``presence_hold SECONDS``: stop this worker's presence replica from hearing its peers for a
+while (a partition of this one link), then resume; gap detection repairs what it missed. It is
+how the end-to-end tests force the seed's race on real processes, and how an operator can
+rehearse one.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery.worker.control import control_command
+
+
+@control_command(args=[("seconds", float)], signature="<seconds>")
+def presence_hold(state: Any, seconds: float = 2.0) -> dict[str, Any]:
+    from workers import bootsteps
+
+    routing = bootsteps.current_routing()
+    if routing is None:
+        return {"error": "no presence replica in this worker"}
+    transport = routing.presence.transport
+    transport.pause()
+    timer = threading.Timer(seconds, transport.resume)
+    timer.daemon = True
+    timer.start()
+    return {"ok": f"presence held for {seconds:.2f}s on {routing.presence.name}"}
