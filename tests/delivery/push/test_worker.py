@@ -1,5 +1,5 @@
-"""The ``delivery.push`` task on a real Celery worker subprocess (PostgreSQL + Redis), firebase-admin
-aimed at the stub running in this test process."""
+"""The ``delivery.push`` task on a real Celery worker subprocess (PostgreSQL + Redis),
+firebase-admin aimed at the stub running in this test process."""
 
 from __future__ import annotations
 
