@@ -127,10 +127,14 @@ class Store:
         now: datetime,
         ttl_s: float,
         deadline: datetime,
+        dispatch_to: Sequence[Target] | None = None,
     ) -> tuple[MessageRecord, bool]:
         """Store a message once. Returns (message, created); a duplicate returns the first one.
 
-        ``deadline`` is when the recovery sweep takes over if routing never happens.
+        ``deadline`` is when the recovery sweep takes over if routing never happens. With
+        ``dispatch_to``, the first WebSocket attempt is claimed in the same transaction (state
+        ``dispatched``, attempt 1 with one row per target): the message is still durable before
+        any frame leaves, and the hot path costs one commit instead of two.
         """
         values = {
             "id": message_id,
@@ -140,8 +144,8 @@ class Store:
             "body": body,
             "created_at": now,
             "expires_at": now + timedelta(seconds=ttl_s),
-            "state": State.ACCEPTED.value,
-            "attempts": 0,
+            "state": State.ACCEPTED.value if dispatch_to is None else State.DISPATCHED.value,
+            "attempts": 0 if dispatch_to is None else 1,
             "ack_deadline": deadline,
         }
         # No conflict target: a duplicate hits both unique keys (the id derives from sender and
@@ -150,6 +154,12 @@ class Store:
         with self.engine.begin() as conn:
             row = conn.execute(stmt).first()
             if row is not None:
+                if dispatch_to:
+                    conn.execute(insert(A), [
+                        {"message_id": message_id, "attempt": 1, "channel": "ws",
+                         "node": t.node, "conn": t.conn, "started_at": now}
+                        for t in dispatch_to
+                    ])
                 return _msg(row), True
             if client_msg_id is None:
                 where = M.c.id == message_id

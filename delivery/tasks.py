@@ -27,13 +27,15 @@ def send(
         sender, recipient, body, client_msg_id, ttl_s,
         max_body_bytes=rt.settings.max_body_bytes, default_ttl_s=rt.settings.message_ttl_s,
     )
+    router = rt.extras.get("router")
+    if router is not None:
+        return str(router.accept_and_route(req).id)
+    # No router in this process (no presence replica): store only; the recovery sweep of a
+    # worker routes it once the deadline passes.
     now = utcnow()
-    msg, created = rt.store.accept(
+    msg, _ = rt.store.accept(
         message_id=req.message_id, sender=req.sender, recipient=req.recipient, body=req.body,
         client_msg_id=req.client_msg_id, now=now, ttl_s=req.ttl_s,
         deadline=later(rt.settings.ack_timeout_s, now),
     )
-    router = rt.extras.get("router")
-    if created and router is not None:
-        router.route_new(msg)
     return str(msg.id)

@@ -34,6 +34,7 @@ from delivery.routing.policy import (
 )
 from delivery.settings import Settings
 from delivery.store import MessageRecord, Store, Target
+from delivery.validation import SendRequest
 
 log = logging.getLogger("delivery.routing")
 
@@ -92,7 +93,33 @@ class Router:
 
     # -- entry points -------------------------------------------------------------------------
 
+    def accept_and_route(self, req: SendRequest) -> MessageRecord:
+        """Store a new message and route it. When the recipient is online the first attempt is
+        claimed in the insert's own transaction; a duplicate send routes nothing."""
+        now = self.clock()
+        view = MessageView("accepted", 0, now + req.ttl_s)
+        decision = decide(view, self._view(req.recipient), Trigger.NEW, now, self.config)
+        targets = decision.targets if isinstance(decision, Dispatch) else None
+        deadline = decision.ack_deadline if isinstance(decision, Dispatch) else (
+            now + self.config.ack_timeout_s)
+        msg, created = self.store.accept(
+            message_id=req.message_id, sender=req.sender, recipient=req.recipient,
+            body=req.body, client_msg_id=req.client_msg_id, now=_dt(now), ttl_s=req.ttl_s,
+            deadline=_dt(deadline),
+            dispatch_to=None if targets is None else [Target(t.node, t.conn) for t in targets],
+        )
+        if not created:
+            return msg
+        if targets is not None:
+            applied = self._publish(msg, 1, targets, now, deadline, ())
+        else:
+            applied = self._apply(msg, decision, now, ())
+        if self.on_decision is not None:
+            self.on_decision(msg, applied, Trigger.NEW)
+        return msg
+
     def route_new(self, msg: MessageRecord) -> Decision:
+        """Route a message that is already stored (state ``accepted``)."""
         return self._route(msg, Trigger.NEW, ())
 
     def route(
@@ -197,6 +224,18 @@ class Router:
         )
         if attempt is None:
             return Nothing("changed while deciding")
+        return self._publish(msg, attempt, targets, now, deadline, dead)
+
+    def _publish(
+        self,
+        msg: MessageRecord,
+        attempt: int,
+        targets: tuple[Conn, ...],
+        now: float,
+        deadline: float,
+        dead: set[str] | tuple[()],
+    ) -> Decision:
+        """Send the claimed attempt's frame to each target node (one PUBLISH per node)."""
         by_node: dict[str, list[str]] = defaultdict(list)
         for t in targets:
             by_node[t.node].append(t.conn)

@@ -27,6 +27,7 @@ from delivery.routing.policy import (
 from delivery.routing.router import Router
 from delivery.routing.sweep import SWEEP_LOCK_KEY, sweep_once
 from delivery.store import MessageRecord, Store
+from delivery.validation import SendRequest, validate_send
 from presence.runtime import MemoryNetwork, PresenceConfig, PresenceNode
 
 FAST = PresenceConfig(heartbeat_s=0.02, down_s=0.5, purge_s=2.0, batch_s=0.001)
@@ -243,3 +244,26 @@ def test_sweep_lease_lets_one_sweep_run(h: Harness) -> None:
         assert sweep_once(h.router, batch=10) == -1
         other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SWEEP_LOCK_KEY})
     assert sweep_once(h.router, batch=10) == 0
+
+
+def _request(recipient: str = "bob", cmid: str | None = "m1") -> SendRequest:
+    return validate_send("alice", recipient, {"t": "hi"}, cmid, max_body_bytes=1000,
+                         default_ttl_s=60)
+
+
+def test_accept_and_route_claims_the_first_attempt_in_the_insert(h: Harness) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    msg = h.router.accept_and_route(_request())
+    assert msg.state == "dispatched" and msg.attempts == 1
+    assert [(a.attempt, a.conn) for a in h.store.attempts_of(msg.id)] == [(1, "c1")]
+    assert [f["conns"] for f in h.frames] == [["c1"]]
+    again = h.router.accept_and_route(_request())  # duplicate send: stored and sent once
+    assert again.id == msg.id and len(h.frames) == 1
+
+
+def test_accept_and_route_offline_stores_then_waits(h: Harness) -> None:
+    msg = h.router.accept_and_route(_request(cmid=None))
+    stored = h.store.get(msg.id)
+    assert stored is not None and stored.state == "accepted" and stored.attempts == 0
+    assert [(m, a) for m, a, _ in h.rechecks] == [(str(msg.id), 0)]
