@@ -25,7 +25,7 @@ REDACTED_FIELDS = ("body",)
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("delivery", include=["delivery.tasks", "delivery.routing.tasks"])
+    app = Celery("delivery", include=["delivery.tasks", "delivery.routing.tasks", "delivery.push.tasks"])
     transport_options: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_s,
         # Keeps every Celery key of one deployment (or one test run) apart on a shared Redis.
