@@ -1,0 +1,275 @@
+"""Python client for the gateway's wire protocol (docs/protocol.md), asyncio.
+
+    async with DeliveryClient("ws://127.0.0.1:8765/ws", token) as client:
+        async for msg in client:
+            print(msg.sender, msg.body)     # acked automatically once yielded
+
+It sends ``hello``, waits for ``welcome``, yields each ``message`` once (duplicates by id are
+dropped, and acked again, since a duplicate means the gateway did not see the first ack),
+reconnects with exponential backoff and jitter after a lost connection (the gateway then replays
+everything not acked), and stops for good on an authentication failure (close code 1008).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+log = logging.getLogger("delivery.client")
+
+TokenSource = str | Callable[[], str | Awaitable[str]]
+POLICY_VIOLATION = 1008
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    sender: str
+    body: Any
+    sent_at: str
+    conn: str = ""  # the connection it arrived on
+
+
+@dataclass
+class ClientStats:
+    connects: int = 0
+    received: int = 0
+    duplicates: int = 0
+    acks_sent: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+class AuthError(RuntimeError):
+    """The gateway refused the token (close 1008): reconnecting would not help."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"gateway closed the connection: {code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class ClientClosed(RuntimeError):
+    pass
+
+
+_END = object()
+
+
+class DeliveryClient:
+    def __init__(
+        self,
+        url: str,
+        token: TokenSource,
+        *,
+        auto_ack: bool = True,
+        reconnect: bool = True,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+        dedupe_size: int = 10_000,
+        open_timeout_s: float = 10.0,
+        ping_interval_s: float | None = 20.0,
+        max_size: int | None = 2**20,
+    ) -> None:
+        self.url = url
+        self._token = token
+        self.auto_ack = auto_ack
+        self.reconnect = reconnect
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.open_timeout_s = open_timeout_s
+        self.ping_interval_s = ping_interval_s
+        self.max_size = max_size
+        self._dedupe_size = dedupe_size
+        self._seen: OrderedDict[str, bool] = OrderedDict()  # id -> acked
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._ws: ClientConnection | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._welcomed = asyncio.Event()
+        self._closing = False
+        self._fatal: BaseException | None = None
+        self.conn_id: str | None = None
+        self.user: str | None = None
+        self.stats = ClientStats()
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def connect(self, timeout: float | None = None) -> DeliveryClient:
+        """Start the connection loop and wait for the first ``welcome``."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run())
+        waiter = asyncio.create_task(self._welcomed.wait())
+        try:
+            await asyncio.wait(
+                {waiter, self._runner}, timeout=timeout or self.open_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self._fatal is not None:
+            raise self._fatal
+        if not self._welcomed.is_set():
+            raise TimeoutError(f"no welcome from {self.url}")
+        return self
+
+    async def close(self) -> None:
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            await ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+        self._queue.put_nowait(_END)
+
+    async def __aenter__(self) -> DeliveryClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and self._welcomed.is_set()
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._welcomed.wait(), timeout)
+
+    # -- receiving --------------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)
+            if self._fatal is not None:
+                raise self._fatal
+            raise StopAsyncIteration
+        msg: Message = item
+        if self.auto_ack:
+            await self.ack(msg.id)
+        return msg
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """The next message (``asyncio.TimeoutError`` after ``timeout`` seconds)."""
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    async def ack(self, msg_id: str) -> bool:
+        """Ack a message on the current connection; False if not connected (it will be replayed
+        and acked again)."""
+        if msg_id in self._seen:
+            self._seen[msg_id] = True
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(json.dumps({"type": "ack", "id": msg_id}))
+        except ConnectionClosed:
+            return False
+        self.stats.acks_sent += 1
+        return True
+
+    async def send_raw(self, frame: str | dict[str, Any]) -> None:
+        """Send any frame (tests, keepalive ``{"type": "ping"}``)."""
+        if self._ws is None:
+            raise ClientClosed("not connected")
+        await self._ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    # -- connection loop ----------------------------------------------------------------------
+
+    async def _get_token(self) -> str:
+        if isinstance(self._token, str):
+            return self._token
+        value = self._token()
+        if inspect.isawaitable(value):
+            value = await value
+        return str(value)
+
+    async def _run(self) -> None:
+        delay = self.backoff_initial_s
+        try:
+            while not self._closing:
+                try:
+                    welcomed = await self._session()
+                except AuthError as exc:
+                    self._fatal = exc
+                    return
+                except (OSError, InvalidHandshake, InvalidURI, TimeoutError,
+                        ConnectionClosed) as exc:
+                    log.info("delivery client: connection to %s failed: %s", self.url, exc)
+                    welcomed = False
+                if self._closing or not self.reconnect:
+                    return
+                if welcomed:
+                    delay = self.backoff_initial_s
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(self.backoff_max_s, delay * 2)
+        finally:
+            self._ws = None
+            self._welcomed.clear()
+            self._queue.put_nowait(_END)
+
+    async def _session(self) -> bool:
+        """One connection: hello, welcome, then frames until it closes. True if welcomed."""
+        token = await self._get_token()
+        async with connect(
+            self.url, open_timeout=self.open_timeout_s, ping_interval=self.ping_interval_s,
+            max_size=self.max_size, compression=None,
+        ) as ws:
+            await ws.send(json.dumps({"type": "hello", "token": token}))
+            welcomed = False
+            try:
+                async for raw in ws:
+                    frame = json.loads(raw)
+                    ftype = frame.get("type")
+                    if ftype == "welcome":
+                        self.conn_id, self.user = frame["conn"], frame["user"]
+                        self._ws = ws
+                        welcomed = True
+                        self.stats.connects += 1
+                        self._welcomed.set()
+                    elif ftype == "message":
+                        await self._on_message(frame)
+                    elif ftype == "error":
+                        self.stats.errors.append(frame)
+                        log.warning("delivery client: gateway error %s: %s",
+                                    frame.get("code"), frame.get("message"))
+            except ConnectionClosed:
+                pass
+            finally:
+                self._ws = None
+                self._welcomed.clear()
+            self.close_code = ws.close_code
+            self.close_reason = ws.close_reason or ""
+            if self.close_code == POLICY_VIOLATION and not welcomed:
+                raise AuthError(self.close_code, self.close_reason)
+            return welcomed
+
+    async def _on_message(self, frame: dict[str, Any]) -> None:
+        msg_id = str(frame.get("id"))
+        self.stats.received += 1
+        if msg_id in self._seen:
+            self.stats.duplicates += 1
+            if self._seen[msg_id]:
+                await self.ack(msg_id)  # our earlier ack was lost: say it again
+            return
+        self._seen[msg_id] = False
+        if len(self._seen) > self._dedupe_size:
+            self._seen.popitem(last=False)
+        self._queue.put_nowait(Message(
+            id=msg_id, sender=str(frame.get("from", "")), body=frame.get("body"),
+            sent_at=str(frame.get("sent_at", "")), conn=self.conn_id or ""))

@@ -1,0 +1,135 @@
+"""``delivery gateway`` (run a node) and ``delivery token`` (issue a hello token)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from delivery.gateway.config import GatewayConfig
+from delivery.gateway.server import Gateway
+from delivery.gateway.tokens import issue_token
+from delivery.runtime import get_runtime
+from delivery.settings import Settings, get_settings
+
+log = logging.getLogger("delivery.gateway")
+
+
+def token_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="delivery token", description="Print a gateway hello token for USER (signed with "
+        "DELIVERY_SECRET).")
+    parser.add_argument("user")
+    parser.add_argument("--ttl", type=float, default=None,
+                        help="lifetime in seconds (default DELIVERY_TOKEN_TTL_S)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    ttl = settings.token_ttl_s if args.ttl is None else args.ttl
+    try:
+        token = issue_token(args.user, settings.effective_secret, ttl)
+    except ValueError as exc:
+        print(f"delivery token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def default_node_name() -> str:
+    return f"gw-{socket.gethostname().split('.')[0]}-{os.getpid()}".replace(":", "-")
+
+
+def gateway_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="delivery gateway", description="Run a WebSocket gateway node (/ws, demo page at /).")
+    parser.add_argument("--node", default=None, help="node name, unique in the cluster "
+                        "(default gw-HOST-PID)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--max-in-flight", type=int, default=None)
+    parser.add_argument("--hello-timeout", type=float, default=None)
+    parser.add_argument("--rate", type=float, default=None, help="client frames per second")
+    parser.add_argument("--compression", action="store_true",
+                        help="enable permessage-deflate (off by default: small frames)")
+    parser.add_argument("--log-level", default=os.environ.get("DELIVERY_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    overrides: dict[str, Any] = {"compression": args.compression}
+    if args.max_in_flight is not None:
+        overrides["max_in_flight"] = args.max_in_flight
+    if args.hello_timeout is not None:
+        overrides["hello_timeout_s"] = args.hello_timeout
+    if args.rate is not None:
+        overrides["rate_per_s"] = args.rate
+        overrides["rate_burst"] = max(1, int(args.rate * 2))
+    config = GatewayConfig(**overrides)
+    node = args.node or default_node_name()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_gateway(node, args.host, args.port, settings, config))
+    return 0
+
+
+def make_presence(settings: Settings, node: str, network: Any = None) -> Any:
+    """A presence node for ``node``: over Redis when configured, else in-process.
+
+    Returns None (the gateway then runs without presence) when ``presence.runtime`` is missing.
+    """
+    try:
+        rt = importlib.import_module("presence.runtime")
+    except ImportError:
+        log.warning("presence.runtime is not available: connections are not tracked")
+        return None
+    from presence.config import PresenceConfig
+
+    config = PresenceConfig(heartbeat_s=settings.presence_heartbeat_s,
+                            down_s=settings.presence_down_s, purge_s=settings.presence_purge_s)
+    if settings.redis_url:
+        transport = rt.redis_transport(settings.redis_url, settings.key_prefix, node)
+    else:
+        net = network if network is not None else rt.MemoryNetwork()
+        transport = net.transport(node)
+    return rt.PresenceNode(node, transport, config)
+
+
+async def run_gateway(node: str, host: str, port: int, settings: Settings,
+                      config: GatewayConfig) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    runtime = get_runtime()
+    if runtime.channels is None:
+        if settings.redis_url:
+            from delivery.channels import RedisChannels
+
+            runtime.channels = RedisChannels(settings.redis_url, settings.key_prefix)
+        else:
+            from delivery.channels import MemoryChannels
+
+            runtime.channels = MemoryChannels()
+    presence = runtime.presence
+    own_presence = presence is None
+    if own_presence:
+        presence = make_presence(settings, node)
+        if presence is not None:
+            await asyncio.to_thread(presence.start)
+        runtime.presence = presence
+    gateway = Gateway(node, runtime, config, presence=presence)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    real_port = await gateway.start(host, port)
+    log.info("gateway %s listening on ws://%s:%d/ws", node, host, real_port)
+    print(f"gateway {node} listening on ws://{host}:{real_port}/ws", file=sys.stderr, flush=True)
+    await stop.wait()
+    log.info("gateway %s: shutting down (%d connections)", node, len(gateway.conns))
+    await gateway.stop()
+    if own_presence and presence is not None:
+        await asyncio.to_thread(presence.stop, True)
+    log.info("gateway %s stopped", node)

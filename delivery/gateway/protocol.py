@@ -1,0 +1,97 @@
+"""The client <-> gateway wire protocol (documented in docs/protocol.md) and the node frame.
+
+JSON text frames, each an object with a ``type``. This module holds the names, the codes and the
+validation of client frames, so the server and the docs agree.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+# -- frame types --------------------------------------------------------------------------------
+HELLO = "hello"  # client -> gateway, first frame: {"type", "token"}
+WELCOME = "welcome"  # gateway -> client: {"type", "conn", "user"}
+MESSAGE = "message"  # gateway -> client: {"type", "id", "from", "body", "sent_at"}
+ACK = "ack"  # client -> gateway: {"type", "id"}
+PING = "ping"  # client -> gateway (application keepalive, browsers cannot send WS pings)
+PONG = "pong"  # gateway -> client
+ERROR = "error"  # gateway -> client: {"type", "code", "message"[, "ref"]}
+
+DELIVER = "deliver"  # routing -> gateway node channel (see docs/protocol.md)
+
+# -- error codes (``error`` frames; the connection stays open) ----------------------------------
+E_INVALID_JSON = "invalid_json"
+E_INVALID_FRAME = "invalid_frame"
+E_UNKNOWN_TYPE = "unknown_type"
+E_BAD_ID = "bad_id"
+E_BINARY = "binary_not_supported"
+E_ALREADY_AUTHENTICATED = "already_authenticated"
+E_RATE_LIMITED = "rate_limited"
+
+# -- close codes --------------------------------------------------------------------------------
+CLOSE_NORMAL = 1000  # idle timeout, client-requested close
+CLOSE_GOING_AWAY = 1001  # gateway shutting down
+CLOSE_INVALID_DATA = 1007  # hello that is not valid JSON / invalid UTF-8 text
+CLOSE_POLICY = 1008  # auth failure, no hello in time, flood
+CLOSE_TOO_BIG = 1009  # frame larger than max_frame_bytes
+CLOSE_INTERNAL = 1011  # unexpected gateway error
+
+MAX_ID_LEN = 64
+
+
+class FrameError(ValueError):
+    """A client frame the gateway refuses; ``code`` is the error code sent back."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+def parse_client_frame(data: str | bytes) -> dict[str, Any]:
+    """Decode and validate one client frame; raises :class:`FrameError`."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        raise FrameError(E_BINARY, "binary frames are not supported; send JSON text frames")
+    try:
+        frame = json.loads(data)
+    except ValueError:
+        raise FrameError(E_INVALID_JSON, "frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise FrameError(E_INVALID_FRAME, "frame must be a JSON object")
+    ftype = frame.get("type")
+    if not isinstance(ftype, str):
+        raise FrameError(E_INVALID_FRAME, "frame needs a string 'type'")
+    if ftype == ACK:
+        mid = frame.get("id")
+        if not isinstance(mid, str):
+            raise FrameError(E_INVALID_FRAME, "ack needs a string 'id'", ftype)
+        if len(mid) > MAX_ID_LEN:
+            raise FrameError(E_BAD_ID, "ack id is too long", ftype)
+        try:
+            frame["_uuid"] = uuid.UUID(mid)
+        except ValueError:
+            raise FrameError(E_BAD_ID, "ack id is not a message id", ftype) from None
+    elif ftype == HELLO:
+        token = frame.get("token")
+        if token is not None and not isinstance(token, str):
+            raise FrameError(E_INVALID_FRAME, "hello needs a string 'token'", ftype)
+    elif ftype != PING:
+        raise FrameError(E_UNKNOWN_TYPE, f"unknown frame type {ftype[:32]!r}", ftype[:32])
+    return frame
+
+
+def error_frame(code: str, message: str, ref: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": ERROR, "code": code, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    return json.dumps(frame)
+
+
+def message_frame(msg_id: str, sender: str, body: Any, sent_at: str) -> str:
+    return json.dumps(
+        {"type": MESSAGE, "id": msg_id, "from": sender, "body": body, "sent_at": sent_at},
+        separators=(",", ":"),
+    )

@@ -1,0 +1,695 @@
+"""The WebSocket gateway: authenticated connections that ack, replay, nack and survive bad input.
+
+One :class:`Gateway` per node. It serves ``/ws`` (the wire protocol in docs/protocol.md) and the
+browser demo (``/`` and ``/client.js``) on the same port, tracks each authenticated connection
+in its presence replica, receives ``deliver`` frames for its connections on the node channel,
+and records client acks in the store in small batches.
+
+Threading: everything runs on one asyncio loop, except the node-channel handler (called from
+the channel's thread; it only queues frames for the loop) and store calls (a small thread pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+from typing import Any, Protocol, TypeVar
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from delivery.clock import utcnow
+from delivery.gateway import protocol as p
+from delivery.gateway.config import GatewayConfig
+from delivery.gateway.store_ops import nack_attempts, redirect_attempt
+from delivery.gateway.tokens import TokenError, verify_token
+from delivery.runtime import Runtime
+
+log = logging.getLogger("delivery.gateway")
+
+ROUTE_TASK = "delivery.route"
+T = TypeVar("T")
+
+
+class PresenceTracker(Protocol):
+    """The part of a presence node the gateway uses (``presence.runtime.PresenceNode``)."""
+
+    def track(self, key: str, conn: str, meta: dict[str, Any]) -> Any: ...
+
+    def untrack(self, key: str, conn: str) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFrame:
+    """A ``deliver`` frame from routing, kept until the connection acks it (for nacks)."""
+
+    id: str
+    uuid: uuid.UUID
+    user: str
+    attempt: int
+    conns: tuple[str, ...]
+    text: str
+
+
+def new_conn_id(node: str) -> str:
+    """Unique across the cluster (node name) and restarts (64 random bits)."""
+    return f"{node}.{secrets.token_hex(8)}"
+
+
+class Connection:
+    """One authenticated socket: its outbox, in-flight window and rate limiter."""
+
+    __slots__ = (
+        "acked",
+        "cfg",
+        "dropped",
+        "id",
+        "in_flight",
+        "last_rx",
+        "open",
+        "outbox",
+        "queued",
+        "recent",
+        "replayer",
+        "sent",
+        "space",
+        "strikes",
+        "t_tokens",
+        "tokens",
+        "user",
+        "wake",
+        "writer",
+        "ws",
+    )
+
+    def __init__(self, conn_id: str, user: str, ws: ServerConnection, cfg: GatewayConfig,
+                 now: float) -> None:
+        self.id = conn_id
+        self.user = user
+        self.ws = ws
+        self.cfg = cfg
+        # Sent, not yet acked: message id -> the live frame (None when sent by replay).
+        self.in_flight: dict[str, LiveFrame | None] = {}
+        self.outbox: deque[tuple[str, str, LiveFrame | None]] = deque()
+        self.queued: set[str] = set()
+        self.recent: OrderedDict[str, None] = OrderedDict()
+        self.wake = asyncio.Event()
+        self.space = asyncio.Event()
+        self.open = True
+        self.last_rx = now
+        self.tokens = float(cfg.rate_burst)
+        self.t_tokens = now
+        self.strikes = 0
+        self.sent = 0
+        self.acked = 0
+        self.dropped = 0
+        self.writer: asyncio.Task[None] | None = None
+        self.replayer: asyncio.Task[None] | None = None
+
+    @property
+    def load(self) -> int:
+        return len(self.in_flight) + len(self.outbox)
+
+    def has(self, msg_id: str) -> bool:
+        return msg_id in self.in_flight or msg_id in self.queued or msg_id in self.recent
+
+    def offer(self, msg_id: str, text: str, live: LiveFrame | None) -> bool:
+        """Queue a message frame; True if this connection has, had or will send it."""
+        if not self.open:
+            return False
+        if msg_id in self.in_flight:
+            if live is not None and self.in_flight[msg_id] is None:
+                self.in_flight[msg_id] = live  # replayed first: remember the attempt for nacks
+            return True
+        if msg_id in self.queued or msg_id in self.recent:
+            return True
+        if live is not None and len(self.outbox) >= self.cfg.max_queued:
+            self.dropped += 1  # stays in the store: routing's deadline and replay resend it
+            return False
+        self.outbox.append((msg_id, text, live))
+        self.queued.add(msg_id)
+        self.wake.set()
+        return True
+
+    def acked_id(self, msg_id: str) -> None:
+        if self.in_flight.pop(msg_id, False) is not False:
+            self.acked += 1
+            self.wake.set()
+            self.space.set()
+        self.recent[msg_id] = None
+        if len(self.recent) > self.cfg.recent_acked:
+            self.recent.popitem(last=False)
+
+    def allow(self, now: float) -> bool:
+        """Token bucket on client frames."""
+        cfg = self.cfg
+        refill = (now - self.t_tokens) * cfg.rate_per_s
+        self.tokens = min(float(cfg.rate_burst), self.tokens + refill)
+        self.t_tokens = now
+        if self.tokens >= cfg.rate_burst:
+            self.strikes = 0
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def unacked_live(self) -> list[LiveFrame]:
+        frames = [f for f in self.in_flight.values() if f is not None]
+        frames += [f for _, _, f in self.outbox if f is not None]
+        return frames
+
+    async def write_loop(self) -> None:
+        ws, window = self.ws, self.cfg.max_in_flight
+        try:
+            while self.open:
+                await self.wake.wait()
+                self.wake.clear()
+                while self.outbox and len(self.in_flight) < window and self.open:
+                    msg_id, text, live = self.outbox.popleft()
+                    self.queued.discard(msg_id)
+                    self.in_flight[msg_id] = live
+                    self.sent += 1
+                    await ws.send(text)
+        except ConnectionClosed:
+            pass
+
+
+class Gateway:
+    """A gateway node.
+
+    ``Gateway(node, runtime, config, presence=..., channels=..., celery_app=...)``; then
+    ``await start(host, port)`` and ``await stop()``. ``presence`` and ``channels`` default to
+    ``runtime.presence`` / ``runtime.channels``; the caller owns them (starts and stops them).
+    Hooks in ``runtime.extras``: ``nack_handler(**kwargs)`` replaces the ``delivery.route``
+    task for nacks, ``on_ack(msg_id, conn, won)`` is called after each recorded ack.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        runtime: Runtime,
+        config: GatewayConfig | None = None,
+        *,
+        presence: PresenceTracker | None = None,
+        channels: Any = None,
+        celery_app: Any = None,
+        db_threads: int = 4,
+    ) -> None:
+        if not node or ":" in node or len(node) > 64:
+            raise ValueError(f"node name must be 1-64 characters without ':', got {node!r}")
+        self.node = node
+        self.runtime = runtime
+        self.config = config or GatewayConfig()
+        self.presence: PresenceTracker | None = (
+            presence if presence is not None else runtime.presence)
+        self.channels = channels if channels is not None else runtime.channels
+        self._celery = celery_app
+        self._db = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix=f"gw-{node}-db")
+        self.conns: dict[str, Connection] = {}
+        self.by_user: dict[str, dict[str, Connection]] = {}
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("accepted", "rejected", "closed", "frames_sent", "acks", "acks_won", "nacks",
+             "redirects", "errors", "node_frames", "dropped"), 0)
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sub: Any = None
+        self._stopping = False
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._inbox_scheduled = False
+        self._acks: list[tuple[uuid.UUID, str, str, str]] = []
+        self._ack_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._static = _load_static()
+        self.host = ""
+        self.port = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"ws://{host}:{self.port}/ws"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen and subscribe to the node channel; returns the port (useful with port 0)."""
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        self._server = await serve(
+            self._handle, host, port,
+            process_request=self._process_request,
+            compression="deflate" if cfg.compression else None,
+            max_size=cfg.max_frame_bytes,
+            ping_interval=cfg.ping_interval_s,
+            ping_timeout=cfg.ping_timeout_s,
+            close_timeout=cfg.close_timeout_s,
+            logger=logging.getLogger("delivery.gateway.ws"),
+        )
+        self.host = host
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        if self.channels is not None:
+            self._sub = self.channels.subscribe(self.node, self._from_channel)
+        self._housekeeper = asyncio.create_task(self._housekeep())
+        return self.port
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Graceful: stop accepting, untrack every connection, close them with 1001, flush acks."""
+        if self._stopping:
+            return
+        self._stopping = True
+        server = self._server
+        for conn in list(self.conns.values()):
+            self._untrack(conn)
+        if server is not None:
+            server.close(close_connections=True, code=p.CLOSE_GOING_AWAY,
+                         reason="gateway shutting down")
+            try:
+                await asyncio.wait_for(server.wait_closed(), timeout)
+            except TimeoutError:
+                log.warning("gateway %s: connections still open after %.0fs", self.node, timeout)
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+        self._drain_inbox()
+        await self._flush_all_acks()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        self._db.shutdown(wait=False)
+
+    # -- HTTP: demo page and client ----------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            if self._stopping:
+                return connection.respond(503, "gateway shutting down\n")
+            return None
+        if path == "/healthz":
+            return connection.respond(200, f"ok {self.node} {len(self.conns)}\n")
+        static = self._static.get(path)
+        if static is None:
+            return connection.respond(404, "not found\n")
+        content_type, body = static
+        resp = connection.respond(200, body)
+        headers = Headers(
+            (k, v) for k, v in resp.headers.raw_items() if k.lower() != "content-type"
+        )
+        headers["Content-Type"] = content_type
+        headers["Cache-Control"] = "no-cache"
+        return Response(resp.status_code, resp.reason_phrase, headers, resp.body)
+
+    # -- connections ------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        if self._stopping:
+            await ws.close(p.CLOSE_GOING_AWAY, "gateway shutting down")
+            return
+        user = await self._handshake(ws)
+        if user is None:
+            self.stats["rejected"] += 1
+            return
+        loop = asyncio.get_running_loop()
+        conn = Connection(new_conn_id(self.node), user, ws, self.config, loop.time())
+        self.conns[conn.id] = conn
+        self.by_user.setdefault(user, {})[conn.id] = conn
+        self.stats["accepted"] += 1
+        try:
+            await ws.send(json.dumps({"type": p.WELCOME, "conn": conn.id, "user": user}))
+            self._track(conn)
+            conn.writer = asyncio.create_task(conn.write_loop())
+            conn.replayer = asyncio.create_task(self._replay(conn))
+            await self._receive(conn)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("gateway %s: connection %s failed", self.node, conn.id)
+            await ws.close(p.CLOSE_INTERNAL, "internal error")
+        finally:
+            self._forget(conn)
+
+    async def _handshake(self, ws: ServerConnection) -> str | None:
+        cfg = self.config
+        try:
+            async with asyncio.timeout(cfg.hello_timeout_s):
+                raw = await ws.recv()
+        except TimeoutError:
+            await close_draining(ws, p.CLOSE_POLICY, f"no hello within {cfg.hello_timeout_s:g}s")
+            return None
+        except ConnectionClosed:
+            return None
+        try:
+            frame = p.parse_client_frame(raw)
+        except p.FrameError as exc:
+            code = p.CLOSE_INVALID_DATA if exc.code == p.E_INVALID_JSON else p.CLOSE_POLICY
+            await close_draining(ws, code, f"first frame must be a hello: {exc.message}"[:120])
+            return None
+        if frame["type"] != p.HELLO:
+            await close_draining(ws, p.CLOSE_POLICY, "first frame must be a hello")
+            return None
+        try:
+            user = verify_token(frame.get("token"), self.runtime.settings.effective_secret)
+        except TokenError as exc:
+            await close_draining(ws, p.CLOSE_POLICY, exc.reason)
+            return None
+        if self._stopping:
+            await ws.close(p.CLOSE_GOING_AWAY, "gateway shutting down")
+            return None
+        return user
+
+    async def _receive(self, conn: Connection) -> None:
+        ws, cfg = conn.ws, self.config
+        loop = asyncio.get_running_loop()
+        async for raw in ws:
+            now = loop.time()
+            conn.last_rx = now
+            if not conn.allow(now):
+                conn.strikes += 1
+                if conn.strikes >= cfg.flood_strikes:
+                    await close_draining(ws, p.CLOSE_POLICY, "rate limit exceeded")
+                    return
+                if conn.strikes == 1:
+                    await ws.send(p.error_frame(
+                        p.E_RATE_LIMITED,
+                        f"too many frames (limit {cfg.rate_per_s:g}/s); frames are being dropped",
+                    ))
+                continue
+            try:
+                frame = p.parse_client_frame(raw)
+            except p.FrameError as exc:
+                self.stats["errors"] += 1
+                await ws.send(p.error_frame(exc.code, exc.message, exc.ref))
+                continue
+            ftype = frame["type"]
+            if ftype == p.ACK:
+                msg_id: str = frame["id"]
+                conn.acked_id(msg_id)
+                self._queue_ack(frame["_uuid"], conn.user, conn.id, msg_id)
+            elif ftype == p.PING:
+                await ws.send('{"type":"pong"}')
+            else:  # a second hello
+                self.stats["errors"] += 1
+                await ws.send(p.error_frame(
+                    p.E_ALREADY_AUTHENTICATED, "this connection is already authenticated", ftype))
+
+    def _track(self, conn: Connection) -> None:
+        if self.presence is None:
+            return
+        try:
+            self.presence.track(conn.user, conn.id, {"node": self.node})
+        except Exception:
+            log.exception("gateway %s: presence track failed for %s", self.node, conn.id)
+
+    def _untrack(self, conn: Connection) -> None:
+        if self.presence is None:
+            return
+        try:
+            self.presence.untrack(conn.user, conn.id)
+        except Exception:
+            log.exception("gateway %s: presence untrack failed for %s", self.node, conn.id)
+
+    def _forget(self, conn: Connection) -> None:
+        """The connection ended (any reason): untrack it and answer for its unacked frames."""
+        if not conn.open:
+            return
+        conn.open = False
+        conn.wake.set()
+        conn.space.set()
+        self.conns.pop(conn.id, None)
+        mine = self.by_user.get(conn.user)
+        if mine is not None:
+            mine.pop(conn.id, None)
+            if not mine:
+                del self.by_user[conn.user]
+        if not self._stopping:
+            self._untrack(conn)  # on stop, every connection was untracked first
+        for task in (conn.writer, conn.replayer):
+            if task is not None:
+                task.cancel()
+        self.stats["closed"] += 1
+        self.stats["frames_sent"] += conn.sent
+        self.stats["dropped"] += conn.dropped
+        seen: set[str] = set()
+        for live in conn.unacked_live():
+            if live.id not in seen:
+                seen.add(live.id)
+                self._reroute(live, (conn.id,))
+
+    # -- replay ---------------------------------------------------------------------------------
+
+    async def _replay(self, conn: Connection) -> None:
+        cfg, store = self.config, self.runtime.store
+        cursor = 0
+        tail = cfg.replay_tail_s > 0
+        try:
+            while conn.open:
+                while conn.load >= cfg.max_in_flight and conn.open:
+                    conn.space.clear()
+                    await conn.space.wait()
+                if not conn.open:
+                    return
+                rows = await self._db_call(
+                    partial(store.unacked_for, conn.user, after_seq=cursor, limit=cfg.replay_batch))
+                for m in rows:
+                    cursor = m.seq
+                    mid = str(m.id)
+                    if not conn.has(mid):
+                        conn.offer(mid, p.message_frame(mid, m.sender, m.body,
+                                                        m.created_at.isoformat()), None)
+                if len(rows) < cfg.replay_batch:
+                    if not tail:
+                        return
+                    tail = False
+                    await asyncio.sleep(cfg.replay_tail_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("gateway %s: replay for %s failed", self.node, conn.id)
+
+    # -- node channel: frames from routing --------------------------------------------------------
+
+    def _from_channel(self, frame: dict[str, Any]) -> None:
+        """Called from the channel's thread: hand the frame to the loop (batched wake-ups)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with self._inbox_lock:
+            self._inbox.append(frame)
+            if self._inbox_scheduled:
+                return
+            self._inbox_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are gone anyway
+            loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            frames = list(self._inbox)
+            self._inbox.clear()
+            self._inbox_scheduled = False
+        for frame in frames:
+            try:
+                self.deliver(frame)
+            except Exception:
+                log.exception("gateway %s: bad node frame %r", self.node, frame)
+
+    def deliver(self, frame: dict[str, Any]) -> None:
+        """Handle one node frame (``{"type": "deliver", ...}``); must run on the loop."""
+        self.stats["node_frames"] += 1
+        if frame.get("type") != p.DELIVER:
+            log.warning("gateway %s: ignoring node frame of type %r", self.node, frame.get("type"))
+            return
+        msg_id = str(frame["id"])
+        user = frame["user"]
+        conns = frame.get("conns") or []
+        attempt = frame.get("attempt")
+        if not isinstance(user, str) or not isinstance(conns, list) or not isinstance(attempt, int):
+            raise ValueError("deliver frame needs user (str), conns (list), attempt (int)")
+        live = LiveFrame(
+            id=msg_id, uuid=uuid.UUID(msg_id), user=user, attempt=attempt,
+            conns=tuple(str(c) for c in conns),
+            text=p.message_frame(msg_id, str(frame.get("from", "")), frame.get("body"),
+                                 str(frame.get("sent_at", ""))),
+        )
+        gone: list[str] = []
+        reached = False
+        for cid in live.conns:
+            conn = self.conns.get(cid)
+            if conn is not None and conn.user == user and conn.offer(msg_id, live.text, live):
+                reached = True
+            else:
+                gone.append(cid)
+        if not reached:
+            self._reroute(live, tuple(gone))
+        elif gone:
+            self._spawn(self._db_call(partial(
+                nack_attempts, self.runtime.store, live.uuid, live.attempt, gone,
+                now=utcnow(), detail="connection gone")))
+
+    def _reroute(self, live: LiveFrame, gone: tuple[str, ...]) -> None:
+        """The frame's connections are gone: redirect to the user's other connection, or nack."""
+        others: list[Connection] = []
+        if not self._stopping:
+            others = [c for c in self.by_user.get(live.user, {}).values()
+                      if c.open and c.id not in gone]
+        if others:
+            self._spawn(self._redirect(live, gone, others))
+        else:
+            self._spawn(self._nack(live, gone))
+
+    async def _redirect(self, live: LiveFrame, gone: tuple[str, ...],
+                        others: list[Connection]) -> None:
+        # Record first, so the ack that may follow finds the new attempt row open.
+        await self._db_call(partial(
+            redirect_attempt, self.runtime.store, live.uuid, live.attempt,
+            from_conns=gone, to_conns=[c.id for c in others], node=self.node, now=utcnow()))
+        taken = [c for c in others if c.offer(live.id, live.text, live)]
+        if taken:
+            self.stats["redirects"] += 1
+        else:
+            await self._nack(live, tuple(c.id for c in others))
+
+    async def _nack(self, live: LiveFrame, gone: tuple[str, ...]) -> None:
+        self.stats["nacks"] += 1
+        await self._db_call(partial(
+            nack_attempts, self.runtime.store, live.uuid, live.attempt, gone,
+            now=utcnow(), detail="connection gone"))
+        kwargs = {"message_id": live.id, "attempt": live.attempt, "nacked": list(gone),
+                  "node": self.node}
+        handler = self.runtime.extras.get("nack_handler")
+        if handler is not None:
+            result = handler(**kwargs)
+            if inspect.isawaitable(result):
+                await result
+            return
+        app = self._celery_app()
+        await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs=kwargs))
+
+    def _celery_app(self) -> Any:
+        if self._celery is None:
+            from delivery.celery_app import make_app
+
+            self._celery = make_app(self.runtime.settings)
+        return self._celery
+
+    # -- acks -----------------------------------------------------------------------------------
+
+    def _queue_ack(self, msg_uuid: uuid.UUID, user: str, conn_id: str, msg_id: str) -> None:
+        self._acks.append((msg_uuid, user, conn_id, msg_id))
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.create_task(self._ack_flusher())
+
+    async def _ack_flusher(self) -> None:
+        await asyncio.sleep(self.config.ack_batch_s)
+        await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        store, limit = self.runtime.store, self.config.ack_batch_max
+        while self._acks:
+            batch, self._acks = self._acks[:limit], self._acks[limit:]
+            rows = [(u, user, conn_id) for u, user, conn_id, _ in batch]
+            try:
+                won = await self._db_call(partial(store.record_acks, rows, utcnow()))
+            except Exception:
+                # Lost acks only cause a duplicate frame later (at-least-once), never a loss.
+                log.exception("gateway %s: recording %d acks failed", self.node, len(rows))
+                continue
+            self.stats["acks"] += len(rows)
+            self.stats["acks_won"] += sum(won)
+            hook = self.runtime.extras.get("on_ack")
+            if hook is not None:
+                for (_, _, conn_id, msg_id), w in zip(batch, won, strict=True):
+                    try:
+                        hook(msg_id, conn_id, w)
+                    except Exception:
+                        log.exception("gateway %s: on_ack hook failed", self.node)
+
+    async def _flush_all_acks(self) -> None:
+        task = self._ack_task
+        if task is not None and not task.done():
+            await task
+        await self._flush_acks()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _db_call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("gateway %s: background task failed", self.node,
+                      exc_info=task.exception())
+
+    async def _housekeep(self) -> None:
+        idle = self.config.idle_timeout_s
+        period = min(idle / 4, 5.0) if idle > 0 else 5.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            if idle <= 0:
+                continue
+            now = loop.time()
+            for conn in list(self.conns.values()):
+                if conn.open and now - conn.last_rx > idle:
+                    self._spawn(conn.ws.close(p.CLOSE_NORMAL, "idle timeout"))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters and gauges for metrics and ``delivery status``."""
+        out: dict[str, Any] = dict(self.stats)
+        out["connections"] = len(self.conns)
+        out["users"] = len(self.by_user)
+        out["in_flight"] = sum(len(c.in_flight) for c in self.conns.values())
+        out["frames_sent"] += sum(c.sent for c in self.conns.values())
+        out["time"] = time.time()
+        return out
+
+
+async def close_draining(ws: ServerConnection, code: int, reason: str) -> None:
+    """Close, reading (and discarding) what the client still sends meanwhile.
+
+    Awaiting ``close()`` without reading would stall when the incoming queue is full (a flood):
+    the client's close frame would wait behind unread frames until the close timeout.
+    """
+    closer = asyncio.create_task(ws.close(code, reason))
+    try:
+        async for _ in ws:
+            pass
+    except ConnectionClosed:
+        pass
+    await closer
+
+
+def _load_static() -> dict[str, tuple[str, str]]:
+    files = {"/": ("index.html", "text/html; charset=utf-8"),
+             "/index.html": ("index.html", "text/html; charset=utf-8"),
+             "/client.js": ("client.js", "text/javascript; charset=utf-8")}
+    out: dict[str, tuple[str, str]] = {}
+    base = resources.files("delivery") / "static"
+    for path, (name, ctype) in files.items():
+        try:
+            out[path] = (ctype, (base / name).read_text(encoding="utf-8"))
+        except (FileNotFoundError, OSError):
+            continue
+    return out

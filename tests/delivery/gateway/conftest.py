@@ -1,0 +1,157 @@
+"""Helpers for gateway tests: an in-process gateway on a real socket, with a store and a fake
+routing side (it stores messages and publishes ``deliver`` frames like routing does)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from delivery.channels import MemoryChannels
+from delivery.clock import utcnow
+from delivery.gateway import Gateway, GatewayConfig, issue_token
+from delivery.runtime import Runtime
+from delivery.settings import Settings
+from delivery.store import MessageRecord, Store, Target
+
+SECRET = "test-secret"
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
+    async def main() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(main())
+
+
+class FakePresence:
+    """Records track/untrack calls; ``entries`` is the live view."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], dict[str, Any]] = {}
+        self.log: list[tuple[str, str, str]] = []
+
+    def track(self, key: str, conn: str, meta: dict[str, Any]) -> None:
+        self.entries[(key, conn)] = meta
+        self.log.append(("track", key, conn))
+
+    def untrack(self, key: str, conn: str) -> None:
+        self.entries.pop((key, conn), None)
+        self.log.append(("untrack", key, conn))
+
+    def conns_of(self, key: str) -> list[str]:
+        return [c for (k, c) in self.entries if k == key]
+
+
+@dataclass
+class Harness:
+    gateway: Gateway
+    store: Store
+    channels: MemoryChannels
+    presence: FakePresence
+    runtime: Runtime
+    nacks: list[dict[str, Any]] = field(default_factory=list)
+    acks: list[tuple[str, str, bool]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def token(self, user: str, ttl: float = 600) -> str:
+        return issue_token(user, SECRET, ttl)
+
+    def accept(self, recipient: str, body: Any = "hi", sender: str = "alice") -> MessageRecord:
+        now = utcnow()
+        msg, _ = self.store.accept(
+            message_id=uuid.uuid4(), sender=sender, recipient=recipient, body=body,
+            client_msg_id=None, now=now, ttl_s=3600, deadline=now + timedelta(seconds=60))
+        return msg
+
+    def deliver(self, msg: MessageRecord, conns: list[str], node: str | None = None) -> int:
+        """Like routing: claim an attempt with these targets, publish the frame to the node."""
+        node = node or self.gateway.node
+        current = self.store.get(msg.id)
+        assert current is not None
+        now = utcnow()
+        attempt = self.store.start_attempt(
+            current, channel="ws", targets=[Target(node, c) for c in conns], now=now,
+            deadline=now + timedelta(seconds=60))
+        assert attempt is not None
+        self.channels.publish(node, {
+            "type": "deliver", "id": str(msg.id), "user": msg.recipient, "from": msg.sender,
+            "body": msg.body, "sent_at": msg.created_at.isoformat(), "seq": msg.seq,
+            "conns": conns, "attempt": attempt})
+        return attempt
+
+    async def client(self, user: str, **kw: Any) -> tuple[ClientConnection, dict[str, Any]]:
+        """A raw socket that said hello; returns it and the welcome frame."""
+        ws = await connect(self.url, compression=None, **kw)
+        await ws.send(json.dumps({"type": "hello", "token": self.token(user)}))
+        welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert welcome["type"] == "welcome", welcome
+        return ws, welcome
+
+    async def wait_for(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not cond():
+            if loop.time() > deadline:
+                raise TimeoutError("condition not met")
+            await asyncio.sleep(0.01)
+
+    async def wait_db(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not await asyncio.to_thread(cond):
+            if loop.time() > deadline:
+                raise TimeoutError("condition not met")
+            await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def gateway_harness(
+    store: Store, config: GatewayConfig | None = None, node: str = "gw1",
+) -> AsyncIterator[Harness]:
+    settings = Settings(secret=SECRET)
+    runtime = Runtime(settings=settings, store=store)
+    channels = MemoryChannels()
+    presence = FakePresence()
+    gw = Gateway(node, runtime, config or GatewayConfig(replay_tail_s=0),
+                 presence=presence, channels=channels)
+    h = Harness(gw, store, channels, presence, runtime)
+    runtime.extras["nack_handler"] = lambda **kw: h.nacks.append(kw)
+    runtime.extras["on_ack"] = lambda m, c, w: h.acks.append((m, c, w))
+    await gw.start("127.0.0.1", 0)
+    try:
+        yield h
+    finally:
+        await gw.stop()
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return frame
+
+
+async def recv_messages(ws: ClientConnection, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    out = []
+    while len(out) < n:
+        f = await recv_json(ws, timeout)
+        if f["type"] == "message":
+            out.append(f)
+    return out
+
+
+@pytest.fixture
+def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """SQLite by default (fast); tests that matter on both backends use ``store``."""
+    yield request.getfixturevalue("sqlite_store")
