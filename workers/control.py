@@ -1,5 +1,7 @@
 """Remote-control commands for operators and failure tests (``celery -A workers.app control``).
 
+``presence_who USER``: where this worker's replica thinks USER is connected.
+
 ``presence_hold SECONDS``: stop this worker's presence replica from hearing its peers for a
 while (a partition of this one link), then resume; gap detection repairs what it missed. It is
 how the end-to-end tests force the seed's race on real processes, and how an operator can
@@ -27,3 +29,18 @@ def presence_hold(state: Any, seconds: float = 2.0) -> dict[str, Any]:
     timer.daemon = True
     timer.start()
     return {"ok": f"presence held for {seconds:.2f}s on {routing.presence.name}"}
+
+
+@control_command(args=[("user", str)], signature="<user>")
+def presence_who(state: Any, user: str) -> dict[str, Any]:
+    """Where this worker's replica thinks ``user`` is connected, and whether it has synced."""
+    from workers import bootsteps
+
+    routing = bootsteps.current_routing()
+    if routing is None:
+        return {"error": "no presence replica in this worker"}
+    node = routing.presence
+    return {
+        "replica": node.name, "synced": node.synced,
+        "conns": sorted([p.node, p.conn] for p in node.list(user)),
+    }

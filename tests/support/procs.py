@@ -2,70 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-ROOT = Path(__file__).resolve().parents[2]
+from workers.procs import ROOT, Proc
 
-
-class Proc:
-    """A child process whose output goes to a log file (read it on failure)."""
-
-    def __init__(self, name: str, args: Sequence[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(
-            list(args), env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log():
-                return
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{self.log()}")
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name}: {needle!r} not seen in {timeout}s:\n{self.log()[-4000:]}")
-
-    def wait_until(self, cond: Callable[[], bool], timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{self.log()}")
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.name}: condition not met in {timeout}s:\n{self.log()[-4000:]}")
-
-    def kill9(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, sig)
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-            except ProcessLookupError:
-                pass
-        self._log.close()
-        return self.popen.returncode
+__all__ = ["ROOT", "Proc", "celery_worker", "delivery_cmd"]
 
 
 def celery_worker(
