@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -78,25 +77,18 @@ def gateway_main(argv: list[str]) -> int:
 
 
 def make_presence(settings: Settings, node: str, network: Any = None) -> Any:
-    """A presence node for ``node``: over Redis when configured, else in-process.
-
-    Returns None (the gateway then runs without presence) when ``presence.runtime`` is missing.
-    """
-    try:
-        rt = importlib.import_module("presence.runtime")
-    except ImportError:
-        log.warning("presence.runtime is not available: connections are not tracked")
-        return None
+    """A presence node for ``node``: over Redis when configured, else in-process
+    (``network``: a shared :class:`presence.MemoryNetwork`, e.g. the embedded demo's)."""
     from presence.config import PresenceConfig
+    from presence.runtime import MemoryNetwork, PresenceNode, redis_transport
 
     config = PresenceConfig(heartbeat_s=settings.presence_heartbeat_s,
                             down_s=settings.presence_down_s, purge_s=settings.presence_purge_s)
     if settings.redis_url:
-        transport = rt.redis_transport(settings.redis_url, settings.key_prefix, node)
-    else:
-        net = network if network is not None else rt.MemoryNetwork()
-        transport = net.transport(node)
-    return rt.PresenceNode(node, transport, config)
+        return PresenceNode(node, redis_transport(settings.redis_url, settings.key_prefix, node),
+                            config)
+    net = network if network is not None else MemoryNetwork()
+    return PresenceNode(node, net.transport(node), config)
 
 
 async def run_gateway(node: str, host: str, port: int, settings: Settings,
@@ -116,8 +108,7 @@ async def run_gateway(node: str, host: str, port: int, settings: Settings,
     own_presence = presence is None
     if own_presence:
         presence = make_presence(settings, node)
-        if presence is not None:
-            await asyncio.to_thread(presence.start)
+        await asyncio.to_thread(presence.start)
         runtime.presence = presence
     gateway = Gateway(node, runtime, config, presence=presence)
     stop = asyncio.Event()
