@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select, text, update
 
 from delivery.models import State
-from delivery.store import A, D, DeviceRecord, M, Store
+from delivery.store import A, D, DeviceRecord, Store
 
 PUSH = "push"
 
@@ -168,8 +168,3 @@ def remove_device(store: Store, token: str) -> bool:
     """Delete a device row (the user logged out on it). True if it existed."""
     with store.engine.begin() as c:
         return bool(c.execute(delete(D).where(D.c.token == token)).rowcount)
-
-
-def message_exists(store: Store, msg_id: uuid.UUID) -> bool:
-    with store.engine.connect() as conn:
-        return conn.execute(select(M.c.seq).where(M.c.id == msg_id)).first() is not None
