@@ -144,7 +144,9 @@ class Replica:
         for _, deadline in self._outstanding.values():
             t = min(t, deadline)
         if not self._synced:
-            t = min(t, self._started + self.config.sync_wait)
+            wait_end = self._started + self.config.sync_wait
+            if wait_end > self._now:
+                t = min(t, wait_end)
         return t
 
     # ------------------------------------------------------------- helpers
