@@ -28,7 +28,6 @@ from typing import Any
 from firebase_admin import messaging
 
 from delivery.clock import later, utcnow
-from delivery.models import State
 from delivery.push import store_ops
 from delivery.push.fcm import (
     TRANSIENT_CODES,
@@ -39,7 +38,7 @@ from delivery.push.fcm import (
     token_ref,
 )
 from delivery.runtime import Runtime, get_runtime
-from delivery.store import DeviceRecord, MessageRecord
+from delivery.store import MessageRecord
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +144,11 @@ def push_message(
     with store_ops.push_lease(store, mid, attempt) as held:
         if not held:
             return PushOutcome.BUSY
-        msg = store.get(mid)
-        if msg is None or msg.state != State.DISPATCHED or msg.attempts != attempt:
-            return PushOutcome.SKIPPED
         started = utcnow()
-        # Keep the recovery sweep away while we talk to FCM (also re-checks state + attempt).
+        # Check state + attempt and keep the recovery sweep away while we talk to FCM.
         deadline = later(SEND_BUDGET_S + rt.settings.ack_timeout_s, started)
-        if not store_ops.extend_deadline(store, mid, attempt, deadline):
+        msg = store_ops.claim_for_push(store, mid, attempt, deadline)
+        if msg is None:
             return PushOutcome.SKIPPED
         outcome = _push_locked(rt, msg, attempt, final=final, started=started)
     if outcome is not None:
@@ -166,9 +163,8 @@ def _push_locked(
     rt: Runtime, msg: MessageRecord, attempt: int, *, final: bool, started: Any
 ) -> PushOutcome | None:
     store = rt.store
-    prior = store_ops.device_results(store, msg.id, attempt)
+    prior, devices = store_ops.push_targets(store, msg.id, attempt, msg.recipient)
     ok_before = sum(1 for r in prior.values() if r == FINAL_RESULTS_PREFIX_OK)
-    devices: list[DeviceRecord] = store.active_devices(msg.recipient)
     todo = [d for d in devices if not _is_final(prior.get(token_ref(d.token)))]
 
     if not devices and not ok_before:

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select, text, update
 
 from delivery.models import State
-from delivery.store import A, D, DeviceRecord, Store
+from delivery.store import A, D, DeviceRecord, M, MessageRecord, Store
 
 PUSH = "push"
 
@@ -63,8 +63,31 @@ def push_lease(store: Store, msg_id: uuid.UUID, attempt: int) -> Iterator[bool]:
                 _local_leases.discard(token)
 
 
-def device_results(store: Store, msg_id: uuid.UUID, attempt: int) -> dict[str, str]:
-    """Per-device push results already recorded for this attempt: device ref -> latest result."""
+_MSG_COLS = [M.c[n] for n in MessageRecord.__dataclass_fields__]
+_DEV_COLS = [D.c[n] for n in DeviceRecord.__dataclass_fields__]
+
+
+def claim_for_push(
+    store: Store, msg_id: uuid.UUID, attempt: int, deadline: datetime
+) -> MessageRecord | None:
+    """One statement: if the message is ``dispatched`` on this attempt, move its ack deadline
+    (the recovery sweep keeps away while FCM is called) and return it; else None."""
+    stmt = (
+        update(M)
+        .where(M.c.id == msg_id, M.c.state == State.DISPATCHED, M.c.attempts == attempt)
+        .values(ack_deadline=deadline)
+        .returning(*_MSG_COLS)
+    )
+    with store.engine.begin() as c:
+        row = c.execute(stmt).first()
+    return None if row is None else MessageRecord(*row)
+
+
+def push_targets(
+    store: Store, msg_id: uuid.UUID, attempt: int, user: str
+) -> tuple[dict[str, str], list[DeviceRecord]]:
+    """On one connection: the per-device results already recorded for this attempt (device
+    ref -> latest result) and the user's active devices."""
     with store.engine.connect() as conn:
         rows = conn.execute(
             select(A.c.conn, A.c.result)
@@ -72,7 +95,13 @@ def device_results(store: Store, msg_id: uuid.UUID, attempt: int) -> dict[str, s
                    A.c.conn.is_not(None))
             .order_by(A.c.id)
         ).all()
-    return {ref: result for ref, result in rows if result is not None}
+        devices = conn.execute(
+            select(*_DEV_COLS)
+            .where(D.c.user_id == user, D.c.disabled_at.is_(None))
+            .order_by(D.c.id)
+        ).all()
+    return ({ref: result for ref, result in rows if result is not None},
+            [DeviceRecord(*d) for d in devices])
 
 
 def record_device_results(
@@ -152,9 +181,6 @@ def finish_push(
 
 
 # -- devices ------------------------------------------------------------------------------------
-
-_DEV_COLS = [D.c[n] for n in DeviceRecord.__dataclass_fields__]
-
 
 def devices_of(store: Store, user: str, *, include_disabled: bool = True) -> list[DeviceRecord]:
     q = select(*_DEV_COLS).where(D.c.user_id == user).order_by(D.c.id)

@@ -5,7 +5,8 @@
 - ``delivery.register_device`` kwargs ``{"user": ..., "token": ..., "platform": ...}``.
 
 Retry policy of ``delivery.push``: a transient FCM error retries the task with
-``countdown = min(60, max(Retry-After, DELIVERY_RETRY_BACKOFF_S * 2**n * U(0.5, 1)))``, at most
+``countdown = min(60 s, visibility timeout / 5,
+max(Retry-After, DELIVERY_RETRY_BACKOFF_S * 2**n * U(0.5, 1)))``, at most
 DELIVERY_PUSH_MAX_RETRIES times; the ack deadline is moved past the countdown first (CAS), so
 the recovery sweep leaves the message alone meanwhile. The last allowed run treats transient
 errors as final (the message becomes ``pending`` unless some device accepted it).
@@ -20,6 +21,7 @@ from celery import shared_task
 from delivery.push.devices import InvalidDevice, device_dict
 from delivery.push.devices import register_device as _register_device
 from delivery.push.service import (
+    BACKOFF_CAP_S,
     PushOutcome,
     TransientPushError,
     defer,
@@ -43,7 +45,10 @@ def push(self: Any, message_id: str, attempt: int) -> str:
     try:
         return push_message(message_id, int(attempt), final=retries >= max_retries)
     except TransientPushError as exc:
-        countdown = retry_countdown(retries, exc.retry_after, base_s=rt.settings.retry_backoff_s)
+        countdown = retry_countdown(
+            retries, exc.retry_after, base_s=rt.settings.retry_backoff_s,
+            cap_s=min(BACKOFF_CAP_S, rt.settings.visibility_timeout_s / 5),
+        )
         if not defer(message_id, int(attempt), countdown):
             return PushOutcome.SKIPPED.value  # acked or re-routed meanwhile
         raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc) from None
