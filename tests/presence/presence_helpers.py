@@ -49,3 +49,85 @@ def view(s: State) -> list[tuple[str, str, str]]:
 
 def rid(s: State) -> Rid:
     return s.replica
+
+
+class Agent:
+    """A presence node in a subprocess (``python -m presence.agent``), with timeouts."""
+
+    def __init__(
+        self,
+        prefix: str,
+        name: str,
+        *,
+        heartbeat: float = 0.1,
+        down: float = 0.6,
+        purge: float = 2.0,
+        url: str = REDIS_URL,
+    ) -> None:
+        import subprocess
+        import sys
+
+        self.name = name
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "presence.agent",
+                "--url",
+                url,
+                "--prefix",
+                prefix,
+                "--name",
+                name,
+                "--heartbeat",
+                str(heartbeat),
+                "--down",
+                str(down),
+                "--purge",
+                str(purge),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        hello = self._read(15.0)
+        assert hello.get("ready"), hello
+        self.incarnation = int(hello["incarnation"])
+
+    def _read(self, timeout: float) -> dict[str, object]:
+        import json
+        import select
+
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"agent {self.name} did not answer in {timeout}s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"agent {self.name} exited ({self.proc.poll()})")
+        out: dict[str, object] = json.loads(line)
+        return out
+
+    def call(self, op: str, timeout: float = 10.0, **kw: object) -> object:
+        import json
+
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+        res = self._read(timeout)
+        assert res.get("ok"), res
+        return res.get("result")
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call("stop", timeout=3.0, graceful=True)
+                self.proc.wait(3)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
