@@ -8,11 +8,15 @@ an ack deadline and the recovery sweep routes it again.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
+
+log = logging.getLogger("delivery.channels")
 
 FrameHandler = Callable[[dict[str, Any]], None]
 
@@ -23,7 +27,8 @@ class Subscription(Protocol):
 
 class NodeChannels(Protocol):
     def publish(self, node: str, frame: dict[str, Any]) -> int:
-        """Send ``frame`` to ``node``; returns how many subscribers received it (0: nobody)."""
+        """Send ``frame`` to ``node``; returns how many subscribers received it (0: nobody,
+        -1: the channel is unreachable right now)."""
         ...
 
     def subscribe(self, node: str, handler: FrameHandler) -> Subscription:
@@ -74,7 +79,12 @@ class RedisChannels:
         self._prefix = prefix
 
     def publish(self, node: str, frame: dict[str, Any]) -> int:
-        return int(self._client.publish(channel_name(self._prefix, node), json.dumps(frame)))
+        try:
+            return int(self._client.publish(channel_name(self._prefix, node), json.dumps(frame)))
+        except redis.ConnectionError as exc:
+            # Nobody heard it; the message keeps its ack deadline and the sweep retries it.
+            log.warning("node channel %s: publish failed: %s", node, exc)
+            return -1
 
     def subscribe(self, node: str, handler: FrameHandler) -> Subscription:
         pubsub = redis.Redis.from_url(self._url).pubsub(ignore_subscribe_messages=True)
@@ -87,8 +97,15 @@ class RedisChannels:
             if isinstance(frame, dict):
                 handler(frame)
 
+        def on_error(exc: BaseException, _pubsub: Any, _thread: Any) -> None:
+            # Redis restarted or the link dropped: back off; the next read reconnects and
+            # re-subscribes. Frames published meanwhile are lost, and the recovery sweep
+            # re-routes their messages once their ack deadline passes.
+            log.warning("node channel %s: %s; reconnecting", node, exc)
+            time.sleep(0.2)
+
         pubsub.subscribe(**{channel_name(self._prefix, node): on_message})
-        thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True)
+        thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True, exception_handler=on_error)
 
         class _Sub:
             def close(self) -> None:
