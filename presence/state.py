@@ -194,7 +194,8 @@ class State:
         self.log_size = log_size
         self._ctx: dict[Rid, int] = {self.replica: 0}
         self._by_key: dict[str, Presence | tuple[Presence, ...]] = {}
-        self._origin_keys: dict[Rid, set[str]] = {}
+        # per origin, the keys it has entries under (a dict used as a compact ordered set)
+        self._origin_keys: dict[Rid, dict[str, None]] = {}
         self._own_conns: dict[str, set[str]] = {}
         self._down: frozenset[Rid] = frozenset()
         self._purged: set[Rid] = set()
@@ -316,9 +317,9 @@ class State:
         self._size += 1
         ks = self._origin_keys.get(p.origin)
         if ks is None:
-            self._origin_keys[p.origin] = {key}
+            self._origin_keys[p.origin] = {key: None}
         else:
-            ks.add(key)
+            ks[key] = None
         return old
 
     def _del(self, key: str, conn: str, origin: Rid) -> Presence | None:
@@ -351,7 +352,7 @@ class State:
         if not still_has_origin:
             ks = self._origin_keys.get(origin)
             if ks is not None:
-                ks.discard(key)
+                ks.pop(key, None)
                 if not ks:
                     del self._origin_keys[origin]
         return old
