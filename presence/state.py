@@ -528,12 +528,20 @@ class State:
                     if old is not None:
                         res.leaves.append(old)
                     res.joins.append(p)
-            if log is not None:
-                log.events.append(ev)
         self._ctx[origin] = part.end
         if log is not None:
-            while len(log.events) > self.log_size:
-                log.base = log.events.popleft().n
+            evs = part.events
+            if len(evs) >= self.log_size:
+                # the log keeps only the newest events: rebuild it from the part
+                keep = evs[len(evs) - self.log_size :] if self.log_size else ()
+                log.events = deque(keep)
+                log.base = evs[len(evs) - len(keep) - 1].n if len(keep) < len(evs) else have
+                if log.base < have:
+                    log.base = have
+            else:
+                log.events.extend(e for e in evs if e.n > have)
+                while len(log.events) > self.log_size:
+                    log.base = log.events.popleft().n
 
     def _merge_slice(self, part: SlicePart, res: MergeResult) -> None:
         origin = part.origin
