@@ -64,7 +64,7 @@ class Settings:
 
     @property
     def effective_broker_url(self) -> str:
-        return self.broker_url or "memory://"
+        return self.broker_url or "memory://localhost/"
 
     @property
     def effective_secret(self) -> str:

@@ -7,7 +7,7 @@ def test_embedded_default_needs_nothing() -> None:
     s = Settings.from_env({})
     assert s.embedded
     assert s.effective_database_url.startswith("sqlite:///")
-    assert s.effective_broker_url == "memory://"
+    assert s.effective_broker_url.startswith("memory://")
     assert s.effective_secret
 
 
