@@ -147,7 +147,13 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
     final_deadline = time.monotonic() + 15
     while time.monotonic() < final_deadline and any(m not in pop.shown_at for m in run.sent):
         await asyncio.sleep(0.1)
-    await asyncio.sleep(0.3)  # let the last acks reach the store
+    # Every shown message was acked by its client; wait (bounded) until the store agrees.
+    ack_deadline = time.monotonic() + 20
+    while time.monotonic() < ack_deadline:
+        states = await asyncio.to_thread(stack.store.count_by_state)
+        if sum(n for s, n in states.items() if s != "delivered") == 0:
+            break
+        await asyncio.sleep(0.2)
     await pop.close_all()
     if progress:
         print(file=sys.stderr)

@@ -1,0 +1,79 @@
+"""The demo against Redis and PostgreSQL: gateways, workers and the FCM stub as processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+from celery import Celery
+
+from delivery import migrate
+from delivery.api import send_message
+from delivery.celery_app import make_app
+from delivery.db import make_engine
+from delivery.settings import Settings
+from delivery.store import Store
+from workers.cluster import LocalCluster
+
+
+class ClusterStack:
+    """The demo's view of a running local cluster."""
+
+    def __init__(self, cluster: LocalCluster, app: Celery, store: Store) -> None:
+        self.cluster = cluster
+        self.app = app
+        self._store = store
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def gateway_names(self) -> tuple[str, ...]:
+        return tuple(self.cluster.gateways)
+
+    def url(self, gateway: str) -> str:
+        return self.cluster.gateways[gateway].url
+
+    def hold_presence(self, seconds: float) -> None:
+        self.app.control.broadcast("presence_hold", arguments={"seconds": seconds})
+
+    def send(self, sender: str, recipient: str, body: Any, client_msg_id: str) -> str:
+        return send_message(sender, recipient, body, client_msg_id=client_msg_id, app=self.app)
+
+
+def run_distributed(settings: Settings, args: argparse.Namespace,
+                    gateways: int = 2, workers: int = 2) -> tuple[dict[str, Any], str]:
+    from workers.demo import drive
+
+    migrate.upgrade(settings.effective_database_url)
+    env = dict(os.environ)
+    with LocalCluster(env) as cluster:
+        if not settings.fcm_url:
+            print("starting the FCM stub...", file=sys.stderr)
+            cluster.with_env({"DELIVERY_FCM_URL": cluster.start_fcm_stub(),
+                              "DELIVERY_FCM_PROJECT": settings.fcm_project or "demo"})
+        for i in range(gateways):
+            print(f"starting gateway gw-{i}...", file=sys.stderr)
+            cluster.start_gateway(f"gw-{i}")
+        for i in range(workers):
+            print(f"starting worker w{i}...", file=sys.stderr)
+            cluster.start_worker(f"w{i}")
+        app = make_app(settings)
+        engine = make_engine(settings.effective_database_url)
+        try:
+            stack = ClusterStack(cluster, app, Store(engine))
+            result = asyncio.run(drive(
+                stack, settings, messages=args.messages, users=args.users,
+                offline=args.offline, rate=args.rate, race_every=args.race_every,
+                seed=args.seed, progress=True,
+            ))
+        finally:
+            app.close()
+            engine.dispose()
+    mode = (f"Redis + PostgreSQL, {gateways} gateway and {workers} worker processes, "
+            "FCM stub process")
+    return result, mode
