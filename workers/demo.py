@@ -132,7 +132,7 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
     # Let routing finish: ack deadlines, re-checks and pushes settle.
     settle_deadline = time.monotonic() + settings.ack_timeout_s * (settings.max_attempts + 2) + 5
     while time.monotonic() < settle_deadline:
-        states = await asyncio.to_thread(stack.store.count_by_state)
+        states = await _outcomes(stack.store, run)
         if states.get("accepted", 0) + states.get("dispatched", 0) == 0:
             break
         if progress:
@@ -150,7 +150,7 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
     # Every shown message was acked by its client; wait (bounded) until the store agrees.
     ack_deadline = time.monotonic() + 20
     while time.monotonic() < ack_deadline:
-        states = await asyncio.to_thread(stack.store.count_by_state)
+        states = await _outcomes(stack.store, run)
         if sum(n for s, n in states.items() if s != "delivered") == 0:
             break
         await asyncio.sleep(0.2)
@@ -160,7 +160,7 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
     lost = [m for m in run.sent if m not in pop.shown_at]
     latencies = sorted((pop.shown_at[m] - t) * 1000 for m, (_, t, online) in run.sent.items()
                        if online and m in shown_during_traffic)
-    final_states = await asyncio.to_thread(stack.store.count_by_state)
+    final_states = dict(await _outcomes(stack.store, run))
     return {
         "messages": len(run.sent),
         "delivered_ws": outcomes.get("delivered", 0),
