@@ -38,6 +38,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         broker_url=settings.effective_broker_url,
         result_backend=result_backend,
         result_expires=3600,
+        task_store_errors_even_if_ignored=True,
         result_backend_transport_options={"global_keyprefix": f"{settings.key_prefix}:celery:"},
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,

@@ -13,7 +13,10 @@ from delivery.validation import InvalidMessage, validate_send
 SEND = "delivery.send"
 
 
-@shared_task(name=SEND, throws=(InvalidMessage,))
+# No result on success: the id is known to the caller (derived from client_msg_id), and a
+# result write per message would be one more Redis round trip on the hot path. Failures are
+# still stored (task_store_errors_even_if_ignored), so a caller can see why a send failed.
+@shared_task(name=SEND, throws=(InvalidMessage,), ignore_result=True)
 def send(
     sender: Any,
     recipient: Any,

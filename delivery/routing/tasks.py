@@ -16,7 +16,7 @@ from delivery.runtime import get_runtime
 ROUTE = "delivery.route"
 
 
-@shared_task(name=ROUTE)
+@shared_task(name=ROUTE, ignore_result=True)
 def route(
     message_id: str,
     trigger: str = "nack",
