@@ -17,6 +17,9 @@ Names (all prefixed ``delivery_``), as listed in docs/operations.md:
 - ``fcm_sends_total{result}``: per-device FCM answers (ok, UNREGISTERED, UNAVAILABLE, ...).
 - ``presence_entries``, ``presence_replicas{status}``, ``presence_synced``: the local replica.
 - ``sweep_found_total``: stalled messages the recovery sweep re-routed.
+- ``oldest_in_flight_age_seconds``: age of the oldest message routing still owns (accepted or
+  dispatched): the one to page on. ``oldest_unacked_age_seconds``: of the oldest message not
+  acked yet, including pushed/pending/expired ones waiting for their recipient to reconnect.
 - ``gateway_connections``, ``gateway_frames_sent_total``, ``gateway_acks_total``,
   ``gateway_nacks_total``, ``gateway_replayed_total``: per gateway process.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -54,6 +58,13 @@ PRESENCE_REPLICAS = Gauge(
 )
 PRESENCE_SYNCED = Gauge("delivery_presence_synced", "1 when the local replica has synced")
 SWEEP_FOUND = Counter("delivery_sweep_found", "Stalled messages re-routed by the recovery sweep")
+OLDEST_IN_FLIGHT_AGE = Gauge(
+    "delivery_oldest_in_flight_age_seconds",
+    "Age of the oldest accepted or dispatched message (0: none)",
+)
+OLDEST_UNACKED_AGE = Gauge(
+    "delivery_oldest_unacked_age_seconds", "Age of the oldest message not acked yet (0: none)",
+)
 
 GATEWAY_CONNECTIONS = Gauge("delivery_gateway_connections", "Open WebSocket connections")
 GATEWAY_FRAMES_SENT = Counter("delivery_gateway_frames_sent", "Frames sent to clients")
@@ -105,6 +116,20 @@ def update_presence(stats: Mapping[str, Any]) -> None:
     PRESENCE_REPLICAS.labels("up").set(len(stats.get("replicas_up", ())))
     PRESENCE_REPLICAS.labels("down").set(len(stats.get("replicas_down", ())))
     PRESENCE_SYNCED.set(1 if stats.get("synced") else 0)
+
+
+def update_ages(oldest_in_flight: datetime | None, oldest_unacked: datetime | None,
+                now: datetime | None = None) -> None:
+    """Set the age gauges from the store's oldest creation times (naive times are UTC)."""
+    now = now or datetime.now(UTC)
+    for gauge, at in ((OLDEST_IN_FLIGHT_AGE, oldest_in_flight),
+                      (OLDEST_UNACKED_AGE, oldest_unacked)):
+        if at is None:
+            gauge.set(0)
+            continue
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        gauge.set(max(0.0, (now - at).total_seconds()))
 
 
 _GATEWAY_COUNTERS = {

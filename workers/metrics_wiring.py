@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from celery.signals import task_postrun
+from sqlalchemy import func, select
 
 from delivery import metrics
+from delivery.models import IN_FLIGHT
 from delivery.routing.policy import Decision, Dispatch, Expire, MarkPending, Push, Trigger
-from delivery.store import MessageRecord
+from delivery.store import M, MessageRecord, Store
 from workers.wiring import WorkerRouting
 
 log = logging.getLogger("delivery.worker")
@@ -68,12 +72,26 @@ def _chain(
     return both
 
 
-class WorkerMetrics:
-    """The periodic presence-gauge updater of one worker process."""
+def oldest_in_flight(store: Store) -> datetime | None:
+    """Creation time of the oldest message routing still owns (uses the deadline index)."""
+    with store.engine.connect() as conn:
+        result: datetime | None = conn.execute(
+            select(func.min(M.c.created_at)).where(M.c.state.in_(list(IN_FLIGHT)))
+        ).scalar()
+    return result
 
-    def __init__(self, presence: Any, interval: float) -> None:
+
+class WorkerMetrics:
+    """The periodic gauge updater of one worker process: presence every ``interval`` seconds,
+    the store's oldest-message ages every ``store_interval`` seconds."""
+
+    def __init__(self, presence: Any, interval: float, store: Store | None = None,
+                 store_interval: float = 15.0) -> None:
         self.presence = presence
         self.interval = interval
+        self.store = store
+        self.store_interval = store_interval
+        self._next_store = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery-metrics", daemon=True)
 
@@ -86,6 +104,13 @@ class WorkerMetrics:
             metrics.update_presence(self.presence.stats())
         except Exception:  # metrics must never take the worker down
             log.exception("metrics: reading presence stats failed")
+        if self.store is None or time.monotonic() < self._next_store:
+            return
+        self._next_store = time.monotonic() + self.store_interval
+        try:
+            metrics.update_ages(oldest_in_flight(self.store), self.store.oldest_unacked())
+        except Exception:
+            log.exception("metrics: reading message ages failed")
 
     def stop(self) -> None:
         self._stop.set()
@@ -109,7 +134,7 @@ def install(routing: WorkerRouting, *, serve: bool = True,
     if not _postrun_connected:
         task_postrun.connect(_on_task_postrun, weak=False)
         _postrun_connected = True
-    updater = WorkerMetrics(routing.presence, interval)
+    updater = WorkerMetrics(routing.presence, interval, routing.runtime.store)
     updater.start()
     port = routing.runtime.settings.metrics_port
     if serve and port > 0:

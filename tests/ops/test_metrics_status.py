@@ -14,6 +14,7 @@ import pytest
 
 from delivery.celery_app import make_app
 from delivery.settings import Settings
+from delivery.store import Store
 from tests.support.procs import Proc, delivery_cmd
 from tests.support.services import ServiceEnv
 
@@ -37,7 +38,8 @@ def scrape(port: int) -> dict[str, float]:
 
 
 @pytest.fixture
-def worker(services: ServiceEnv) -> Iterator[tuple[Proc, int, dict[str, str]]]:
+def worker(services: ServiceEnv, pg_store: Store) -> Iterator[tuple[Proc, int, dict[str, str]]]:
+    # pg_store empties the run's database: the counts below are this test's messages only.
     port = free_port()
     # Short timeouts: offline recipients go to push (no device: pending) within a second.
     env = services.env(DELIVERY_METRICS_PORT=str(port), DELIVERY_OFFLINE_GRACE_S="0.05",
@@ -86,6 +88,8 @@ def test_worker_metrics_status_and_logs(worker: tuple[Proc, int, dict[str, str]]
     assert 'delivery_ack_latency_seconds_bucket{le="0.1"}' in after
     assert "delivery_gateway_connections" in after
     assert after['delivery_presence_replicas{status="up"}'] >= 0
+    assert after["delivery_oldest_in_flight_age_seconds"] >= 0
+    assert after["delivery_oldest_unacked_age_seconds"] >= 0
 
     # delivery status: the worker answers, its replica is up, messages are counted by state.
     status = delivery_cmd("status", ["status", "--json"], env)
@@ -153,6 +157,20 @@ def test_gateway_snapshot_feeds_counters() -> None:
     metrics.update_gateway({"connections": 1, "frames_sent": 15, "acks": 4})
     assert metrics.GATEWAY_FRAMES_SENT._value.get() == base + 5
     assert metrics.GATEWAY_CONNECTIONS._value.get() == 1
+
+
+def test_age_gauges() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from delivery import metrics
+
+    now = datetime.now(UTC)
+    metrics.update_ages(now - timedelta(seconds=5), (now - timedelta(hours=1)).replace(
+        tzinfo=None), now=now)
+    assert metrics.OLDEST_IN_FLIGHT_AGE._value.get() == pytest.approx(5)
+    assert metrics.OLDEST_UNACKED_AGE._value.get() == pytest.approx(3600)
+    metrics.update_ages(None, None, now=now)
+    assert metrics.OLDEST_IN_FLIGHT_AGE._value.get() == 0
 
 
 def test_push_results_feed_outcomes() -> None:
