@@ -42,3 +42,10 @@ def send(
         deadline=later(rt.settings.ack_timeout_s, now),
     )
     return str(msg.id)
+
+
+# The raw-Celery baseline of the end-to-end benchmark (workers/bench_e2e.py): an empty task on
+# the same broker, pool and workers, so the pipeline's throughput can be given as a ratio.
+@shared_task(name="delivery.noop", ignore_result=True)
+def noop() -> None:
+    return None
