@@ -97,6 +97,7 @@ def test_worker_metrics_status_and_logs(worker: tuple[Proc, int, dict[str, str]]
     out = status.log()
     summary = json.loads(out[out.index("{"):])
     names = [w["name"] for w in summary["workers"]["workers"]]
+    assert [w["pool"] for w in summary["workers"]["workers"]] == ["thread"]
     assert any(name.startswith("ops1@") for name in names), summary
     assert summary["presence"]["synced"] is True
     replicas = summary["presence"]["replicas"]

@@ -64,7 +64,8 @@ def worker_status(settings: Settings, timeout: float) -> dict[str, Any]:
         workers.append({
             "name": name,
             "ok": pings[name].get("ok") == "pong" if isinstance(pings[name], dict) else False,
-            "pool": str(pool.get("implementation", "")).rsplit(":", 1)[-1] or None,
+            # "celery.concurrency.thread:TaskPool" -> "thread"
+            "pool": str(pool.get("implementation", "")).split(":")[0].rsplit(".", 1)[-1] or None,
             "concurrency": pool.get("max-concurrency"),
             "tasks": int(sum(total.values())) if isinstance(total, dict) else None,
             "uptime_s": s.get("uptime") if isinstance(s, dict) else None,
