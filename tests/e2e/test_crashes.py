@@ -8,7 +8,6 @@ import asyncio
 import socket
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -16,19 +15,16 @@ import redis
 from celery import Celery
 
 from delivery.celery_app import make_app
-from delivery.client import DeliveryClient
-from delivery.clock import utcnow
 from delivery.push.stub import FcmStub
 from delivery.settings import Settings
 from delivery.store import Store
-from tests.e2e.conftest import FAST, send, token
+from tests.e2e.conftest import FAST
+from tests.e2e.traffic import Traffic
 from tests.support.services import ServiceEnv
 from workers.cluster import LocalCluster
 from workers.procs import Proc
 
 pytestmark = pytest.mark.slow
-
-USERS = 12
 
 
 def free_port() -> int:
@@ -94,69 +90,6 @@ def crash_env(pg_url: str, private_redis: PrivateRedis, stub: FcmStub) -> dict[s
     # Tasks held by a worker killed with -9 come back after this (kombu's redis transport).
     env["DELIVERY_VISIBILITY_TIMEOUT_S"] = "4"
     return env
-
-
-class Traffic:
-    """USERS online clients (half of them with a push device) receiving a steady stream."""
-
-    def __init__(self, cluster: LocalCluster, app: Celery, store: Store) -> None:
-        self.cluster, self.app, self.store = cluster, app, store
-        self.users = [f"crash-{uuid.uuid4().hex[:6]}-{i}" for i in range(USERS)]
-        self.clients: dict[str, DeliveryClient] = {}
-        self.received: dict[str, Counter[str]] = {u: Counter() for u in self.users}
-        self.sent: dict[str, str] = {}
-
-    async def connect(self) -> None:
-        for i, u in enumerate(self.users):
-            if i % 2 == 0:
-                self.store.register_device(u, f"tok-{u}", "android", utcnow())
-            node = "gw-a" if i % 2 == 0 else "gw-b"
-            c = DeliveryClient(self.cluster.gateways[node].url, token(u, self.cluster.env),
-                               backoff_initial_s=0.05, backoff_max_s=0.5)
-            await c.connect()
-            self.clients[u] = c
-            asyncio.get_running_loop().create_task(self._drain(u, c))
-
-    async def _drain(self, u: str, c: DeliveryClient) -> None:
-        async for m in c:
-            self.received[u][m.id] += 1
-
-    async def send(self, n: int, rate: float) -> None:
-        for i in range(n):
-            u = self.users[i % USERS]
-            self.sent[send(self.app, u, f"m{i}")] = u
-            await asyncio.sleep(1 / rate)
-
-    async def settle(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(self.received[u][m] >= 1 for m, u in self.sent.items()):
-                return
-            await asyncio.sleep(0.2)
-
-    async def close(self) -> None:
-        for c in self.clients.values():
-            await c.close()
-
-    def check(self, stub: FcmStub) -> None:
-        missing = [m for m, u in self.sent.items() if self.received[u][m] == 0]
-        states = Counter()
-        for m in self.sent:
-            msg = self.store.get(uuid.UUID(m))
-            assert msg is not None, f"message {m} was never stored"
-            states[msg.state] += 1
-            acked = [a for a in self.store.attempts_of(msg.id) if a.result == "acked"]
-            assert len(acked) <= 1, f"{m} has two outcomes: {acked}"
-        assert not missing, f"{len(missing)} messages never shown; states {states}"
-        pushes = Counter(r["body"]["message"]["data"]["message_id"] for r in stub.requests
-                         if r["answer"] == "OK")
-        assert all(n == 1 for n in pushes.values()), f"pushed twice: {pushes.most_common(3)}"
-        # Every message shown on a client is acked: the store must agree.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and states.get("delivered", 0) < len(self.sent):
-            time.sleep(0.2)
-            states = Counter(self.store.get(uuid.UUID(m)).state for m in self.sent)  # type: ignore[union-attr]
-        assert states == {"delivered": len(self.sent)}, states
 
 
 @pytest.fixture
