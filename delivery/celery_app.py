@@ -16,16 +16,30 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish
+from celery.app.amqp import AMQP
 
 from delivery.settings import Settings, get_settings
 
 REDACTED_FIELDS = ("body",)
+TASK_MODULES = ["delivery.tasks", "delivery.routing.tasks", "delivery.push.tasks"]
+
+
+class RedactingAMQP(AMQP):
+    """Redacts bodies when the task message is built, so the task-sent event (which Flower
+    shows for tasks no worker has picked up yet) never carries them either."""
+
+    def as_task_v2(self, task_id: str, name: str, args: Any = None, kwargs: Any = None,
+                   *rest: Any, **opts: Any) -> Any:
+        if (opts.get("kwargsrepr") is None and isinstance(kwargs, dict)
+                and any(f in kwargs for f in REDACTED_FIELDS)):
+            opts["kwargsrepr"] = repr({k: ("<redacted>" if k in REDACTED_FIELDS else v)
+                                       for k, v in kwargs.items()})
+        return super().as_task_v2(task_id, name, args, kwargs, *rest, **opts)
 
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("delivery", include=["delivery.tasks", "delivery.routing.tasks", "delivery.push.tasks"])
+    app = Celery("delivery", amqp=RedactingAMQP, include=TASK_MODULES)
     transport_options: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_s,
         # Keeps every Celery key of one deployment (or one test run) apart on a shared Redis.
@@ -60,17 +74,3 @@ def make_app(settings: Settings | None = None) -> Celery:
         enable_utc=True,
     )
     return app
-
-
-@before_task_publish.connect
-def _redact_bodies(headers: dict[str, Any] | None = None, body: Any = None, **_: Any) -> None:
-    """Keep message bodies out of Flower and logs: they read argsrepr/kwargsrepr."""
-    if not headers or not isinstance(body, tuple | list) or len(body) < 2:
-        return
-    kwargs = body[1]
-    if isinstance(kwargs, dict) and any(f in kwargs for f in REDACTED_FIELDS):
-        shown = {k: ("<redacted>" if k in REDACTED_FIELDS else v) for k, v in kwargs.items()}
-        headers["kwargsrepr"] = repr(shown)
-
-
-

@@ -114,9 +114,6 @@ def test_flower_shows_tasks_by_name_with_bodies_redacted(cluster: FlowerCluster)
     assert get(cluster.url("/"), auth=False)[0] == 401
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "task-sent events carry Celery's own kwargsrepr, built before the before_task_publish hook "
-    "redacts the headers: redact in Celery's amqp.as_task_v2 instead (see docs/operations.md)"))
 def test_flower_task_known_only_from_its_sent_event_is_redacted(cluster: FlowerCluster) -> None:
     secret = f"top-secret-{uuid.uuid4().hex}"
     # No worker consumes this queue: Flower knows the task from the sender's task-sent event.
