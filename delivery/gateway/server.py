@@ -36,7 +36,7 @@ from websockets.http11 import Request, Response
 from delivery.clock import utcnow
 from delivery.gateway import protocol as p
 from delivery.gateway.config import GatewayConfig
-from delivery.gateway.store_ops import nack_attempts, redirect_attempt
+from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
 from delivery.gateway.tokens import TokenError, verify_token
 from delivery.runtime import Runtime
 
@@ -605,7 +605,7 @@ class Gateway:
             batch, self._acks = self._acks[:limit], self._acks[limit:]
             rows = [(u, user, conn_id) for u, user, conn_id, _ in batch]
             try:
-                won = await self._db_call(partial(store.record_acks, rows, utcnow()))
+                won = await self._db_call(partial(record_acks_bulk, store, rows, utcnow()))
             except Exception:
                 # Lost acks only cause a duplicate frame later (at-least-once), never a loss.
                 log.exception("gateway %s: recording %d acks failed", self.node, len(rows))

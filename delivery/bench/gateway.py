@@ -1,0 +1,406 @@
+"""``delivery bench gateway [--json] [--quick]``: what one gateway process holds and moves.
+
+Three measurements, each against a server in its own child process, with the load generated in
+this process (so server and clients each get a core on a 2-core machine):
+
+1. **echo**: a bare ``websockets`` echo server (compression off, like the gateway); clients
+   keep ``window`` frames outstanding each and count round trips per second. This is the
+   ceiling for "one frame out, one frame in" on this machine, measured in the same run.
+2. **gateway throughput**: a real :class:`~delivery.gateway.Gateway` (SQLite store in a temp
+   dir, in-process presence and node channel). A feeder in the gateway process plays routing:
+   it publishes a ``deliver`` frame for a stored message on the node channel, and each recorded
+   ack (``on_ack`` hook) triggers the next one for that connection. Clients receive ``message``
+   frames and ack them; a frame counts when its ack is sent. The store is checked afterwards.
+3. **connections held**: ``--connections`` clients say hello and stay connected; the gateway
+   process' RSS is read from /proc.
+
+Progress goes to stderr; ``--json`` prints one object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+SECRET = "bench-secret"
+ECHO_FRAME = json.dumps({
+    "type": "message", "id": str(uuid.uuid4()), "from": "alice",
+    "body": {"text": "hello, this is a benchmark message"}, "sent_at": "2024-01-01T00:00:00+00:00",
+})
+
+
+def progress(text: str) -> None:
+    print(f"bench gateway: {text}", file=sys.stderr, flush=True)
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+    return target
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- child processes ------------------------------------------------------------------------
+
+
+async def _echo_server() -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def echo(ws: ServerConnection) -> None:
+        try:
+            async for msg in ws:
+                await ws.send(msg)
+        except ConnectionClosed:
+            pass
+
+    async with serve(echo, "127.0.0.1", 0, compression=None, max_size=16 * 1024) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(f"PORT {port}", flush=True)
+        await asyncio.Event().wait()
+
+
+async def _gateway_server(db_dir: str, feed: int) -> None:
+    """A gateway with a routing stand-in: ``feed`` frames outstanding per connection."""
+    from delivery import migrate
+    from delivery.channels import MemoryChannels
+    from delivery.clock import utcnow
+    from delivery.db import make_engine
+    from delivery.gateway import Gateway, GatewayConfig
+    from delivery.gateway.cli import make_presence
+    from delivery.runtime import Runtime
+    from delivery.settings import Settings
+    from delivery.store import M, Store
+
+    url = f"sqlite:///{Path(db_dir) / 'bench.db'}"
+    migrate.upgrade(url)
+    settings = Settings(secret=SECRET, data_dir=db_dir, database_url=url)
+    store = Store(make_engine(url))
+    runtime = Runtime(settings=settings, store=store)
+    runtime.channels = MemoryChannels()
+    presence = make_presence(settings, "bench-gw")
+    presence.start()
+    gw = Gateway("bench-gw", runtime, GatewayConfig(replay_tail_s=0, idle_timeout_s=0),
+                 presence=presence)
+    queues: dict[str, list[dict[str, Any]]] = {}
+    conn_of: dict[str, str] = {}
+
+    def next_for(user: str) -> None:
+        q = queues.get(user)
+        conn = conn_of.get(user)
+        if q and conn:
+            frame = q.pop()
+            frame["conns"] = [conn]
+            runtime.channels.publish("bench-gw", frame)
+
+    def on_ack(msg_id: str, conn: str, won: bool) -> None:
+        c = gw.conns.get(conn)
+        if c is not None:
+            next_for(c.user)
+
+    runtime.extras["on_ack"] = on_ack
+    port = await gw.start("127.0.0.1", 0)
+    print(f"PORT {port}", flush=True)
+    loop = asyncio.get_running_loop()
+    # Commands on stdin: "FEED <messages per user>" once every client is connected.
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().strip()
+        if not line:
+            break
+        cmd, _, arg = line.partition(" ")
+        if cmd == "FEED":
+            per_user = int(arg)
+            users = {c.user: c.id for c in gw.conns.values()}
+            conn_of.update(users)
+            now = utcnow()
+            rows = []
+            for user in users:
+                q = queues.setdefault(user, [])
+                for i in range(per_user):
+                    mid = uuid.uuid4()
+                    body = {"text": "hello, this is a benchmark message", "n": i}
+                    rows.append({"id": mid, "sender": "alice", "recipient": user,
+                                 "client_msg_id": None, "body": body, "created_at": now,
+                                 "expires_at": now + timedelta(hours=1), "state": "dispatched",
+                                 "attempts": 1, "ack_deadline": now + timedelta(hours=1)})
+                    q.append({"type": "deliver", "id": str(mid), "user": user, "from": "alice",
+                              "body": body, "sent_at": now.isoformat(), "seq": 0,
+                              "attempt": 1})
+            with store.engine.begin() as c:
+                for i in range(0, len(rows), 5000):
+                    c.execute(M.insert(), rows[i:i + 5000])
+            for user in users:
+                for _ in range(feed):
+                    next_for(user)
+            print("FED", flush=True)
+        elif cmd == "COUNT":
+            counts = await asyncio.to_thread(store.count_by_state)
+            print("COUNT " + json.dumps(counts), flush=True)
+        elif cmd == "STATS":
+            print("STATS " + json.dumps(gw.snapshot()), flush=True)
+    await gw.stop()
+    presence.stop()
+
+
+@dataclass
+class Child:
+    proc: subprocess.Popen[str]
+    port: int
+
+    def command(self, line: str, expect: str, timeout: float = 120.0) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.proc.stdout.readline()
+            if not out:
+                raise RuntimeError("bench child exited")
+            if out.startswith(expect):
+                return out[len(expect):].strip()
+        raise TimeoutError(expect)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                if self.proc.stdin is not None:
+                    self.proc.stdin.close()
+                self.proc.wait(15)
+            except (subprocess.TimeoutExpired, BrokenPipeError):
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def spawn(mode: str, *args: str) -> Child:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "delivery.bench.gateway", "--_child", mode, *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"bench child {mode} did not start: {line!r}")
+    return Child(proc, int(line.split()[1]))
+
+
+# -- load -----------------------------------------------------------------------------------------
+
+
+async def open_many(url: str, n: int, hello: bool, parallel: int = 200) -> list[ClientConnection]:
+    from delivery.gateway.tokens import issue_token
+
+    sem = asyncio.Semaphore(parallel)
+    out: list[ClientConnection] = []
+    failures = 0
+
+    async def one(i: int) -> None:
+        nonlocal failures
+        async with sem:
+            try:
+                ws = await connect(url, compression=None, ping_interval=None, open_timeout=30,
+                                   max_size=2**20)
+                if hello:
+                    await ws.send(json.dumps({"type": "hello",
+                                              "token": issue_token(f"u{i}", SECRET, 3600)}))
+                    welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if welcome.get("type") != "welcome":
+                        raise RuntimeError(welcome)
+                out.append(ws)
+            except (OSError, TimeoutError, RuntimeError, ConnectionClosed):
+                failures += 1
+        if (i + 1) % 2000 == 0:
+            progress(f"  {i + 1}/{n} connections opened")
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    if failures:
+        progress(f"  {failures} connections failed")
+    return out
+
+
+async def close_many(conns: list[ClientConnection]) -> None:
+    for i in range(0, len(conns), 500):
+        await asyncio.gather(*(ws.close() for ws in conns[i:i + 500]), return_exceptions=True)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+
+async def measure(conns: list[ClientConnection], seconds: float, warmup: float,
+                  start_echo: int | None) -> float:
+    """Frames per second: echo round trips (start_echo=window) or message+ack (None)."""
+    counter = Counter()
+    stop = asyncio.Event()
+
+    async def echo_client(ws: ClientConnection) -> None:
+        assert start_echo is not None
+        for _ in range(start_echo):
+            await ws.send(ECHO_FRAME)
+        async for _ in ws:
+            counter.n += 1
+            if stop.is_set():
+                return
+            await ws.send(ECHO_FRAME)
+
+    async def gateway_client(ws: ClientConnection) -> None:
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame.get("type") == "message":
+                await ws.send('{"type":"ack","id":"%s"}' % frame["id"])
+                counter.n += 1
+            if stop.is_set():
+                return
+
+    fn = echo_client if start_echo is not None else gateway_client
+    tasks = [asyncio.create_task(fn(ws)) for ws in conns]
+    await asyncio.sleep(warmup)
+    n0, t0 = counter.n, time.perf_counter()
+    await asyncio.sleep(seconds)
+    n1, t1 = counter.n, time.perf_counter()
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return (n1 - n0) / (t1 - t0)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"clients": args.clients, "window": args.window,
+                              "seconds": args.seconds, "connections_target": args.connections,
+                              "store": "sqlite", "compression": False}
+    fd_limit = raise_fd_limit()
+    result["fd_limit"] = fd_limit
+
+    # 1. Echo baseline.
+    progress(f"echo server: {args.clients} clients, window {args.window}, {args.seconds}s")
+    echo = spawn("echo")
+    try:
+        conns = await open_many(f"ws://127.0.0.1:{echo.port}/", args.clients, hello=False)
+        result["echo_frames_per_s"] = round(
+            await measure(conns, args.seconds, args.warmup, args.window), 1)
+        await close_many(conns)
+    finally:
+        echo.stop()
+    progress(f"  echo: {result['echo_frames_per_s']:.0f} frames/s")
+
+    # 2. Gateway throughput.
+    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+        progress(f"gateway throughput: {args.clients} clients, window {args.window}")
+        gw = spawn("gateway", tmp, str(args.window))
+        try:
+            conns = await open_many(f"ws://127.0.0.1:{gw.port}/ws", args.clients, hello=True)
+            per_user = int(args.expected_rate * (args.seconds + args.warmup + 2)
+                           / max(1, len(conns))) + args.window + 5
+            progress(f"  storing {per_user * len(conns)} messages")
+            await asyncio.to_thread(gw.command, f"FEED {per_user}", "FED")
+            fps = await measure(conns, args.seconds, args.warmup, None)
+            result["frames_per_s"] = round(fps, 1)
+            await asyncio.sleep(0.3)
+            counts = json.loads(await asyncio.to_thread(gw.command, "COUNT", "COUNT "))
+            result["delivered_in_store"] = counts.get("delivered", 0)
+            result["gateway_rss_mb_throughput"] = round(rss_mb(gw.proc.pid), 1)
+            await close_many(conns)
+        finally:
+            gw.stop()
+    progress(f"  gateway: {result['frames_per_s']:.0f} frames/s delivered+acked "
+             f"({result['delivered_in_store']} delivered in the store)")
+    result["ratio"] = round(result["frames_per_s"] / max(1e-9, result["echo_frames_per_s"]), 3)
+
+    # 3. Connections held.
+    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+        progress(f"connections held: opening {args.connections}")
+        gw = spawn("gateway", tmp, "0")
+        try:
+            base_rss = rss_mb(gw.proc.pid)
+            t0 = time.perf_counter()
+            conns = await open_many(f"ws://127.0.0.1:{gw.port}/ws", args.connections, hello=True)
+            elapsed = time.perf_counter() - t0
+            await asyncio.sleep(1.0)
+            stats = json.loads(await asyncio.to_thread(gw.command, "STATS", "STATS "))
+            alive = sum(1 for ws in conns if ws.close_code is None)
+            result["connections_held"] = min(alive, int(stats["connections"]))
+            result["rss_mb"] = round(rss_mb(gw.proc.pid), 1)
+            result["rss_idle_mb"] = round(base_rss, 1)
+            held = max(1, result["connections_held"])
+            result["rss_per_conn_kb"] = round((result["rss_mb"] - base_rss) * 1024 / held, 1)
+            result["connect_per_s"] = round(len(conns) / elapsed, 1)
+            await close_many(conns)
+        finally:
+            gw.stop()
+    progress(f"  held {result['connections_held']} connections, gateway RSS "
+             f"{result['rss_mb']} MB ({result['rss_per_conn_kb']} KB per connection)")
+    return result
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="delivery bench gateway", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--quick", action="store_true", help="small and short (CI smoke run)")
+    parser.add_argument("--connections", type=int, default=None, help="default 10000")
+    parser.add_argument("--clients", type=int, default=None, help="default 1000")
+    parser.add_argument("--window", type=int, default=4, help="frames outstanding per client")
+    parser.add_argument("--seconds", type=float, default=None, help="default 5")
+    parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._child:
+        mode = args._child[0]
+        raise_fd_limit()
+        if mode == "echo":
+            asyncio.run(_echo_server())
+        else:
+            asyncio.run(_gateway_server(args._child[1], int(args._child[2])))
+        return 0
+    args.connections = args.connections or (2000 if args.quick else 10_000)
+    args.clients = args.clients or (200 if args.quick else 1000)
+    args.seconds = args.seconds or (1.5 if args.quick else 5.0)
+    args.warmup = 0.5 if args.quick else 1.5
+    args.expected_rate = 20_000
+    result = asyncio.run(run_bench(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"connections held:  {result['connections_held']} "
+              f"(target {args.connections}), gateway RSS {result['rss_mb']} MB")
+        print(f"gateway:           {result['frames_per_s']:.0f} frames/s delivered+acked "
+              f"({args.clients} connections)")
+        print(f"bare echo server:  {result['echo_frames_per_s']:.0f} frames/s")
+        print(f"ratio:             {result['ratio']:.2f} (target >= 0.7)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,84 @@
+"""The gateway's store writes: bulk acks equal ``Store.record_acks``; nack and redirect rows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, insert
+
+from delivery.clock import utcnow
+from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
+from delivery.store import A, M, Store
+
+IDS = [uuid.UUID(int=i + 1) for i in range(5)]
+USERS = ["u0", "u1", "u2"]
+CONNS = ["c0", "c1", "c2"]
+
+scenario = st.tuples(
+    # per message: recipient, state, attempts, conns with an open attempt row
+    st.lists(st.tuples(st.sampled_from(USERS),
+                       st.sampled_from(["accepted", "dispatched", "pushed", "delivered",
+                                        "pending", "expired"]),
+                       st.integers(1, 2),
+                       st.lists(st.sampled_from(CONNS), max_size=3, unique=True)),
+             min_size=len(IDS), max_size=len(IDS)),
+    st.lists(st.tuples(st.sampled_from([*IDS, uuid.UUID(int=99)]), st.sampled_from(USERS),
+                       st.sampled_from(CONNS)), max_size=12),
+)
+
+
+def load(store: Store, msgs: list[tuple[str, str, int, list[str]]]) -> None:
+    now = utcnow()
+    with store.engine.begin() as c:
+        c.execute(delete(A))
+        c.execute(delete(M))
+        for mid, (user, state, attempts, conns) in zip(IDS, msgs, strict=True):
+            c.execute(insert(M).values(
+                id=mid, sender="s", recipient=user, client_msg_id=None, body="b",
+                created_at=now, expires_at=now + timedelta(hours=1), state=state,
+                attempts=attempts, ack_deadline=now))
+            for a in range(1, attempts + 1):
+                for conn in conns:
+                    c.execute(insert(A).values(message_id=mid, attempt=a, channel="ws",
+                                               node="n", conn=conn, started_at=now))
+
+
+def snapshot(store: Store) -> tuple[object, ...]:
+    msgs = [(m.state, m.delivered_conn, m.delivered_at is not None)
+            for m in sorted(store.get_many(IDS), key=lambda m: m.id)]
+    atts = [[(a.attempt, a.conn, a.result, a.finished_at is not None)
+             for a in store.attempts_of(mid)] for mid in IDS]
+    return tuple(msgs), tuple(map(tuple, atts))
+
+
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=scenario)
+def test_bulk_acks_equal_record_acks(store: Store, case: tuple) -> None:  # type: ignore[type-arg]
+    msgs, acks = case
+    now = utcnow()
+    load(store, msgs)
+    expected = store.record_acks(acks, now)
+    want = snapshot(store)
+    load(store, msgs)
+    got = record_acks_bulk(store, acks, now)
+    assert got == expected
+    assert snapshot(store) == want
+
+
+def test_nack_and_redirect_rows(sqlite_store: Store) -> None:
+    store = sqlite_store
+    now = utcnow()
+    load(store, [("u0", "dispatched", 1, ["c0", "c1"])] + [("u1", "accepted", 1, [])] * 4)
+    nack_attempts(store, IDS[0], 1, ["c0"], now=now, detail="connection gone")
+    redirect_attempt(store, IDS[0], 1, from_conns=["c1"], to_conns=["c2"], node="n", now=now)
+    rows = [(a.conn, a.result, a.detail, a.finished_at is not None)
+            for a in store.attempts_of(IDS[0])]
+    assert rows == [("c0", "nacked", "connection gone", True),
+                    ("c1", "nacked", "redirected to c2", True),
+                    ("c2", None, "redirected from c1", False)]
+    assert store.record_acks([(IDS[0], "u0", "c2")], now) == [True]
+    assert store.attempts_of(IDS[0])[2].result == "acked"
