@@ -368,6 +368,23 @@ class Store:
             ).all()
         return [AttemptRecord(*r) for r in rows]
 
+    def duplicate_outcomes(self, ids: Iterable[uuid.UUID]) -> dict[str, int]:
+        """Audit: messages acked twice, and (message, device) pairs FCM accepted twice."""
+        from sqlalchemy import func
+
+        ids = list(ids)
+        out = {"acked_twice": 0, "pushed_twice": 0}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start:start + 1000]
+                for key, result, cols in (("acked_twice", "acked", [A.c.message_id]),
+                                          ("pushed_twice", "fcm:ok", [A.c.message_id, A.c.conn])):
+                    dup = (select(*cols).where(A.c.message_id.in_(chunk), A.c.result == result)
+                           .group_by(*cols).having(func.count() > 1).subquery())
+                    out[key] += int(conn.execute(select(func.count()).select_from(dup)).scalar()
+                                    or 0)
+        return out
+
     def count_by_state(self) -> dict[str, int]:
         from sqlalchemy import func
 

@@ -161,6 +161,8 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
     latencies = sorted((pop.shown_at[m] - t) * 1000 for m, (_, t, online) in run.sent.items()
                        if online and m in shown_during_traffic)
     final_states = dict(await _outcomes(stack.store, run))
+    duplicates = await asyncio.to_thread(
+        stack.store.duplicate_outcomes, [uuid.UUID(m) for m in run.sent])
     return {
         "messages": len(run.sent),
         "delivered_ws": outcomes.get("delivered", 0),
@@ -172,6 +174,8 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
         "lost": len(lost),
         "lost_ids": lost[:10],
         "duplicate_frames": pop.wire_duplicates,
+        "duplicate_outcomes": duplicates["acked_twice"],
+        "duplicate_pushes": duplicates["pushed_twice"],
         "forced_races": run.races,
         "reconnects": run.reconnects,
         "final_states": final_states,
@@ -222,6 +226,8 @@ def report(result: dict[str, Any], mode: str) -> str:
         f"  seed races forced           {result['forced_races']} "
         f"(plus {result['reconnects']} ordinary reconnects)",
         f"  duplicate frames (deduped)  {result['duplicate_frames']}",
+        f"  messages acked twice        {result['duplicate_outcomes']}",
+        f"  devices pushed twice        {result['duplicate_pushes']}",
         f"  send→display latency        p50 {lat['p50']} ms  p99 {lat['p99']} ms  "
         f"max {lat['max']} ms",
         f"  final states in the store   {result['final_states']}",
@@ -252,7 +258,8 @@ def main(argv: list[str]) -> int:
     else:
         result, mode = asyncio.run(_embedded(settings, args))
     print(json.dumps(result, indent=2) if args.json else report(result, mode))
-    return 0 if result["lost"] == 0 else 1
+    ok = result["lost"] == 0 and result["duplicate_outcomes"] == 0
+    return 0 if ok and result["duplicate_pushes"] == 0 else 1
 
 
 async def _embedded(settings: Settings, args: argparse.Namespace) -> tuple[dict[str, Any], str]:

@@ -112,3 +112,16 @@ def test_devices_register_disable_reregister(store: Store) -> None:
 
 def test_unknown_message_is_none(store: Store) -> None:
     assert store.get(uuid.uuid4()) is None
+
+
+def test_duplicate_outcome_audit_counts_double_acks_and_double_pushes(store: Store) -> None:
+    msg, _ = accept(store)
+    clean, _ = accept(store)
+    now = utcnow()
+    store.add_attempt(msg.id, 1, channel="push", now=now, result="fcm:ok", conn_id="dev:1")
+    store.add_attempt(msg.id, 2, channel="push", now=now, result="fcm:ok", conn_id="dev:1")
+    store.add_attempt(msg.id, 2, channel="push", now=now, result="fcm:ok", conn_id="dev:2")
+    store.add_attempt(clean.id, 1, channel="ws", now=now, result="acked", conn_id="c1")
+    assert store.duplicate_outcomes([msg.id, clean.id]) == {"acked_twice": 0, "pushed_twice": 1}
+    store.add_attempt(clean.id, 2, channel="ws", now=now, result="acked", conn_id="c1")
+    assert store.duplicate_outcomes([msg.id, clean.id])["acked_twice"] == 1
