@@ -83,6 +83,13 @@ class Params:
         return cls(**{**asdict(base), **kw})
 
 
+def tiny_params(**kw: Any) -> Params:
+    """The smoke test's run: a handful of messages per phase, one load step."""
+    base = Params.quick(drain_n=100, step_s=1.0, fractions=(0.8,), latency_step_s=1.0,
+                        push_users=5, push_n=20, settle_s=1.0)
+    return Params(**{**asdict(base), **kw})
+
+
 def progress(text: str) -> None:
     print(f"[bench e2e {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -322,6 +329,8 @@ class Bench:
         self.sent: dict[str, tuple[str, float]] = {}  # message id -> (phase, enqueue wall time)
         self.fcm_url = ""
         self.result: dict[str, Any] = {}
+        self.profiles: list[subprocess.Popen[bytes]] = []
+        self.profile_s = 8.0
 
     # -- setup / teardown ---------------------------------------------------------------------
 
@@ -414,21 +423,19 @@ class Bench:
 
     @contextlib.contextmanager
     def producer(self) -> Iterator[Callable[[str, str, str], str]]:
-        from delivery.tasks import SEND
-        from delivery.validation import message_id_for
+        """Sends the way the chat application does: ``delivery.api.send_message``."""
+        from delivery.api import send_message
 
         assert self.app is not None
         app = self.app
-        with app.producer_or_acquire() as prod:
-            def send(phase: str, recipient: str, cmid: str) -> str:
-                t = time.time()
-                app.send_task(SEND, kwargs={
-                    "sender": SENDER, "recipient": recipient,
-                    "body": {"t": t}, "client_msg_id": cmid}, producer=prod)
-                mid = str(message_id_for(SENDER, cmid))
-                self.sent[mid] = (phase, t)
-                return mid
-            yield send
+
+        def send(phase: str, recipient: str, cmid: str) -> str:
+            t = time.time()
+            mid = send_message(SENDER, recipient, {"t": t}, client_msg_id=cmid, app=app)
+            self.sent[mid] = (phase, t)
+            return mid
+
+        yield send
 
     def queue_len(self) -> int:
         base = f"{self.key_prefix}:celery:"
@@ -500,6 +507,7 @@ class Bench:
             ids = [send("drain", f"{ONLINE}{i % self.p.clients}", f"drain-{i}")
                    for i in range(n)]
         t0 = self.resume()
+        self.profiles = self.start_profiles(self.profile_s)
         if not self.wait_received(ids, 120):
             raise RuntimeError("pipeline drain: not every message acked within 120 s")
         t_end = max(self.recv_wall(i) for i in ids)
@@ -654,7 +662,7 @@ class Bench:
             out = self.py_spy / f"profile-{role}.txt"
             procs.append(subprocess.Popen(
                 [exe, "record", "-p", str(pid), "-d", str(int(duration)), "-r", "200",
-                 "--format", "raw", "-o", str(out), "--nonblocking", "--idle"],
+                 "--format", "raw", "-o", str(out), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         progress(f"py-spy recording {', '.join(targets)} for {duration:.0f} s")
         return procs
@@ -669,7 +677,7 @@ class Bench:
         time.sleep(0.3)
         r0, pg0 = redis_calls(self.redis), pg_counters(self.pg_admin, self.dbname)
         measured_from = len(self.sent)
-        profiles = self.start_profiles(self.p.step_s * 4)
+        self.profile_s = max(8.0, self.p.step_s * (len(self.p.fractions) + 1))
         drain = self.pipeline_drain()
         best, steps = self.load_steps(drain)
         if best <= 0:
@@ -680,9 +688,15 @@ class Bench:
         progress(f"at 90 % ({best * 0.9:.0f}/s): {lat90['latency_ms']}")
         time.sleep(1.2)  # PostgreSQL backends flush their statistics within ~1 s of going idle
         r1, pg1 = redis_calls(self.redis), pg_counters(self.pg_admin, self.dbname)
-        for p in profiles:
+        for p in self.profiles:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(30)
+        if self.py_spy is not None:
+            for role in ("worker", "gateway"):
+                raw_prof = self.py_spy / f"profile-{role}.txt"
+                if raw_prof.exists():
+                    (self.py_spy / f"profile-{role}-summary.txt").write_text(
+                        summarize_profile(raw_prof))
         measured = len(self.sent) - measured_from
         calls = r1 - r0
         db = {k: pg1[k] - pg0[k] for k in pg0}
@@ -729,6 +743,30 @@ class Bench:
             "elapsed_s": round(time.monotonic() - started, 1),
         }
         return self.result
+
+
+def summarize_profile(path: Path, top: int = 30) -> str:
+    """Self and inclusive shares of the non-idle samples of a py-spy ``--format raw`` file."""
+    import re
+
+    incl: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r":\d+\)", ")", f) for f in stack.split(";")]
+        for f in set(frames):
+            incl[f] += n
+        own[frames[-1]] += n
+    lines = [f"{path.name}: {total} samples (active threads only)", "", "self:"]
+    lines += [f"{v / total * 100:6.1f}%  {k}" for k, v in own.most_common(top)]
+    lines += ["", "inclusive:"]
+    lines += [f"{v / total * 100:6.1f}%  {k}" for k, v in incl.most_common(top * 2)]
+    return "\n".join(lines) + "\n"
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -799,12 +837,17 @@ def main(argv: list[str]) -> int:
                         help="run a throw-away redis-server so commandstats count only this run")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of a worker and a gateway into DIR")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
     args = parser.parse_args(argv)
     kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
                           "clients": args.clients, "concurrency": args.concurrency}
     if args.drain:
         kw["drain_n"] = args.drain
-    params = Params.quick(**kw) if args.quick else Params(**kw)
+    params = Params(**kw)
+    if args.tiny:
+        params = tiny_params(**kw)
+    elif args.quick:
+        params = Params.quick(**kw)
     bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
