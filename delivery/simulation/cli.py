@@ -165,6 +165,26 @@ def run_once(params: Params, *, progress: bool = False,
     return result, sim.world_stats()
 
 
+def replay_command(params: Params) -> str:
+    """The ``delivery simulate`` command line that reproduces ``params`` exactly."""
+    base = scenario_params(params.scenario)
+    parts = ["delivery simulate", f"--scenario {params.scenario}",
+             f"--messages {params.messages}", f"--seed {params.seed}"]
+    for flag, (name, _) in KNOBS.items():
+        v = getattr(params, name)
+        if v != getattr(base, name):
+            parts.append(f"{flag} {v!r}")
+    if not params.push_enabled:
+        parts.append("--no-push")
+    unexposed = [f.name for f in dataclasses.fields(Params)
+                 if f.name not in {n for n, _ in KNOBS.values()}
+                 and f.name not in ("scenario", "messages", "seed", "push_enabled", "extra")
+                 and getattr(params, f.name) != getattr(base, f.name)]
+    if unexposed:
+        parts.append("# also set: " + ", ".join(f"{n}={getattr(params, n)!r}" for n in unexposed))
+    return " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:

@@ -244,6 +244,7 @@ class Simulation:
         self.pipe = StrategyStats()
         self.records: list[Msg] = []
         self._naive_dups: dict[int, tuple[int, float]] = {}
+        self._backlog: set[tuple[int, User, float]] = set()  # send tasks waiting for a worker
         self._pipe_keys: set[int] = set()  # the store's idempotency keys with a retry pending
         self.generated = 0
         self._next_msg_t = INF
@@ -271,6 +272,7 @@ class Simulation:
         t = node.transport
         if t is None:
             return
+        self.net.vnow = self.now  # the network stamps frames with its own virtual clock
         for o in outs:
             if o.to is None:
                 t.broadcast(o.frame)
@@ -505,8 +507,11 @@ class Simulation:
         idx, u, t0 = arg
         wks = self.workers_up
         if not wks:  # the broker keeps the task until a worker is back
+            if arg not in self._backlog:
+                self._backlog.add(arg)
             self._at(self.now + 0.5, self._route_new, arg)
             return
+        self._backlog.discard(arg)
         wk = wks[idx % len(wks)]
         assert wk.rep is not None
         ps = wk.rep.list(u.key)
@@ -588,7 +593,7 @@ class Simulation:
     # ------------------------------------------------------------------ pipeline strategy
 
     def _pipe_new(self, idx: int, u: User, t0: float, wk: Node, ps: list[Presence]) -> None:
-        m = Msg(idx, u, t0, t0 + self.p.ttl_s)
+        m = Msg(idx, u, t0, self.now + self.p.ttl_s)  # the TTL runs from acceptance
         self._route(m, Trigger.NEW, wk, ps)
         if not m.slow and m.ack_at < INF:
             # finished inline: acked over the WebSocket before anything could interleave
@@ -851,6 +856,10 @@ class Simulation:
 
     def _snapshot(self, _: Any) -> None:
         """Record each message's outcome, then the final phase: every user reconnects once."""
+        if self._backlog:
+            # send tasks still wait in the broker for a worker: outcomes are not final yet
+            self._at(self.now + 1.0, self._snapshot)
+            return
         self.net.heal()
         self.snapshot_t = now = self.now
         st = self.pipe
