@@ -112,8 +112,10 @@ def test_fcm_stub_command_and_control_api(tmp_path: Path) -> None:
         url = proc.log().split("listening on ")[1].split()[0]
         assert _http(url + "/_health") == {"ok": True}
         _http(url + "/_control/token", {"token": "gone", "error": "UNREGISTERED"})
+        # One scripted answer only: the second send's two requests run in parallel threads,
+        # so a second queued answer would go to whichever request arrives first.
         _http(url + "/_control/next", {"responses": [
-            {"error": "UNAVAILABLE", "retry_after": 3}, {"ok": True}]})
+            {"error": "UNAVAILABLE", "retry_after": 3}]})
         sender = FcmSender(FcmConfig(project="p", url=url))
         try:
             def msg(tok: str) -> messaging.Message:
