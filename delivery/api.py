@@ -7,7 +7,10 @@ from typing import Any
 
 from celery import Celery, current_app
 
+from delivery.clock import later, utcnow
+from delivery.runtime import get_runtime
 from delivery.settings import get_settings
+from delivery.store import Store
 from delivery.tasks import SEND
 from delivery.validation import message_id_for, validate_send
 
@@ -23,11 +26,19 @@ def send_message(
     client_msg_id: str | None = None,
     ttl_s: float | None = None,
     app: Celery | None = None,
+    durable: bool = False,
+    store: Store | None = None,
 ) -> str:
     """Validate here (fail fast, nothing enqueued), enqueue ``delivery.send``, return the id.
 
     Without a ``client_msg_id`` one is generated, so the id is known before the worker runs
     and a retried call with the same ``client_msg_id`` is stored and delivered once.
+
+    ``durable=True`` stores the message here first (this process needs the database; pass
+    ``store`` or configure DELIVERY_DATABASE_URL), so it survives even a broker that loses the
+    task — e.g. Redis restarting while a worker's BRPOP reply is in flight, which kombu's Redis
+    transport cannot recover. The worker then routes the stored message; if the task is lost,
+    the recovery sweep does, after the ack deadline. It costs one more database write.
     """
     settings = get_settings()
     cmid = client_msg_id if client_msg_id is not None else uuid.uuid4().hex
@@ -39,5 +50,12 @@ def send_message(
                               "client_msg_id": req.client_msg_id}
     if ttl_s is not None:
         kwargs["ttl_s"] = req.ttl_s
+    if durable:
+        now = utcnow()
+        (store or get_runtime().store).accept(
+            message_id=req.message_id, sender=req.sender, recipient=req.recipient,
+            body=req.body, client_msg_id=req.client_msg_id, now=now, ttl_s=req.ttl_s,
+            deadline=later(settings.ack_timeout_s, now),
+        )
     (app or current_app).send_task(SEND, kwargs=kwargs)
     return str(message_id_for(req.sender, req.client_msg_id))

@@ -109,6 +109,10 @@ class Router:
             dispatch_to=None if targets is None else [Target(t.node, t.conn) for t in targets],
         )
         if not created:
+            if msg.state == "accepted" and msg.attempts == 0:
+                # Stored ahead of the task (a durable send) but not routed yet: route it now.
+                # A concurrent duplicate loses the attempt claim (compare-and-set).
+                return self._route_existing(msg)
             return msg
         if targets is not None:
             applied = self._publish(msg, 1, targets, now, deadline, ())
@@ -116,6 +120,10 @@ class Router:
             applied = self._apply(msg, decision, now, ())
         if self.on_decision is not None:
             self.on_decision(msg, applied, Trigger.NEW)
+        return msg
+
+    def _route_existing(self, msg: MessageRecord) -> MessageRecord:
+        self._route(msg, Trigger.NEW, ())
         return msg
 
     def route_new(self, msg: MessageRecord) -> Decision:

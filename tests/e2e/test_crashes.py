@@ -157,7 +157,10 @@ def test_restart_redis_mid_traffic(
     cluster, app = crash_cluster
 
     async def scenario() -> None:
-        t = Traffic(cluster, app, pg_store)
+        # Durable sends: kombu's Redis transport pops a task destructively (BRPOP), so a task
+        # whose reply is in flight when Redis shuts down is gone; storing first makes the
+        # message survive that (the sweep routes it). See delivery.api.send_message.
+        t = Traffic(cluster, app, pg_store, durable=True)
         await t.connect()
         sending = asyncio.create_task(t.send(120, rate=40))
         await asyncio.sleep(1.0)

@@ -9,11 +9,12 @@ from collections import Counter
 
 from celery import Celery
 
+from delivery.api import send_message
 from delivery.client import DeliveryClient
 from delivery.clock import utcnow
 from delivery.push.stub import FcmStub
 from delivery.store import Store
-from tests.e2e.conftest import send, token
+from tests.e2e.conftest import token
 from workers.cluster import LocalCluster
 
 USERS = 12
@@ -23,9 +24,10 @@ class Traffic:
     """USERS online clients (half of them with a push device) receiving a steady stream."""
 
     def __init__(self, cluster: LocalCluster, app: Celery, store: Store,
-                 with_devices: bool = True) -> None:
+                 with_devices: bool = True, durable: bool = False) -> None:
         self.cluster, self.app, self.store = cluster, app, store
         self.with_devices = with_devices
+        self.durable = durable
         self.users = [f"crash-{uuid.uuid4().hex[:6]}-{i}" for i in range(USERS)]
         self.clients: dict[str, DeliveryClient] = {}
         self.received: dict[str, Counter[str]] = {u: Counter() for u in self.users}
@@ -49,7 +51,9 @@ class Traffic:
     async def send(self, n: int, rate: float) -> None:
         for i in range(n):
             u = self.users[i % USERS]
-            self.sent[send(self.app, u, f"m{i}")] = u
+            msg_id = send_message("alice", u, {"text": f"m{i}"}, client_msg_id=uuid.uuid4().hex,
+                                  app=self.app, durable=self.durable, store=self.store)
+            self.sent[msg_id] = u
             await asyncio.sleep(1 / rate)
 
     async def settle(self, timeout: float) -> None:

@@ -267,3 +267,31 @@ def test_accept_and_route_offline_stores_then_waits(h: Harness) -> None:
     stored = h.store.get(msg.id)
     assert stored is not None and stored.state == "accepted" and stored.attempts == 0
     assert [(m, a) for m, a, _ in h.rechecks] == [(str(msg.id), 0)]
+
+
+def test_a_durable_send_stored_by_the_caller_is_routed_by_the_task(h: Harness) -> None:
+    from delivery.api import send_message
+
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+
+    class NoBroker:
+        sent: list[dict[str, Any]] = []
+
+        def send_task(self, name: str, kwargs: dict[str, Any]) -> None:
+            self.sent.append(kwargs)
+
+    broker = NoBroker()
+    msg_id = send_message("alice", "bob", {"t": "hi"}, client_msg_id="d-1", durable=True,
+                          store=h.store, app=broker)  # type: ignore[arg-type]
+    stored = h.store.get(uuid.UUID(msg_id))
+    assert stored is not None and stored.state == "accepted"  # durable before the broker
+    kwargs = broker.sent[0]
+    req = validate_send(kwargs["sender"], kwargs["recipient"], kwargs["body"],
+                        kwargs["client_msg_id"], max_body_bytes=1000, default_ttl_s=60)
+    h.router.accept_and_route(req)  # what the delivery.send task does with it
+    routed = h.store.get(uuid.UUID(msg_id))
+    assert routed is not None and routed.state == "dispatched" and routed.attempts == 1
+    assert [f["id"] for f in h.frames] == [msg_id]
+    h.router.accept_and_route(req)  # a redelivered task: no second attempt
+    assert len(h.frames) == 1
