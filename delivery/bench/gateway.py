@@ -256,9 +256,19 @@ class Counter:
         self.n = 0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(conns: list[ClientConnection], seconds: float, warmup: float,
-                  start_echo: int | None) -> float:
-    """Frames per second: echo round trips (start_echo=window) or message+ack (None)."""
+                  start_echo: int | None, server_pid: int, out: dict[str, Any],
+                  label: str) -> float:
+    """Frames per second: echo round trips (start_echo=window) or message+ack (None).
+
+    Also records the server's and this process' CPU use (cores) during the measurement.
+    """
     counter = Counter()
     stop = asyncio.Event()
 
@@ -266,17 +276,18 @@ async def measure(conns: list[ClientConnection], seconds: float, warmup: float,
         assert start_echo is not None
         for _ in range(start_echo):
             await ws.send(ECHO_FRAME)
-        async for _ in ws:
+        async for raw in ws:
+            frame = json.loads(raw)  # the same client work as for a gateway frame
             counter.n += 1
             if stop.is_set():
                 return
-            await ws.send(ECHO_FRAME)
+            await ws.send(ECHO_FRAME if frame["type"] == "message" else raw)
 
     async def gateway_client(ws: ClientConnection) -> None:
         async for raw in ws:
             frame = json.loads(raw)
             if frame.get("type") == "message":
-                await ws.send('{"type":"ack","id":"%s"}' % frame["id"])
+                await ws.send('{"type":"ack","id":"' + frame["id"] + '"}')
                 counter.n += 1
             if stop.is_set():
                 return
@@ -285,8 +296,12 @@ async def measure(conns: list[ClientConnection], seconds: float, warmup: float,
     tasks = [asyncio.create_task(fn(ws)) for ws in conns]
     await asyncio.sleep(warmup)
     n0, t0 = counter.n, time.perf_counter()
+    s0, c0 = cpu_s(server_pid), cpu_s(os.getpid())
     await asyncio.sleep(seconds)
     n1, t1 = counter.n, time.perf_counter()
+    s1, c1 = cpu_s(server_pid), cpu_s(os.getpid())
+    out[f"{label}_server_cpu"] = round((s1 - s0) / (t1 - t0), 2)
+    out[f"{label}_client_cpu"] = round((c1 - c0) / (t1 - t0), 2)
     stop.set()
     for t in tasks:
         t.cancel()
@@ -310,11 +325,13 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     try:
         conns = await open_many(f"ws://127.0.0.1:{echo.port}/", args.clients, hello=False)
         result["echo_frames_per_s"] = round(
-            await measure(conns, args.seconds, args.warmup, args.window), 1)
+            await measure(conns, args.seconds, args.warmup, args.window, echo.proc.pid, result,
+                          "echo"), 1)
         await close_many(conns)
     finally:
         echo.stop()
-    progress(f"  echo: {result['echo_frames_per_s']:.0f} frames/s")
+    progress(f"  echo: {result['echo_frames_per_s']:.0f} frames/s (server "
+             f"{result['echo_server_cpu']} cores, clients {result['echo_client_cpu']})")
 
     # 2. Gateway throughput.
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
@@ -326,8 +343,17 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                            / max(1, len(conns))) + args.window + 5
             progress(f"  storing {per_user * len(conns)} messages")
             await asyncio.to_thread(gw.command, f"FEED {per_user}", "FED")
-            fps = await measure(conns, args.seconds, args.warmup, None)
+            s0 = json.loads(await asyncio.to_thread(gw.command, "STATS", "STATS "))
+            fps = await measure(conns, args.seconds, args.warmup, None, gw.proc.pid, result,
+                                "gateway")
             result["frames_per_s"] = round(fps, 1)
+            s1 = json.loads(await asyncio.to_thread(gw.command, "STATS", "STATS "))
+            batches = max(1, s1["ack_batches"] - s0["ack_batches"])
+            result["ack_batch_avg"] = round((s1["acks"] - s0["acks"]) / batches, 1)
+            result["ack_flush_ms_avg"] = round(
+                (s1["ack_flush_us"] - s0["ack_flush_us"]) / batches / 1000, 2)
+            result["ack_db_us_per_ack"] = round(
+                (s1["ack_flush_us"] - s0["ack_flush_us"]) / max(1, s1["acks"] - s0["acks"]), 1)
             await asyncio.sleep(0.3)
             counts = json.loads(await asyncio.to_thread(gw.command, "COUNT", "COUNT "))
             result["delivered_in_store"] = counts.get("delivered", 0)
@@ -336,7 +362,10 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             gw.stop()
     progress(f"  gateway: {result['frames_per_s']:.0f} frames/s delivered+acked "
-             f"({result['delivered_in_store']} delivered in the store)")
+             f"({result['delivered_in_store']} delivered in the store; gateway "
+             f"{result['gateway_server_cpu']} cores, clients {result['gateway_client_cpu']}; "
+             f"acks recorded in batches of {result['ack_batch_avg']:.0f}, "
+             f"{result['ack_db_us_per_ack']:.0f} us of store time per ack)")
     result["ratio"] = round(result["frames_per_s"] / max(1e-9, result["echo_frames_per_s"]), 3)
 
     # 3. Connections held.

@@ -224,7 +224,7 @@ class Gateway:
         self.by_user: dict[str, dict[str, Connection]] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             ("accepted", "rejected", "closed", "frames_sent", "acks", "acks_won", "nacks",
-             "redirects", "errors", "node_frames", "dropped"), 0)
+             "redirects", "errors", "node_frames", "dropped", "ack_batches", "ack_flush_us"), 0)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sub: Any = None
@@ -604,6 +604,7 @@ class Gateway:
         while self._acks:
             batch, self._acks = self._acks[:limit], self._acks[limit:]
             rows = [(u, user, conn_id) for u, user, conn_id, _ in batch]
+            t0 = time.perf_counter()
             try:
                 won = await self._db_call(partial(record_acks_bulk, store, rows, utcnow()))
             except Exception:
@@ -612,6 +613,8 @@ class Gateway:
                 continue
             self.stats["acks"] += len(rows)
             self.stats["acks_won"] += sum(won)
+            self.stats["ack_batches"] += 1
+            self.stats["ack_flush_us"] += int((time.perf_counter() - t0) * 1e6)
             hook = self.runtime.extras.get("on_ack")
             if hook is not None:
                 for (_, _, conn_id, msg_id), w in zip(batch, won, strict=True):
