@@ -9,7 +9,8 @@ time ``t``; the latency reported is ``time.time() - t`` at the moment the client
 and acks it. Reports are JSON lines on stdout:
 
 - ``{"type": "ready", "connected": N}`` once every user is welcomed;
-- ``{"type": "recv", "r": [[message_id, latency_ms], ...]}`` every ``--report-ms``;
+- ``{"type": "recv", "r": [[message_id, latency_ms, queue_ms], ...]}`` every ``--report-ms``
+  (``queue_ms``: enqueue -> the worker accepted it, from the frame's ``sent_at``);
 - ``{"type": "stats", "received": N, "duplicates": N, "reconnects": N}`` at exit.
 
 It stops (closing every connection) when stdin closes or on SIGTERM/SIGINT.
@@ -24,6 +25,7 @@ import json
 import signal
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 from delivery.client import DeliveryClient
@@ -38,9 +40,18 @@ def _emit(obj: dict[str, Any]) -> None:
 async def _consume(client: DeliveryClient, out: list[list[Any]]) -> None:
     with contextlib.suppress(Exception):
         async for m in client:
+            now = time.time()
             t = m.body.get("t") if isinstance(m.body, dict) else None
-            lat = (time.time() - t) * 1000.0 if isinstance(t, int | float) else -1.0
-            out.append([m.id, round(lat, 3)])
+            if not isinstance(t, int | float):
+                out.append([m.id, -1.0, -1.0])
+                continue
+            # sent_at is when the worker accepted the message: it splits the latency into
+            # queue (enqueue -> the send task runs) and route (store, publish, gateway, ack).
+            try:
+                accepted = datetime.fromisoformat(m.sent_at).timestamp()
+            except ValueError:
+                accepted = t
+            out.append([m.id, round((now - t) * 1000.0, 3), round((accepted - t) * 1000.0, 3)])
 
 
 async def _reporter(out: list[list[Any]], interval_s: float) -> None:

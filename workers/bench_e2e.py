@@ -194,17 +194,19 @@ class Received:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    queue_ms: dict[str, float] = field(default_factory=dict)
     repeats: int = 0
     stats: list[dict[str, Any]] = field(default_factory=list)
     ready: list[int] = field(default_factory=list)
 
     def add(self, rows: list[list[Any]]) -> None:
         with self.lock:
-            for mid, lat in rows:
+            for mid, lat, queued in rows:
                 if mid in self.latency_ms:
                     self.repeats += 1
                 else:
                     self.latency_ms[mid] = float(lat)
+                    self.queue_ms[mid] = float(queued)
 
     def count_of(self, ids: list[str]) -> int:
         with self.lock:
@@ -306,6 +308,38 @@ def pg_counters(admin_url: str, dbname: str) -> dict[str, int]:
                      "tup_deleted"), (int(v) for v in row), strict=True))
 
 
+def _cpu_of(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads), None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_pid(roles: dict[str, list[int]]) -> dict[tuple[str, int], float]:
+    out: dict[tuple[str, int], float] = {}
+    for role, pids in roles.items():
+        for pid in pids:
+            v = _cpu_of(pid)
+            if v is not None:
+                out[(role, pid)] = v
+    return out
+
+
+def cpu_delta_ms(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float],
+                 messages: int) -> dict[str, float]:
+    """CPU milliseconds per message by role, over processes alive at both snapshots."""
+    per_role: dict[str, float] = {}
+    for key, v in after.items():
+        if key in before:
+            per_role[key[0]] = per_role.get(key[0], 0.0) + v - before[key]
+    result = {role: round(sec * 1000.0 / messages, 3) for role, sec in per_role.items()}
+    result["total"] = round(sum(per_role.values()) * 1000.0 / messages, 3)
+    return result
+
+
 # -- the benchmark --------------------------------------------------------------------------------
 
 
@@ -331,6 +365,7 @@ class Bench:
         self.result: dict[str, Any] = {}
         self.profiles: list[subprocess.Popen[bytes]] = []
         self.profile_s = 8.0
+        self.cpu_ms: dict[str, dict[str, float]] = {}
 
     # -- setup / teardown ---------------------------------------------------------------------
 
@@ -437,6 +472,22 @@ class Bench:
 
         yield send
 
+    def role_pids(self) -> dict[str, list[int]]:
+        """Processes whose CPU time is charged to a phase, by role."""
+        roles: dict[str, list[int]] = {"bench": [os.getpid()]}
+        if self.cluster is not None:
+            roles["workers"] = [p.popen.pid for p in self.cluster.workers.values()]
+            roles["gateways"] = [g.proc.popen.pid for g in self.cluster.gateways.values()]
+        if self.clients is not None:
+            roles["clients"] = [p.pid for p in self.clients.procs]
+        with contextlib.suppress(Exception):
+            roles["redis"] = [int(self.redis.info("server")["process_id"])]
+        with contextlib.suppress(Exception), psycopg.connect(self.pg_admin, autocommit=True) as c:
+            rows = c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                             (self.dbname,)).fetchall()
+            roles["postgres"] = [int(r[0]) for r in rows]
+        return roles
+
     def queue_len(self) -> int:
         base = f"{self.key_prefix}:celery:"
         with self.redis.pipeline(transaction=False) as pipe:
@@ -489,6 +540,8 @@ class Bench:
         with self.app.producer_or_acquire() as prod:
             for _ in range(n):
                 self.app.send_task("delivery.noop", producer=prod)
+        roles = self.role_pids()
+        cpu0 = cpu_by_pid(roles)
         t0 = self.resume()
         deadline = time.monotonic() + 120
         while self.queue_len() > 0:
@@ -496,6 +549,7 @@ class Bench:
                 raise RuntimeError("raw drain did not finish in 120 s")
             time.sleep(0.005)
         rate = n / (time.time() - t0)
+        self.cpu_ms["raw_drain"] = cpu_delta_ms(cpu0, cpu_by_pid(roles), n)
         progress(f"raw Celery: {rate:.0f} tasks/s")
         return rate
 
@@ -506,12 +560,16 @@ class Bench:
         with self.producer() as send:
             ids = [send("drain", f"{ONLINE}{i % self.p.clients}", f"drain-{i}")
                    for i in range(n)]
+        roles = self.role_pids()
+        cpu0 = cpu_by_pid(roles)
         t0 = self.resume()
         self.profiles = self.start_profiles(self.profile_s)
         if not self.wait_received(ids, 120):
             raise RuntimeError("pipeline drain: not every message acked within 120 s")
         t_end = max(self.recv_wall(i) for i in ids)
         rate = n / (t_end - t0)
+        time.sleep(0.1)  # the gateways' ack batches
+        self.cpu_ms["pipeline_drain"] = cpu_delta_ms(cpu0, cpu_by_pid(roles), n)
         progress(f"pipeline: {rate:.0f} acked/s draining a backlog")
         return rate
 
@@ -531,6 +589,8 @@ class Bench:
         got = self.clients.received
         with got.lock:
             lats = [got.latency_ms[i] for i in ids if i in got.latency_ms]
+            queued = [got.queue_ms[i] for i in ids if i in got.queue_ms]
+            routed = [got.latency_ms[i] - got.queue_ms[i] for i in ids if i in got.queue_ms]
         first = self.sent[ids[0]][1]
         done = [self.recv_wall(i) for i in ids if i in got.latency_ms]
         span = (max(done) - first) if done else float("inf")
@@ -543,7 +603,10 @@ class Bench:
                 "acked_per_s": round(len(lats) / max(send_s, 1e-9), 1) if sustained else (
                     round(len(lats) / span, 1) if done else 0.0),
                 "acked_span_per_s": round(len(lats) / span, 1) if done else 0.0,
-                "sustained": sustained, "latency_ms": lat_summary(lats)}
+                "sustained": sustained, "latency_ms": lat_summary(lats),
+                # enqueue -> accepted by the send task (broker + Celery), accepted -> acked
+                # (store, publish, gateway, WebSocket, client); the worker's clock is the same.
+                "queue_ms": lat_summary(queued), "route_ms": lat_summary(routed)}
         if not complete:  # let the backlog drain before the next step
             self.wait_received(ids, 30)
         return step
@@ -662,7 +725,7 @@ class Bench:
             out = self.py_spy / f"profile-{role}.txt"
             procs.append(subprocess.Popen(
                 [exe, "record", "-p", str(pid), "-d", str(int(duration)), "-r", "200",
-                 "--format", "raw", "-o", str(out), "--nonblocking"],
+                 "--format", "raw", "-o", str(out), "--nonblocking", "--gil"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         progress(f"py-spy recording {', '.join(targets)} for {duration:.0f} s")
         return procs
@@ -702,7 +765,11 @@ class Bench:
         db = {k: pg1[k] - pg0[k] for k in pg0}
         push = self.push_phase()
         outcomes = self.outcomes()
-        rt = sum(calls.values()) / measured
+        commands = sum(calls.values())
+        # kombu's Redis transport sends its bookkeeping as MULTI ... EXEC pipelines (ZADD + HSET
+        # when a task is fetched, ZREM + HDEL when it is acked): one round trip each.
+        in_multi = sum(calls[c] for c in ("zadd", "hset", "zrem", "hdel", "exec"))
+        rt = (commands - in_multi) / measured
         writes_tuples = (db["tup_inserted"] + db["tup_updated"]) / measured
         self.result = {
             "acked_per_s": round(best, 1),
@@ -713,17 +780,26 @@ class Bench:
             "latency_ms": lat50["latency_ms"],
             "latency_ms_at_50pct": lat50["latency_ms"],
             "latency_ms_at_90pct": lat90["latency_ms"],
+            "latency_split_at_50pct": {"queue_ms": lat50["queue_ms"],
+                                       "route_ms": lat50["route_ms"]},
+            "latency_split_at_90pct": {"queue_ms": lat90["queue_ms"],
+                                       "route_ms": lat90["route_ms"]},
             "rate_at_50pct": lat50["offered_per_s"],
             "rate_at_90pct": lat90["offered_per_s"],
             **push,
             "lost": outcomes["lost"],
             "duplicate_outcomes": outcomes["duplicate_outcomes"],
             "broker_round_trips_per_message": round(rt, 2),
+            "broker_commands_per_message": round(commands / measured, 2),
+            "cpu_ms_per_message": self.cpu_ms,
             "broker_calls_by_command_per_message": {
                 k: round(v / measured, 3) for k, v in calls.most_common() if v > 0},
             "broker_counted": ("Redis INFO commandstats call deltas (every command except INFO, "
                                "all clients of the server) over the pipeline drain, load steps "
-                               "and latency steps, divided by the messages sent in them"
+                               "and latency steps, divided by the messages sent in them; "
+                               "commands per message counts every call, round trips count "
+                               "each MULTI...EXEC pipeline (ZADD/HSET/ZREM/HDEL/EXEC inside) "
+                               "once"
                                + ("; private redis-server, so only this run" if self.private_redis
                                   else "; shared Redis, other clients included")),
             "db_writes_per_message": round(writes_tuples, 2),
@@ -762,7 +838,8 @@ def summarize_profile(path: Path, top: int = 30) -> str:
         for f in set(frames):
             incl[f] += n
         own[frames[-1]] += n
-    lines = [f"{path.name}: {total} samples (active threads only)", "", "self:"]
+    lines = [f"{path.name}: {total} samples (threads holding the GIL: Python CPU time)", "",
+             "self:"]
     lines += [f"{v / total * 100:6.1f}%  {k}" for k, v in own.most_common(top)]
     lines += ["", "inclusive:"]
     lines += [f"{v / total * 100:6.1f}%  {k}" for k, v in incl.most_common(top * 2)]
@@ -815,11 +892,19 @@ def summary(r: dict[str, Any]) -> str:
         f"p99 {l50['p99']:.1f} ms  p99.9 {l50['p999']:.1f} ms",
         f"latency at 90 % ({r['rate_at_90pct']:.0f}/s)  p50 {l90['p50']:.1f} ms  "
         f"p99 {l90['p99']:.1f} ms  p99.9 {l90['p999']:.1f} ms",
+        f"  at 50 %: enqueue->accepted p50 {r['latency_split_at_50pct']['queue_ms']['p50']:.1f} "
+        f"p99 {r['latency_split_at_50pct']['queue_ms']['p99']:.1f} ms; accepted->acked p50 "
+        f"{r['latency_split_at_50pct']['route_ms']['p50']:.1f} "
+        f"p99 {r['latency_split_at_50pct']['route_ms']['p99']:.1f} ms",
         f"push path                  {r['push_per_s']:8.0f} pushed/s",
         f"lost {r['lost']}   duplicate outcomes {r['duplicate_outcomes']}",
-        f"broker round trips/message {r['broker_round_trips_per_message']:.2f}   "
+        f"broker round trips/message {r['broker_round_trips_per_message']:.2f} "
+        f"({r['broker_commands_per_message']:.2f} commands)   "
         f"db writes/message {r['db_writes_per_message']:.2f} "
         f"(commits {r['db_commits_per_message']:.2f})",
+        *(f"CPU ms/message {phase}: " + "  ".join(
+            f"{k} {v:.2f}" for k, v in sorted(roles.items(), key=lambda kv: -kv[1]))
+          for phase, roles in r["cpu_ms_per_message"].items()),
     ])
 
 
