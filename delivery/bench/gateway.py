@@ -417,7 +417,7 @@ def main(argv: list[str]) -> int:
     args.clients = args.clients or (200 if args.quick else 1000)
     args.seconds = args.seconds or (1.5 if args.quick else 5.0)
     args.warmup = 0.5 if args.quick else 1.5
-    args.expected_rate = 20_000
+    args.expected_rate = min(20_000, args.clients * 20)  # frames/s to store messages for
     result = asyncio.run(run_bench(args))
     if args.json:
         print(json.dumps(result))
