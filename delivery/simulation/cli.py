@@ -30,7 +30,9 @@ KNOBS: dict[str, tuple[str, str]] = {
     "--gap-s": ("gap_s", "mean offline time before a reconnect"),
     "--same-node": ("same_node", "probability that a reconnect lands on the same gateway"),
     "--repl-delay-ms": ("repl_delay_ms", "mean presence replication latency per link"),
-    "--repl-jitter": ("repl_jitter", "latency spread: uniform delay*(1 +- jitter)"),
+    "--repl-jitter": ("repl_jitter", "per-link latency spread: uniform delay*(1 +- jitter)"),
+    "--link-change-s": ("link_change_s", "every link's latency is drawn again this often"),
+    "--repl-frame-jitter-ms": ("repl_frame_jitter_ms", "per-frame latency noise (reorders)"),
     "--repl-loss": ("repl_loss", "presence frame loss probability"),
     "--heartbeat-ms": ("heartbeat_ms", "presence heartbeat period"),
     "--batch-ms": ("batch_ms", "presence delta batching"),
@@ -88,23 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Progress:
-    """A progress bar on stderr (only for long runs)."""
+    """A progress bar on stderr (only for long runs; a line per 10 % when not a terminal)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
+        self.tty = sys.stderr.isatty()
         self.last = -1
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled or total <= 0:
             return
         pct = 100 * done // total
-        if pct == self.last:
+        if pct == self.last or (not self.tty and pct % 10):
             return
         self.last = pct
         bar = "#" * (pct // 4)
-        sys.stderr.write(f"\r[{bar:<25}] {pct:3d}% {done}/{total} messages")
-        if done >= total:
-            sys.stderr.write("\n")
+        line = f"[{bar:<25}] {pct:3d}% {done}/{total} messages"
+        if self.tty:
+            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
+        else:
+            sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
 

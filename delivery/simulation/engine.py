@@ -123,8 +123,9 @@ class User:
 class Msg:
     """A message in the pipeline's store (plus what its client has seen)."""
 
-    __slots__ = ("ack_at", "attempts", "dead", "deadline", "expires_at", "idx", "push_ok_at",
-                 "push_shown_at", "shown_at", "slow", "state", "t0", "token", "user")
+    __slots__ = ("ack_at", "attempts", "dead", "deadline", "expires_at", "idx", "outcome",
+                 "push_ok_at", "push_shown_at", "shown_at", "slow", "state", "t0", "token",
+                 "user")
 
     def __init__(self, idx: int, user: User, t0: float, expires_at: float) -> None:
         self.idx = idx
@@ -141,6 +142,7 @@ class Msg:
         self.push_ok_at = INF  # FCM accepted a push
         self.push_shown_at = INF  # the notification reaches the device
         self.slow = False  # an event refers to it (it cannot be finalized inline)
+        self.outcome = ""  # PENDING or EXPIRED once routing gave up on live channels
 
 
 class StrategyStats:
@@ -216,12 +218,8 @@ class Simulation:
             retry_backoff_s=p.retry_backoff_s, offline_grace_s=p.offline_grace_s,
             not_synced_wait_s=p.not_synced_wait_s, push_enabled=p.push_enabled,
         )
-        d = p.repl_delay_ms / 1000.0
-        self.net = MemoryNetwork(
-            rng=random.Random(f"{seed}/net"), virtual=True,
-            default=LinkPolicy(delay=d * (1.0 - p.repl_jitter), jitter=2.0 * d * p.repl_jitter,
-                               loss=p.repl_loss),
-        )
+        self.net = MemoryNetwork(rng=random.Random(f"{seed}/net"), virtual=True,
+                                 default=self._link_policy())
         self._net_at = INF
         self.nl = p.node_latency_ms / 1000.0
         self.cl = p.client_latency_ms / 1000.0
@@ -250,6 +248,7 @@ class Simulation:
         self._next_msg_t = INF
         self.chaos = True
         self.final = False
+        self._final_pending: set[int] = set()
         self._stopped = False
         self.world: dict[str, Any] = {
             "connections": 0, "gateway_crashes": 0, "worker_crashes": 0, "partitions": 0,
@@ -324,6 +323,22 @@ class Simulation:
             self._resched(node)
 
         return on_frame
+
+    def _link_policy(self) -> LinkPolicy:
+        p = self.p
+        d = p.repl_delay_ms / 1000.0
+        delay = d * (1.0 - p.repl_jitter + 2.0 * p.repl_jitter * self.rng.random())
+        return LinkPolicy(delay=delay, jitter=p.repl_frame_jitter_ms / 1000.0, loss=p.repl_loss)
+
+    def _relink(self, _: Any) -> None:
+        """Every directed link gets a new latency (drawn from the configured distribution)."""
+        names = [n.name for n in self.nodes]
+        for a in names:
+            for b in names:
+                if a != b:
+                    self.net.set_link(a, b, self._link_policy(), both=False)
+        if self.p.link_change_s > 0 and not self.final:
+            self._at(self.now + self.p.link_change_s, self._relink)
 
     # ------------------------------------------------------------------ nodes
 
@@ -436,6 +451,8 @@ class Simulation:
         u.conn = sc
         u.last_gw = gw
         u.next_change = sc.close_at
+        if self.final:
+            self._final_pending.discard(u.idx)
         assert gw.rep is not None
         gw.rep.track(u.key, cid)
         self._resched(gw)
@@ -650,11 +667,11 @@ class Simulation:
             m.slow = True
             self._at(now + TASK_S * (0.5 + self.prng.random()), self._push, (m, m.token, 0))
         elif tp is MarkPending:
-            m.state = PENDING
+            m.state = m.outcome = PENDING
             m.token += 1
             m.deadline = INF
         elif tp is Expire:
-            m.state = EXPIRED
+            m.state = m.outcome = EXPIRED
             m.token += 1
             m.deadline = INF
 
@@ -792,12 +809,12 @@ class Simulation:
         st = self.pipe
         m.token += 1
         if u.token == TOKEN_NONE:
-            m.state = PENDING
+            m.state = m.outcome = PENDING
             m.deadline = INF
             return
         st.push_calls += 1
         if u.token == TOKEN_UNREGISTERED:
-            m.state = PENDING
+            m.state = m.outcome = PENDING
             m.deadline = INF
             return
         if p.fcm_transient and r.random() < p.fcm_transient:
@@ -806,7 +823,7 @@ class Simulation:
                 m.deadline = now + countdown + PUSH_DEADLINE_S
                 self._at(now + FCM_CALL_S + countdown, self._push, (m, m.token, n + 1))
             else:
-                m.state = PENDING
+                m.state = m.outcome = PENDING
                 m.deadline = INF
             return
         m.state = PUSHED
@@ -856,27 +873,30 @@ class Simulation:
 
     def _snapshot(self, _: Any) -> None:
         """Record each message's outcome, then the final phase: every user reconnects once."""
-        if self._backlog:
-            # send tasks still wait in the broker for a worker: outcomes are not final yet
+        if self._backlog or not all(n.up for n in self.nodes):
+            # send tasks still wait in the broker, or a node is still down: not final yet
             self._at(self.now + 1.0, self._snapshot)
             return
         self.net.heal()
         self.snapshot_t = now = self.now
         st = self.pipe
         for m in self.records:
-            if m.ack_at <= now and m.ack_at <= m.push_ok_at:
-                st.delivered_ws += 1
-            elif m.push_ok_at <= now:
+            # how the message got (or will get) to the user: over a WebSocket, by push, or
+            # only by replay from the store (pending: no channel; expired: TTL passed first)
+            if m.push_ok_at <= now and m.push_ok_at <= m.ack_at:
                 st.pushed += 1
-            elif m.state == EXPIRED:
+            elif m.outcome == EXPIRED:
                 st.expired += 1
-            else:
+            elif m.outcome == PENDING or m.ack_at > now:
                 st.pending += 1
+            else:
+                st.delivered_ws += 1
             first = min(m.shown_at, m.push_shown_at)
             if first <= now:
                 st.lat.append(first - m.t0)
         self.final = True
         n = len(self.users)
+        self._final_pending = {u.idx for u in self.users}
         for i, u in enumerate(self.users):
             u.epoch += 1
             self._at(now + 1.0 + i / n, self._final_reconnect, u)
@@ -892,6 +912,9 @@ class Simulation:
         self._connect(u)
 
     def _stop(self, _: Any) -> None:
+        if self._final_pending:
+            self._at(self.now + 1.0, self._stop)  # someone has not reconnected yet
+            return
         self._stopped = True
         st = self.pipe
         for m in self.records:
@@ -904,6 +927,7 @@ class Simulation:
 
     def run(self) -> dict[str, Any]:
         p = self.p
+        self._relink(None)
         for node in self.nodes:
             self._start_node(node)
         for u in self.users:

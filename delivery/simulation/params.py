@@ -22,13 +22,17 @@ class Params:
     workers: int = 2
     rate: float = 2000.0  # messages per virtual second (Poisson)
     # user behaviour: connected for Exp(session_s), then offline for Exp(gap_s), then reconnect
-    session_s: float = 40.0
+    session_s: float = 24.0
     gap_s: float = 1.0
     same_node: float = 1.0  # probability that a reconnect lands on the same gateway
-    # presence replication (every replica-to-replica link): uniform latency
-    # [delay * (1 - jitter), delay * (1 + jitter)], loss per frame
+    # presence replication: each directed replica-to-replica link has its own latency, drawn
+    # uniformly from [delay * (1 - jitter), delay * (1 + jitter)] and drawn again every
+    # link_change_s (a link is slow for a while); frames on a link stay in order unless
+    # repl_frame_jitter_ms adds per-frame noise (which reorders them). loss: per frame.
     repl_delay_ms: float = 100.0
     repl_jitter: float = 0.5
+    link_change_s: float = 5.0
+    repl_frame_jitter_ms: float = 0.0
     repl_loss: float = 0.0
     heartbeat_ms: float = 250.0
     batch_ms: float = 5.0
@@ -86,9 +90,9 @@ class Params:
                 raise ValueError(f"{name} must be in [0, 1] (got {v!r})")
         if not 0.0 <= self.repl_jitter <= 1.0:
             raise ValueError("repl_jitter must be in [0, 1]")
-        for name in ("repl_delay_ms", "node_latency_ms", "client_latency_ms", "db_latency_ms",
-                     "fcm_latency_ms", "detect_s", "gateway_crash_s", "worker_crash_s",
-                     "partition_every_s", "batch_ms"):
+        for name in ("repl_delay_ms", "repl_frame_jitter_ms", "link_change_s", "node_latency_ms",
+                     "client_latency_ms", "db_latency_ms", "fcm_latency_ms", "detect_s",
+                     "gateway_crash_s", "worker_crash_s", "partition_every_s", "batch_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.downtime_s <= 0 or self.partition_s <= 0 or self.sweep_s <= 0:
@@ -116,6 +120,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "gap_s": 2.0,
         "same_node": 0.5,
         "repl_delay_ms": 150.0,
+        "repl_frame_jitter_ms": 20.0,
         "repl_loss": 0.01,
         "frame_loss": 0.002,
         "half_open": 0.2,
@@ -123,7 +128,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "gateway_crash_s": 60.0,
         "worker_crash_s": 60.0,
         "downtime_s": 5.0,
-        "partition_every_s": 40.0,
+        "partition_every_s": 20.0,
         "partition_s": 8.0,
         "purge_s": 20.0,
         "fcm_unregistered": 0.05,
