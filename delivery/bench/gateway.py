@@ -14,6 +14,11 @@ this process (so server and clients each get a core on a 2-core machine):
 3. **connections held**: ``--connections`` clients say hello and stay connected; the gateway
    process' RSS is read from /proc.
 
+1 and 2 run in interleaved rounds (``--rounds``, medians reported), because the machine is
+shared: ``ratio`` compares throughputs, ``cpu_ratio`` compares frames per CPU-second of the
+server process (robust when other jobs take CPU from either run). The echo clients parse each
+frame as JSON, like the gateway clients, so both sides do the same client work.
+
 Progress goes to stderr; ``--json`` prints one object on stdout.
 """
 
@@ -262,26 +267,34 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(conns: list[ClientConnection], seconds: float, warmup: float,
-                  start_echo: int | None, server_pid: int, out: dict[str, Any],
-                  label: str) -> float:
-    """Frames per second: echo round trips (start_echo=window) or message+ack (None).
+@dataclass
+class Sample:
+    frames_per_s: float
+    server_cores: float
+    client_cores: float
 
-    Also records the server's and this process' CPU use (cores) during the measurement.
-    """
+
+async def measure(conns: list[ClientConnection], seconds: float, warmup: float, echo: bool,
+                  window: int, server_pid: int, outstanding: dict[int, int]) -> Sample:
+    """Frames per second: echo round trips (``echo``) or message + ack, with the server's and
+    this process' CPU use (cores) over the same interval. Echo clients top up to ``window``
+    frames outstanding (``outstanding`` carries the count across rounds)."""
     counter = Counter()
     stop = asyncio.Event()
 
     async def echo_client(ws: ClientConnection) -> None:
-        assert start_echo is not None
-        for _ in range(start_echo):
+        key = id(ws)
+        while outstanding.get(key, 0) < window:
             await ws.send(ECHO_FRAME)
+            outstanding[key] = outstanding.get(key, 0) + 1
         async for raw in ws:
+            outstanding[key] -= 1
             frame = json.loads(raw)  # the same client work as for a gateway frame
             counter.n += 1
             if stop.is_set():
                 return
             await ws.send(ECHO_FRAME if frame["type"] == "message" else raw)
+            outstanding[key] += 1
 
     async def gateway_client(ws: ClientConnection) -> None:
         async for raw in ws:
@@ -292,7 +305,7 @@ async def measure(conns: list[ClientConnection], seconds: float, warmup: float,
             if stop.is_set():
                 return
 
-    fn = echo_client if start_echo is not None else gateway_client
+    fn = echo_client if echo else gateway_client
     tasks = [asyncio.create_task(fn(ws)) for ws in conns]
     await asyncio.sleep(warmup)
     n0, t0 = counter.n, time.perf_counter()
@@ -300,13 +313,18 @@ async def measure(conns: list[ClientConnection], seconds: float, warmup: float,
     await asyncio.sleep(seconds)
     n1, t1 = counter.n, time.perf_counter()
     s1, c1 = cpu_s(server_pid), cpu_s(os.getpid())
-    out[f"{label}_server_cpu"] = round((s1 - s0) / (t1 - t0), 2)
-    out[f"{label}_client_cpu"] = round((c1 - c0) / (t1 - t0), 2)
     stop.set()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return (n1 - n0) / (t1 - t0)
+    dt = t1 - t0
+    return Sample((n1 - n0) / dt, (s1 - s0) / dt, (c1 - c0) / dt)
+
+
+def median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    mid = len(ys) // 2
+    return ys[mid] if len(ys) % 2 else (ys[mid - 1] + ys[mid]) / 2
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -319,54 +337,70 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     fd_limit = raise_fd_limit()
     result["fd_limit"] = fd_limit
 
-    # 1. Echo baseline.
-    progress(f"echo server: {args.clients} clients, window {args.window}, {args.seconds}s")
-    echo = spawn("echo")
-    try:
-        conns = await open_many(f"ws://127.0.0.1:{echo.port}/", args.clients, hello=False)
-        result["echo_frames_per_s"] = round(
-            await measure(conns, args.seconds, args.warmup, args.window, echo.proc.pid, result,
-                          "echo"), 1)
-        await close_many(conns)
-    finally:
-        echo.stop()
-    progress(f"  echo: {result['echo_frames_per_s']:.0f} frames/s (server "
-             f"{result['echo_server_cpu']} cores, clients {result['echo_client_cpu']})")
-
-    # 2. Gateway throughput.
+    # 1+2. Echo baseline and gateway throughput, interleaved rounds (the machine is shared
+    # and noisy: each round measures both within seconds of each other; medians reported).
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
-        progress(f"gateway throughput: {args.clients} clients, window {args.window}")
+        progress(f"throughput: {args.clients} clients each on a bare echo server and on a "
+                 f"gateway, window {args.window}, {args.rounds} rounds of {args.seconds}s")
+        echo = spawn("echo")
         gw = spawn("gateway", tmp, str(args.window))
         try:
+            echo_conns = await open_many(f"ws://127.0.0.1:{echo.port}/", args.clients,
+                                         hello=False)
             conns = await open_many(f"ws://127.0.0.1:{gw.port}/ws", args.clients, hello=True)
-            per_user = int(args.expected_rate * (args.seconds + args.warmup + 2)
+            per_user = int(args.expected_rate * (args.rounds * (args.seconds + args.warmup) + 2)
                            / max(1, len(conns))) + args.window + 5
             progress(f"  storing {per_user * len(conns)} messages")
             await asyncio.to_thread(gw.command, f"FEED {per_user}", "FED")
             s0 = json.loads(await asyncio.to_thread(gw.command, "STATS", "STATS "))
-            fps = await measure(conns, args.seconds, args.warmup, None, gw.proc.pid, result,
-                                "gateway")
-            result["frames_per_s"] = round(fps, 1)
+            echo_samples: list[Sample] = []
+            gw_samples: list[Sample] = []
+            outstanding: dict[int, int] = {}
+            for r in range(args.rounds):
+                e = await measure(echo_conns, args.seconds, args.warmup, True, args.window,
+                                  echo.proc.pid, outstanding)
+                g = await measure(conns, args.seconds, args.warmup, False, args.window,
+                                  gw.proc.pid, outstanding)
+                echo_samples.append(e)
+                gw_samples.append(g)
+                progress(f"  round {r + 1}: echo {e.frames_per_s:.0f} frames/s "
+                         f"({e.server_cores:.2f} cores), gateway {g.frames_per_s:.0f} frames/s "
+                         f"({g.server_cores:.2f} cores)")
             s1 = json.loads(await asyncio.to_thread(gw.command, "STATS", "STATS "))
-            batches = max(1, s1["ack_batches"] - s0["ack_batches"])
-            result["ack_batch_avg"] = round((s1["acks"] - s0["acks"]) / batches, 1)
-            result["ack_flush_ms_avg"] = round(
-                (s1["ack_flush_us"] - s0["ack_flush_us"]) / batches / 1000, 2)
-            result["ack_db_us_per_ack"] = round(
-                (s1["ack_flush_us"] - s0["ack_flush_us"]) / max(1, s1["acks"] - s0["acks"]), 1)
             await asyncio.sleep(0.3)
             counts = json.loads(await asyncio.to_thread(gw.command, "COUNT", "COUNT "))
             result["delivered_in_store"] = counts.get("delivered", 0)
             result["gateway_rss_mb_throughput"] = round(rss_mb(gw.proc.pid), 1)
+            await close_many(echo_conns)
             await close_many(conns)
         finally:
+            echo.stop()
             gw.stop()
-    progress(f"  gateway: {result['frames_per_s']:.0f} frames/s delivered+acked "
-             f"({result['delivered_in_store']} delivered in the store; gateway "
-             f"{result['gateway_server_cpu']} cores, clients {result['gateway_client_cpu']}; "
-             f"acks recorded in batches of {result['ack_batch_avg']:.0f}, "
-             f"{result['ack_db_us_per_ack']:.0f} us of store time per ack)")
+    result["echo_frames_per_s"] = round(median([x.frames_per_s for x in echo_samples]), 1)
+    result["frames_per_s"] = round(median([x.frames_per_s for x in gw_samples]), 1)
     result["ratio"] = round(result["frames_per_s"] / max(1e-9, result["echo_frames_per_s"]), 3)
+    result["echo_rounds"] = [round(x.frames_per_s) for x in echo_samples]
+    result["gateway_rounds"] = [round(x.frames_per_s) for x in gw_samples]
+    result["echo_server_cores"] = round(median([x.server_cores for x in echo_samples]), 2)
+    result["gateway_server_cores"] = round(median([x.server_cores for x in gw_samples]), 2)
+    # Frames per CPU-second of the server process: robust when other jobs share the machine.
+    echo_eff = median([x.frames_per_s / max(0.01, x.server_cores) for x in echo_samples])
+    gw_eff = median([x.frames_per_s / max(0.01, x.server_cores) for x in gw_samples])
+    result["echo_frames_per_cpu_s"] = round(echo_eff)
+    result["gateway_frames_per_cpu_s"] = round(gw_eff)
+    result["cpu_ratio"] = round(gw_eff / max(1e-9, echo_eff), 3)
+    batches = max(1, s1["ack_batches"] - s0["ack_batches"])
+    acks = max(1, s1["acks"] - s0["acks"])
+    result["ack_batch_avg"] = round(acks / batches, 1)
+    result["ack_flush_ms_avg"] = round((s1["ack_flush_us"] - s0["ack_flush_us"]) / batches / 1e3, 2)
+    result["ack_store_us_per_ack"] = round((s1["ack_flush_us"] - s0["ack_flush_us"]) / acks, 1)
+    progress(f"  median: echo {result['echo_frames_per_s']:.0f}, gateway "
+             f"{result['frames_per_s']:.0f} frames/s delivered+acked (ratio {result['ratio']}); "
+             f"per server CPU-second: echo {result['echo_frames_per_cpu_s']}, gateway "
+             f"{result['gateway_frames_per_cpu_s']} (ratio {result['cpu_ratio']}); acks "
+             f"recorded in batches of {result['ack_batch_avg']:.0f}, "
+             f"{result['ack_store_us_per_ack']:.0f} us of store time per ack; "
+             f"{result['delivered_in_store']} delivered in the store")
 
     # 3. Connections held.
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
@@ -402,7 +436,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--connections", type=int, default=None, help="default 10000")
     parser.add_argument("--clients", type=int, default=None, help="default 1000")
     parser.add_argument("--window", type=int, default=4, help="frames outstanding per client")
-    parser.add_argument("--seconds", type=float, default=None, help="default 5")
+    parser.add_argument("--seconds", type=float, default=None, help="per round, default 5")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved echo/gateway "
+                        "measurements, default 3 (1 with --quick); medians are reported")
     parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
@@ -416,6 +452,7 @@ def main(argv: list[str]) -> int:
     args.connections = args.connections or (2000 if args.quick else 10_000)
     args.clients = args.clients or (200 if args.quick else 1000)
     args.seconds = args.seconds or (1.5 if args.quick else 5.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.warmup = 0.5 if args.quick else 1.5
     args.expected_rate = min(20_000, args.clients * 20)  # frames/s to store messages for
     result = asyncio.run(run_bench(args))
@@ -427,7 +464,8 @@ def main(argv: list[str]) -> int:
         print(f"gateway:           {result['frames_per_s']:.0f} frames/s delivered+acked "
               f"({args.clients} connections)")
         print(f"bare echo server:  {result['echo_frames_per_s']:.0f} frames/s")
-        print(f"ratio:             {result['ratio']:.2f} (target >= 0.7)")
+        print(f"ratio:             {result['ratio']:.2f} (target >= 0.7); per server "
+              f"CPU-second {result['cpu_ratio']:.2f}")
     return 0
 
 
