@@ -62,6 +62,15 @@ OFFLINE = "bench-off"
 SECRET = "bench-secret"
 SENDER_THREADS = 4
 
+# Set by SIGTERM/SIGINT; long loops check it, so an interrupt swallowed by a library (kombu's
+# publish retry, Celery's reply collection) still ends the run and its clean-up.
+STOP = threading.Event()
+
+
+def check_stop() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt
+
 
 @dataclass(frozen=True)
 class Params:
@@ -466,6 +475,7 @@ class Bench:
         app = self.app
 
         def send(phase: str, recipient: str, cmid: str) -> str:
+            check_stop()
             t = time.time()
             mid = send_message(SENDER, recipient, {"t": t}, client_msg_id=cmid, app=app)
             self.sent[mid] = (phase, t)
@@ -515,6 +525,7 @@ class Bench:
         while time.monotonic() < deadline:
             if self.clients.received.count_of(ids) == len(ids):
                 return True
+            check_stop()
             time.sleep(0.01)
         return False
 
@@ -540,6 +551,7 @@ class Bench:
         progress(f"raw Celery: pre-filling {n} delivery.noop tasks")
         with self.app.producer_or_acquire() as prod:
             for _ in range(n):
+                check_stop()
                 self.app.send_task("delivery.noop", producer=prod)
         roles = self.role_pids()
         cpu0 = cpu_by_pid(roles)
@@ -548,6 +560,7 @@ class Bench:
         while self.queue_len() > 0:
             if time.monotonic() > deadline:
                 raise RuntimeError("raw drain did not finish in 120 s")
+            check_stop()
             time.sleep(0.005)
         rate = n / (time.time() - t0)
         self.cpu_ms["raw_drain"] = cpu_delta_ms(cpu0, cpu_by_pid(roles), n)
@@ -669,6 +682,7 @@ class Bench:
             pushed = self._count_states(ids).get("pushed", 0)
             if pushed == n:
                 break
+            check_stop()
             time.sleep(0.02)
         elapsed = time.time() - t0
         rate = pushed / elapsed
@@ -949,17 +963,23 @@ def main(argv: list[str]) -> int:
     bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        first = not STOP.is_set()
+        STOP.set()
+        if first:
+            raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = bench.run()
     except KeyboardInterrupt:
         progress("interrupted: cleaning up")
         return 130
     finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # let the clean-up finish
         bench.teardown()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "e2e.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "e2e.png")
