@@ -496,46 +496,55 @@ class Simulation:
 
     # ------------------------------------------------------------------ traffic
 
-    def _draw_next_message(self) -> None:
-        if self.generated >= self.p.messages:
-            self._next_msg_t = INF
-            self._at(self.now, self._end_traffic)
-        else:
-            self._next_msg_t = self.now + self.rng.expovariate(self.p.rate)
-
     def _message(self) -> None:
+        """The next message of the traffic (the hot path: keep it lean)."""
         idx = self.generated
         self.generated = idx + 1
         rng = self.rng
-        u = self.users[rng.randrange(len(self.users))]
+        now = self.now
+        users = self.users
+        u = users[int(rng.random() * len(users))]
         p = self.p
         if p.dup_send and rng.random() < p.dup_send:
-            self._at(self.now + 0.5 + 4.5 * rng.random(), self._dup_send, (idx, u, self.now))
+            self._at(now + 0.5 + 4.5 * rng.random(), self._dup_send, (idx, u, now))
             self._pipe_keys.add(idx)
             self._naive_dups[idx] = (-1, INF)
         self.naive.messages += 1
         self.pipe.messages += 1
-        self._route_new((idx, u, self.now))
+        self._route_new((idx, u, now))
         if self.progress is not None and self.generated % self._progress_every == 0:
             self.progress(self.generated, p.messages)
-        self._draw_next_message()
+        if self.generated >= p.messages:
+            self._next_msg_t = INF
+            self._at(now, self._end_traffic)
+        else:
+            self._next_msg_t = now + rng.expovariate(p.rate)
 
     def _route_new(self, arg: tuple[int, User, float]) -> None:
         idx, u, t0 = arg
         wks = self.workers_up
         if not wks:  # the broker keeps the task until a worker is back
-            if arg not in self._backlog:
-                self._backlog.add(arg)
+            self._backlog.add(arg)
             self._at(self.now + 0.5, self._route_new, arg)
             return
-        self._backlog.discard(arg)
+        if self._backlog:
+            self._backlog.discard(arg)
         wk = wks[idx % len(wks)]
-        assert wk.rep is not None
-        ps = wk.rep.list(u.key)
+        rep = wk.rep
+        assert rep is not None
+        ps = rep.list(u.key)
         code, t = self._naive_route(u, t0, ps)
         if idx in self._naive_dups:
             self._naive_dups[idx] = (code, t)
-        self._naive_count(code, t, t0)
+        st = self.naive
+        if code == 1:
+            st.delivered_ws += 1
+            st.lat.append(t - t0)
+        elif code == 2:
+            st.pushed += 1
+            st.lat.append(t - t0)
+        else:
+            st.lost += 1
         self._pipe_new(idx, u, t0, wk, ps)
 
     def _dup_send(self, arg: tuple[int, User, float]) -> None:
@@ -595,17 +604,6 @@ class Simulation:
         if c is not None and c.close_at > now + LIVE_MARGIN_S and c.gw.up:
             self.naive.unnecessary_pushes += 1
         return 2, now + TASK_S + self.fcml * (0.5 + r.random())
-
-    def _naive_count(self, code: int, t: float, t0: float) -> None:
-        st = self.naive
-        if code == 1:
-            st.delivered_ws += 1
-            st.lat.append(t - t0)
-        elif code == 2:
-            st.pushed += 1
-            st.lat.append(t - t0)
-        else:
-            st.lost += 1
 
     # ------------------------------------------------------------------ pipeline strategy
 
@@ -692,8 +690,30 @@ class Simulation:
         st = self.pipe
         st.attempts += 1
         u = m.user
+        targets = d.targets
+        if len(targets) == 1 and not p.frame_loss:
+            # Fast path: the one target is the user's live connection. Draw the four hops
+            # (deliver, show, ack, record); if the connection outlives them all, nothing can
+            # interleave and the attempt is complete without a single event.
+            sc = self.conns[targets[0].conn]
+            if sc is u.conn and sc.gw.up and sc.gw_inc == sc.gw.inc:
+                rnd = r.random
+                nl = self.nl
+                cl = self.cl
+                tr = now + nl * (0.5 + rnd()) + cl * (0.5 + rnd())
+                tdb = tr + cl * (0.5 + rnd()) + nl * (0.5 + rnd())
+                if tdb < sc.close_at and tdb < m.deadline:
+                    if tr < m.shown_at:
+                        if m.shown_at < INF:
+                            st.duplicate_frames += 1
+                        m.shown_at = tr
+                    else:
+                        st.duplicate_frames += 1
+                    if tdb < m.ack_at:
+                        m.ack_at = tdb
+                    return
         unreachable: list[str] = []
-        for c in d.targets:
+        for c in targets:
             sc = self.conns[c.conn]
             gw = sc.gw
             if not gw.up:
@@ -710,7 +730,7 @@ class Simulation:
             else:
                 m.slow = True
                 self._at(t_arr, self._gw_event, (m, tok, sc))
-        if unreachable and len(unreachable) == len(d.targets):
+        if unreachable and len(unreachable) == len(targets):
             if m.dead is None:
                 m.dead = set()
             m.dead.update(unreachable)
