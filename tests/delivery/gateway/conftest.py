@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from delivery.channels import MemoryChannels
@@ -149,9 +148,3 @@ async def recv_messages(ws: ClientConnection, n: int, timeout: float = 5.0) -> l
         if f["type"] == "message":
             out.append(f)
     return out
-
-
-@pytest.fixture
-def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    """SQLite by default (fast); tests that matter on both backends use ``store``."""
-    yield request.getfixturevalue("sqlite_store")
