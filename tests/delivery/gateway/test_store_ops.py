@@ -82,3 +82,33 @@ def test_nack_and_redirect_rows(sqlite_store: Store) -> None:
                     ("c2", None, "redirected from c1", False)]
     assert store.record_acks([(IDS[0], "u0", "c2")], now) == [True]
     assert store.attempts_of(IDS[0])[2].result == "acked"
+
+
+def test_bulk_acks_lost_race_is_detected(sqlite_store: Store) -> None:
+    """Another process delivers a message between the batch's SELECT and its UPDATE: the batch
+    reports that ack as lost and leaves the other outcome alone."""
+    from sqlalchemy import event
+
+    store = sqlite_store
+    load(store, [("u0", "dispatched", 1, ["c0"]), ("u1", "dispatched", 1, ["c1"])]
+         + [("u2", "accepted", 1, [])] * 3)
+    raced = False
+
+    def before(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        nonlocal raced
+        if not raced and statement.startswith("UPDATE messages SET state = 'delivered'"):
+            raced = True
+            cursor.execute("UPDATE messages SET state = 'delivered', delivered_conn = 'other' "
+                           "WHERE id = ?", (IDS[0].hex,))
+
+    event.listen(store.engine, "before_cursor_execute", before)
+    try:
+        got = record_acks_bulk(store, [(IDS[0], "u0", "c0"), (IDS[1], "u1", "c1")], utcnow())
+    finally:
+        event.remove(store.engine, "before_cursor_execute", before)
+    assert raced and got == [False, True]
+    first, second = store.get(IDS[0]), store.get(IDS[1])
+    assert first is not None and first.delivered_conn == "other"
+    assert second is not None and second.delivered_conn == "c1"
+    assert [a.result for a in store.attempts_of(IDS[0])] == [None]
+    assert [a.result for a in store.attempts_of(IDS[1])] == ["acked"]
