@@ -57,5 +57,7 @@ def send_message(
             body=req.body, client_msg_id=req.client_msg_id, now=now, ttl_s=req.ttl_s,
             deadline=later(settings.ack_timeout_s, now),
         )
-    (app or current_app).send_task(SEND, kwargs=kwargs)
+    # ignore_result: nobody waits for it, and the Redis result backend would otherwise
+    # subscribe to (and later unsubscribe from) a result channel per message.
+    (app or current_app).send_task(SEND, kwargs=kwargs, ignore_result=True)
     return str(message_id_for(req.sender, req.client_msg_id))

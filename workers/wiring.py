@@ -39,12 +39,13 @@ def celery_hooks(app: Celery) -> dict[str, Any]:
     """Router callbacks that hand work to other tasks through the broker."""
 
     def enqueue_push(message_id: str, attempt: int) -> None:
-        app.send_task(PUSH, kwargs={"message_id": message_id, "attempt": attempt})
+        app.send_task(PUSH, kwargs={"message_id": message_id, "attempt": attempt},
+                      ignore_result=True)
 
     def schedule_recheck(message_id: str, attempt: int, delay: float) -> None:
         app.send_task(
             ROUTE, kwargs={"message_id": message_id, "trigger": "recheck", "attempt": attempt},
-            countdown=delay,
+            countdown=delay, ignore_result=True,
         )
 
     return {"enqueue_push": enqueue_push, "schedule_recheck": schedule_recheck}

@@ -278,7 +278,7 @@ def test_a_durable_send_stored_by_the_caller_is_routed_by_the_task(h: Harness) -
     class NoBroker:
         sent: list[dict[str, Any]] = []
 
-        def send_task(self, name: str, kwargs: dict[str, Any]) -> None:
+        def send_task(self, name: str, kwargs: dict[str, Any], **_: Any) -> None:
             self.sent.append(kwargs)
 
     broker = NoBroker()
