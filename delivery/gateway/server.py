@@ -332,8 +332,8 @@ class Gateway:
         self.by_user.setdefault(user, {})[conn.id] = conn
         self.stats["accepted"] += 1
         try:
+            self._track(conn)  # before welcome: routing may see the connection at once
             await ws.send(json.dumps({"type": p.WELCOME, "conn": conn.id, "user": user}))
-            self._track(conn)
             conn.writer = asyncio.create_task(conn.write_loop())
             conn.replayer = asyncio.create_task(self._replay(conn))
             await self._receive(conn)
