@@ -11,7 +11,7 @@ Names (all prefixed ``delivery_``), as listed in docs/operations.md:
 - ``routing_decisions_total{decision,trigger}``: every routing decision (dispatch, wait, push,
   markpending, expire, nothing) and why routing ran (new, nack, recheck, deadline).
 - ``attempts_per_message``: attempts a message needed to reach its outcome (histogram).
-- ``ack_latency_seconds``: from acceptance (enqueue) to the client's ack (histogram).
+- ``ack_latency_seconds``: from a frame reaching its gateway to the client's ack (histogram).
 - ``nacks_total``: connections a gateway reported gone for a dispatched frame.
 - ``pushes_total{result}``: ``delivery.push`` runs by outcome (pushed, no_device, failed, ...).
 - ``fcm_sends_total{result}``: per-device FCM answers (ok, UNREGISTERED, UNAVAILABLE, ...).
@@ -46,7 +46,7 @@ ATTEMPTS = Histogram(
     buckets=(1, 2, 3, 4, 5, 6, 8, 10),
 )
 ACK_LATENCY = Histogram(
-    "delivery_ack_latency_seconds", "Time from acceptance to the client's ack",
+    "delivery_ack_latency_seconds", "Time from a frame reaching its gateway to the client's ack",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 NACKS = Counter("delivery_nacks", "Connections reported gone for a dispatched frame")

@@ -111,6 +111,11 @@ async def run_gateway(node: str, host: str, port: int, settings: Settings,
         await asyncio.to_thread(presence.start)
         runtime.presence = presence
     gateway = Gateway(node, runtime, config, presence=presence)
+    if settings.metrics_port > 0:
+        from delivery import metrics
+
+        metrics_at = metrics.start_metrics_server(settings.metrics_port)
+        log.info("gateway %s: metrics on :%s/metrics", node, metrics_at)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

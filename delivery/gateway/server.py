@@ -33,6 +33,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from delivery import metrics
 from delivery.clock import utcnow
 from delivery.gateway import protocol as p
 from delivery.gateway.config import GatewayConfig
@@ -64,6 +65,7 @@ class LiveFrame:
     attempt: int
     conns: tuple[str, ...]
     text: str
+    arrived: float = 0.0  # monotonic time the frame reached this gateway (ack latency)
 
 
 def new_conn_id(node: str) -> str:
@@ -146,14 +148,18 @@ class Connection:
         self.wake.set()
         return True
 
-    def acked_id(self, msg_id: str) -> None:
-        if self.in_flight.pop(msg_id, False) is not False:
+    def acked_id(self, msg_id: str) -> LiveFrame | None:
+        """Mark ``msg_id`` acked here; returns the routing frame it answers, if any."""
+        live: LiveFrame | None = None
+        if msg_id in self.in_flight:
+            live = self.in_flight.pop(msg_id)
             self.acked += 1
             self.wake.set()
             self.space.set()
         self.recent[msg_id] = None
         if len(self.recent) > self.cfg.recent_acked:
             self.recent.popitem(last=False)
+        return live
 
     def allow(self, now: float) -> bool:
         """Token bucket on client frames."""
@@ -236,6 +242,9 @@ class Gateway:
         self._ack_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
+        # Dispatch→ack time and attempt of acks waiting to be recorded (metrics only).
+        self._ack_timing: dict[str, tuple[float, int]] = {}
         self._static = _load_static()
         self.host = ""
         self.port = 0
@@ -266,6 +275,7 @@ class Gateway:
         if self.channels is not None:
             self._sub = self.channels.subscribe(self.node, self._from_channel)
         self._housekeeper = asyncio.create_task(self._housekeep())
+        self._metrics_task = asyncio.create_task(self._export_metrics())
         return self.port
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -285,6 +295,8 @@ class Gateway:
                 log.warning("gateway %s: connections still open after %.0fs", self.node, timeout)
         if self._housekeeper is not None:
             self._housekeeper.cancel()
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
         if self._sub is not None:
             self._sub.close()
             self._sub = None
@@ -400,7 +412,9 @@ class Gateway:
             ftype = frame["type"]
             if ftype == p.ACK:
                 msg_id: str = frame["id"]
-                conn.acked_id(msg_id)
+                live = conn.acked_id(msg_id)
+                if live is not None and live.arrived:
+                    self._ack_timing[msg_id] = (time.monotonic() - live.arrived, live.attempt)
                 self._queue_ack(frame["_uuid"], conn.user, conn.id, msg_id)
             elif ftype == p.PING:
                 await ws.send('{"type":"pong"}')
@@ -526,6 +540,7 @@ class Gateway:
             conns=tuple(str(c) for c in conns),
             text=p.message_frame(msg_id, str(frame.get("from", "")), frame.get("body"),
                                  str(frame.get("sent_at", ""))),
+            arrived=time.monotonic(),
         )
         gone: list[str] = []
         reached = False
@@ -613,6 +628,10 @@ class Gateway:
                 continue
             self.stats["acks"] += len(rows)
             self.stats["acks_won"] += sum(won)
+            for (_, _, _, msg_id), w in zip(batch, won, strict=True):
+                timing = self._ack_timing.pop(msg_id, None)
+                if w:
+                    metrics.record_delivered(*(timing or (None, None)))
             self.stats["ack_batches"] += 1
             self.stats["ack_flush_us"] += int((time.perf_counter() - t0) * 1e6)
             hook = self.runtime.extras.get("on_ack")
@@ -644,6 +663,20 @@ class Gateway:
         if not task.cancelled() and task.exception() is not None:
             log.error("gateway %s: background task failed", self.node,
                       exc_info=task.exception())
+
+    async def _export_metrics(self, period: float = 1.0) -> None:
+        """Feed the Prometheus gauges and counters (served when DELIVERY_METRICS_PORT > 0)."""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                metrics.update_gateway(self.snapshot())
+                stats = getattr(self.presence, "stats", None)
+                if callable(stats):
+                    metrics.update_presence(stats())
+                if len(self._ack_timing) > 100_000:  # acks that never got recorded
+                    self._ack_timing.clear()
+            except Exception:
+                log.exception("gateway %s: metrics export failed", self.node)
 
     async def _housekeep(self) -> None:
         idle = self.config.idle_timeout_s
