@@ -24,6 +24,19 @@ A = cast(Table, DeliveryAttempt.__table__)
 D = cast(Table, Device.__table__)
 
 
+def _json_fields(record: Any) -> dict[str, Any]:
+    """A record's fields as JSON-friendly values (UUIDs and datetimes as strings)."""
+    out: dict[str, Any] = {}
+    for name in record.__dataclass_fields__:
+        value = getattr(record, name)
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        out[name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class MessageRecord:
     id: uuid.UUID
@@ -43,12 +56,7 @@ class MessageRecord:
     last_error: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["id"] = str(self.id)
-        for k, v in d.items():
-            if isinstance(v, datetime):
-                d[k] = v.isoformat()
-        return d
+        return _json_fields(self)
 
 
 @dataclass(frozen=True)
@@ -65,12 +73,7 @@ class AttemptRecord:
     detail: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["message_id"] = str(self.message_id)
-        for k, v in d.items():
-            if isinstance(v, datetime):
-                d[k] = v.isoformat()
-        return d
+        return _json_fields(self)
 
 
 @dataclass(frozen=True)
@@ -277,20 +280,7 @@ class Store:
 
     def record_ack(self, msg_id: uuid.UUID, user: str, conn_id: str, now: datetime) -> bool:
         """A live connection of ``user`` acked: the message is delivered (once). True if it won."""
-        with self.engine.begin() as c:
-            row = c.execute(
-                update(M)
-                .where(M.c.id == msg_id, M.c.recipient == user, M.c.state.in_(UNACKED))
-                .values(state=State.DELIVERED.value, delivered_at=now, delivered_conn=conn_id,
-                        ack_deadline=None)
-                .returning(M.c.attempts)
-            ).first()
-            if row is None:
-                return False
-            self.finish_attempts(msg_id, row[0], "acked", now=now, conn_id=conn_id, connection=c)
-            # Other connections of the same attempt did not ack; close them as superseded.
-            self.finish_attempts(msg_id, row[0], "superseded", now=now, connection=c)
-        return True
+        return self.record_acks([(msg_id, user, conn_id)], now)[0]
 
     def record_acks(
         self, acks: Sequence[tuple[uuid.UUID, str, str]], now: datetime
