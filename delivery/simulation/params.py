@@ -140,11 +140,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # Many nodes and users.
     "scale": {
         "messages": 300_000,
-        "users": 20_000,
+        "users": 10_000,
         "gateways": 8,
         "workers": 4,
         "rate": 5000.0,
-        "session_s": 120.0,
+        "session_s": 300.0,
         "gap_s": 2.0,
         "same_node": 0.7,
     },
