@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         if typ is bool:
             typ = int
         ap.add_argument(flag, dest=name, type=typ, default=None, help=f"{text} [{default}]")
+    ap.add_argument("--reconnect-rate", type=float, default=None, metavar="PER_MIN",
+                    help="reconnects per user per minute (sets --session-s to 60/PER_MIN)")
     ap.add_argument("--no-push", dest="push_enabled", action="store_false", default=None,
                     help="policy: push not configured (MarkPending instead of Push)")
     return ap
@@ -118,6 +120,10 @@ def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
     for _, (name, _t) in KNOBS.items():
         out[name] = getattr(ns, name)
     out["push_enabled"] = ns.push_enabled
+    if ns.reconnect_rate is not None:
+        if ns.reconnect_rate <= 0:
+            raise ValueError("--reconnect-rate must be > 0")
+        out["session_s"] = 60.0 / ns.reconnect_rate
     return out
 
 
@@ -193,7 +199,7 @@ def replay_command(params: Params) -> str:
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
-        params = scenario_params(ns.scenario, **_overrides(ns))
+        params = scenario_params(ns.scenario, **_overrides(ns))  # may raise ValueError
     except (ValueError, TypeError) as exc:
         print(f"delivery simulate: {exc}", file=sys.stderr)
         return 2

@@ -89,6 +89,7 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--same-node", "2"]) == 2
+    assert main(["--reconnect-rate", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["--scenario", "nope"])
 
@@ -127,6 +128,21 @@ def test_naive_loses_messages_when_replication_is_slower_than_reconnects() -> No
     assert pipe["nacks"] > 0  # the gateway answered for the dead connection
     check_accounting(pipe)
     check_accounting(naive)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(delay_ms=st.integers(150, 1500), gap_s=st.floats(0.02, 0.15), same_node=st.booleans(),
+       seed=st.integers(0, 10_000))
+def test_naive_loses_whenever_replication_is_slower_than_the_reconnect(
+    delay_ms: int, gap_s: float, same_node: bool, seed: int
+) -> None:
+    p = scenario_params("seed", messages=3000, seed=seed, users=30, rate=300.0, session_s=3.0,
+                        gap_s=gap_s, repl_delay_ms=float(delay_ms),
+                        same_node=1.0 if same_node else 0.0, drain_s=10.0)
+    note(f"replay: {replay_command(p)}")
+    res = run(p)
+    assert res["strategies"]["naive"]["lost"] > 0, replay_command(p)
+    assert res["strategies"]["pipeline"]["lost"] == 0, replay_command(p)
 
 
 def test_naive_loss_grows_with_replication_delay_and_vanishes_when_instant() -> None:
