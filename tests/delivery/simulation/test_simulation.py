@@ -191,7 +191,7 @@ def test_push_disabled_keeps_messages_pending_for_replay() -> None:
 
 params_st = st.builds(
     Params,
-    scenario=st.sampled_from(["seed", "chaos"]),
+    scenario=st.just("seed"),  # every knob below is explicit: the replay command is exact
     messages=st.integers(50, 600),
     seed=st.integers(0, 2**32 - 1),
     users=st.integers(1, 40),
