@@ -138,24 +138,37 @@ _GATEWAY_COUNTERS = {
     "nacks": GATEWAY_NACKS,
     "replayed": GATEWAY_REPLAYED,
 }
-_gateway_seen: dict[str, float] = {}
+_gateway_seen: dict[tuple[str, str], float] = {}
+_gateway_conns: dict[str, int] = {}
 _gateway_lock = threading.Lock()
 
 
-def update_gateway(snapshot: Mapping[str, Any]) -> None:
+def update_gateway(snapshot: Mapping[str, Any], source: str = "") -> None:
     """Feed the gateway metrics from ``Gateway.snapshot()`` (cumulative counters).
 
     For a gateway that prefers one periodic call to instrumenting its hot path: counters advance
-    by the growth since the previous call; ``connections`` is a gauge.
+    by the growth since the previous call of the same ``source`` (the gateway's node name: one
+    process may run several gateways, as the embedded demo does); ``connections`` is a gauge
+    summed over the sources.
     """
-    if "connections" in snapshot:
-        GATEWAY_CONNECTIONS.set(int(snapshot["connections"]))
     with _gateway_lock:
+        if "connections" in snapshot:
+            _gateway_conns[source] = int(snapshot["connections"])
+            GATEWAY_CONNECTIONS.set(sum(_gateway_conns.values()))
         for key, counter in _GATEWAY_COUNTERS.items():
             if key not in snapshot:
                 continue
             value = float(snapshot[key])
-            grown = value - _gateway_seen.get(key, 0.0)
-            if grown > 0:
-                counter.inc(grown)
-            _gateway_seen[key] = max(value, _gateway_seen.get(key, 0.0))
+            seen = _gateway_seen.get((source, key), 0.0)
+            if value > seen:
+                counter.inc(value - seen)
+                _gateway_seen[(source, key)] = value
+
+
+def forget_gateway(source: str) -> None:
+    """A gateway stopped: drop its connections from the gauge and its counter baseline."""
+    with _gateway_lock:
+        _gateway_conns.pop(source, None)
+        GATEWAY_CONNECTIONS.set(sum(_gateway_conns.values()))
+        for key in [k for k in _gateway_seen if k[0] == source]:
+            del _gateway_seen[key]

@@ -297,6 +297,7 @@ class Gateway:
             self._housekeeper.cancel()
         if self._metrics_task is not None:
             self._metrics_task.cancel()
+            metrics.forget_gateway(self.node)
         if self._sub is not None:
             self._sub.close()
             self._sub = None
@@ -669,7 +670,7 @@ class Gateway:
         while True:
             await asyncio.sleep(period)
             try:
-                metrics.update_gateway(self.snapshot())
+                metrics.update_gateway(self.snapshot(), source=self.node)
                 stats = getattr(self.presence, "stats", None)
                 if callable(stats):
                     metrics.update_presence(stats())
