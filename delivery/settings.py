@@ -35,6 +35,7 @@ class Settings:
     max_attempts: int = 3
     retry_backoff_s: float = 0.2
     offline_grace_s: float = 0.25
+    reconnect_window_s: float = 1.0
     message_ttl_s: float = 7 * 24 * 3600.0
     max_body_bytes: int = 16 * 1024
     sweep_interval_s: float = 0.5
@@ -100,7 +101,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_var(name)} must be > 0, got {getattr(self, name)}")
-        non_negative = ("retry_backoff_s", "offline_grace_s", "push_max_retries", "metrics_port")
+        non_negative = ("retry_backoff_s", "offline_grace_s", "reconnect_window_s",
+                        "push_max_retries", "metrics_port")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")

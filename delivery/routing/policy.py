@@ -35,13 +35,17 @@ class PolicyConfig:
     offline_grace_s: float = 0.25
     not_synced_wait_s: float = 0.1
     push_enabled: bool = True
+    # After a gateway reported a connection gone, keep re-checking presence (every
+    # retry_backoff_s) this long after the send for the user's new connection before pushing.
+    reconnect_window_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.ack_timeout_s <= 0:
             raise ValueError("ack_timeout_s must be > 0")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
-        if self.retry_backoff_s < 0 or self.offline_grace_s < 0 or self.not_synced_wait_s <= 0:
+        if (self.retry_backoff_s < 0 or self.offline_grace_s < 0 or self.not_synced_wait_s <= 0
+                or self.reconnect_window_s < 0):
             raise ValueError("waits must be >= 0 (not_synced_wait_s > 0)")
 
 
@@ -58,6 +62,7 @@ class MessageView:
     state: str
     attempts: int
     expires_at: float
+    created_at: float | None = None  # when it was accepted (for the reconnect window)
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,11 @@ def decide(
         # The gateway told us the connection we saw is gone; presence has not caught up with
         # the reconnect (the seed's race): give it time to converge.
         return Wait(now + config.retry_backoff_s, "only dead connections known")
+    if (trigger is Trigger.RECHECK and dead_conns and config.retry_backoff_s > 0
+            and msg.created_at is not None and now - msg.created_at < config.reconnect_window_s):
+        # Still only the dead connection: the user was online a moment ago and is probably
+        # reconnecting; look again rather than push someone who is about to be back.
+        return Wait(now + config.retry_backoff_s, "waiting for the reconnect to replicate")
     return _fallback(config, "recipient offline")
 
 

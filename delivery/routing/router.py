@@ -55,6 +55,7 @@ def policy_config(settings: Settings, *, push_enabled: bool = True) -> PolicyCon
         max_attempts=settings.max_attempts,
         retry_backoff_s=settings.retry_backoff_s,
         offline_grace_s=settings.offline_grace_s,
+        reconnect_window_s=settings.reconnect_window_s,
         push_enabled=push_enabled,
     )
 
@@ -167,7 +168,7 @@ class Router:
 
     def _route(self, msg: MessageRecord, trigger: Trigger, dead: set[str] | tuple[()]) -> Decision:
         now = self.clock()
-        view = MessageView(msg.state, msg.attempts, _ts(msg.expires_at))
+        view = MessageView(msg.state, msg.attempts, _ts(msg.expires_at), _ts(msg.created_at))
         decision = decide(view, self._view(msg.recipient), trigger, now, self.config, dead)
         applied = self._apply(msg, decision, now, dead)
         if self.on_decision is not None:

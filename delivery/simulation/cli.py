@@ -55,6 +55,8 @@ KNOBS: dict[str, tuple[str, str]] = {
     "--max-attempts": ("max_attempts", "policy: attempts before push"),
     "--retry-backoff-s": ("retry_backoff_s", "policy: wait after a nack"),
     "--offline-grace-s": ("offline_grace_s", "policy: wait before pushing a new message"),
+    "--reconnect-window-s": ("reconnect_window_s",
+                             "policy: after a nack, keep re-checking this long after the send"),
     "--ttl-s": ("ttl_s", "message TTL"),
     "--drain-s": ("drain_s", "virtual time after the last message before outcomes are read"),
 }

@@ -217,6 +217,7 @@ class Simulation:
             ack_timeout_s=p.ack_timeout_s, max_attempts=p.max_attempts,
             retry_backoff_s=p.retry_backoff_s, offline_grace_s=p.offline_grace_s,
             not_synced_wait_s=p.not_synced_wait_s, push_enabled=p.push_enabled,
+            reconnect_window_s=p.reconnect_window_s,
         )
         self.net = MemoryNetwork(rng=random.Random(f"{seed}/net"), virtual=True,
                                  default=self._link_policy())
@@ -645,7 +646,7 @@ class Simulation:
         assert rep is not None
         conns = self.conns
         view = PresenceView(rep.synced, [conns[x.conn].pconn for x in ps])
-        d = decide(MessageView(m.state, m.attempts, m.expires_at), view, trigger, now,
+        d = decide(MessageView(m.state, m.attempts, m.expires_at, m.t0), view, trigger, now,
                    self.policy, m.dead or ())
         tp = type(d)
         if tp is Dispatch:

@@ -67,6 +67,7 @@ class Params:
     max_attempts: int = 3
     retry_backoff_s: float = 0.2
     offline_grace_s: float = 0.25
+    reconnect_window_s: float = 1.0
     not_synced_wait_s: float = 0.1
     push_enabled: bool = True
     ttl_s: float = 86_400.0

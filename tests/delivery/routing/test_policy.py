@@ -258,3 +258,17 @@ def test_waits_are_in_the_future_and_not_attempts(case: tuple) -> None:  # type:
     if isinstance(d, Wait):
         assert d.until > NOW
         assert d.reason
+
+
+def test_recheck_with_only_dead_connections_waits_inside_the_reconnect_window() -> None:
+    cfg = PolicyConfig(retry_backoff_s=0.2, reconnect_window_s=1.0)
+    msg = MessageView("dispatched", 1, 1000.0, created_at=10.0)
+    stale = PresenceView(True, [Conn("gw-a", "c1")])
+    inside = decide(msg, stale, Trigger.RECHECK, 10.5, cfg, {"c1"})
+    assert isinstance(inside, Wait) and inside.until == 10.7
+    assert isinstance(decide(msg, stale, Trigger.RECHECK, 11.5, cfg, {"c1"}), Push)
+    # Without a nacked connection a re-check is the offline grace's: push at once.
+    assert isinstance(decide(msg, PresenceView(True, []), Trigger.RECHECK, 10.5, cfg), Push)
+    # No creation time known: the window cannot apply.
+    old = MessageView("dispatched", 1, 1000.0)
+    assert isinstance(decide(old, stale, Trigger.RECHECK, 10.5, cfg, {"c1"}), Push)

@@ -295,3 +295,21 @@ def test_a_durable_send_stored_by_the_caller_is_routed_by_the_task(h: Harness) -
     assert [f["id"] for f in h.frames] == [msg_id]
     h.router.accept_and_route(req)  # a redelivered task: no second attempt
     assert len(h.frames) == 1
+
+
+def test_recheck_after_a_nack_waits_within_the_reconnect_window_then_pushes(
+    h: Harness,
+) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    h.net.partition(["gw-a"], ["worker-b"])  # the reconnect never reaches the worker
+    h.gw.untrack("bob", "c1")
+    msg = h.accept()
+    assert isinstance(h.router.route_new(msg), Dispatch)
+    h.store.finish_attempts(msg.id, 1, "nacked", now=utcnow(), conn_id="c1")
+    assert isinstance(h.router.route(msg.id, Trigger.NACK, attempt=1, nacked=["c1"]), Wait)
+    # Within the window (1 s after the send): look again instead of pushing.
+    assert isinstance(h.router.route(msg.id, Trigger.RECHECK, attempt=1), Wait)
+    h.router.clock = lambda: time.time() + 5  # the window has passed
+    assert isinstance(h.router.route(msg.id, Trigger.RECHECK, attempt=1), Push)
+    assert h.pushes == [(str(msg.id), 2)]
