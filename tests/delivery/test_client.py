@@ -15,7 +15,7 @@ from delivery.models import State
 from delivery.runtime import Runtime
 from delivery.settings import Settings
 from delivery.store import Store
-from tests.delivery.gateway.conftest import SECRET, FakePresence, gateway_harness, run
+from tests.delivery.gateway.conftest import SECRET, gateway_harness, presence_nodes, run
 
 
 def test_auto_ack_marks_delivered(sqlite_store: Store) -> None:
@@ -66,12 +66,6 @@ def test_reconnects_after_gateway_restart(sqlite_store: Store) -> None:
         settings = Settings(secret=SECRET)
         cfg = GatewayConfig(replay_tail_s=0)
 
-        def make() -> Gateway:
-            rt = Runtime(settings=settings, store=sqlite_store)
-            return Gateway("gw1", rt, cfg, presence=FakePresence(), channels=MemoryChannels())
-
-        gw = make()
-        port = await gw.start("127.0.0.1", 0)
         tokens = 0
 
         def token() -> str:
@@ -79,9 +73,16 @@ def test_reconnects_after_gateway_restart(sqlite_store: Store) -> None:
             tokens += 1
             return issue_token("bob", SECRET, 60)
 
-        client = DeliveryClient(gw.url, token, backoff_initial_s=0.05, backoff_max_s=0.2)
-        await client.connect()
-        await gw.stop()
+        # The gateway's presence node lives and dies with it (a restart is a new incarnation).
+        with presence_nodes("gw1") as (node1,):
+            rt = Runtime(settings=settings, store=sqlite_store)
+            gw = Gateway("gw1", rt, cfg, presence=node1, channels=MemoryChannels())
+            port = await gw.start("127.0.0.1", 0)
+            client = DeliveryClient(gw.url, token, backoff_initial_s=0.05, backoff_max_s=0.2)
+            await client.connect()
+            assert [p.conn for p in node1.list("bob")] == [client.conn_id]
+            await gw.stop()
+            assert node1.list("bob") == []
         await asyncio.sleep(0.3)  # a few failed attempts while nobody listens
         rt = Runtime(settings=settings, store=sqlite_store)
         import uuid
@@ -93,17 +94,19 @@ def test_reconnects_after_gateway_restart(sqlite_store: Store) -> None:
         msg, _ = sqlite_store.accept(message_id=uuid.uuid4(), sender="alice", recipient="bob",
                                      body="while you were away", client_msg_id=None, now=now,
                                      ttl_s=60, deadline=now + timedelta(seconds=60))
-        gw2 = Gateway("gw1", rt, cfg, presence=FakePresence(), channels=MemoryChannels())
-        await gw2.start("127.0.0.1", port)
-        try:
-            got = await client.receive(10)
-            assert got.id == str(msg.id) and got.body == "while you were away"
-            assert client.stats.connects == 2 and tokens >= 2
-            await asyncio.sleep(0.1)
-            assert sqlite_store.get(msg.id).state == State.DELIVERED  # type: ignore[union-attr]
-        finally:
-            await client.close()
-            await gw2.stop()
+        with presence_nodes("gw1") as (node2,):
+            gw2 = Gateway("gw1", rt, cfg, presence=node2, channels=MemoryChannels())
+            await gw2.start("127.0.0.1", port)
+            try:
+                got = await client.receive(10)
+                assert got.id == str(msg.id) and got.body == "while you were away"
+                assert client.stats.connects == 2 and tokens >= 2
+                assert [p.conn for p in node2.list("bob")] == [client.conn_id]
+                await asyncio.sleep(0.1)
+                assert sqlite_store.get(msg.id).state == State.DELIVERED  # type: ignore[union-attr]
+            finally:
+                await client.close()
+                await gw2.stop()
 
     run(main())
 

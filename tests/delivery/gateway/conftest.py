@@ -1,13 +1,15 @@
-"""Helpers for gateway tests: an in-process gateway on a real socket, with a store and a fake
-routing side (it stores messages and publishes ``deliver`` frames like routing does)."""
+"""Helpers for gateway tests: an in-process gateway on a real socket, with a store, real presence
+(the gateway's :class:`~presence.runtime.PresenceNode` and a second node on the same in-process
+network, standing for a worker's replica) and a routing side that stores messages and publishes
+``deliver`` frames like routing does."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -20,6 +22,7 @@ from delivery.gateway import Gateway, GatewayConfig, issue_token
 from delivery.runtime import Runtime
 from delivery.settings import Settings
 from delivery.store import MessageRecord, Store, Target
+from presence.runtime import MemoryNetwork, Presence, PresenceConfig, PresenceNode
 
 SECRET = "test-secret"
 T = TypeVar("T")
@@ -32,23 +35,35 @@ def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
     return asyncio.run(main())
 
 
-class FakePresence:
-    """Records track/untrack calls; ``entries`` is the live view."""
+# Fast timers: a change reaches the other node within a few milliseconds.
+PRESENCE_CONFIG = PresenceConfig(heartbeat_s=0.02, down_s=0.5, purge_s=2.0, batch_s=0.001)
+WORKER = "worker-replica"
 
-    def __init__(self) -> None:
-        self.entries: dict[tuple[str, str], dict[str, Any]] = {}
-        self.log: list[tuple[str, str, str]] = []
 
-    def track(self, key: str, conn: str, meta: dict[str, Any]) -> None:
-        self.entries[(key, conn)] = meta
-        self.log.append(("track", key, conn))
+class PresenceEvents:
+    """Every join and leave a presence node reports (its ``subscribe`` callback)."""
 
-    def untrack(self, key: str, conn: str) -> None:
-        self.entries.pop((key, conn), None)
-        self.log.append(("untrack", key, conn))
+    def __init__(self, node: PresenceNode) -> None:
+        self.log: list[tuple[str, str, str]] = []  # ("join" | "leave", user, conn)
+        node.subscribe(self._on_diff)
 
-    def conns_of(self, key: str) -> list[str]:
-        return [c for (k, c) in self.entries if k == key]
+    def _on_diff(self, joins: list[Presence], leaves: list[Presence]) -> None:
+        self.log.extend(("leave", p.key, p.conn) for p in leaves)
+        self.log.extend(("join", p.key, p.conn) for p in joins)
+
+
+@contextmanager
+def presence_nodes(*names: str) -> Iterator[list[PresenceNode]]:
+    """Started presence nodes on one in-process network; stopped (gracefully) afterwards."""
+    net = MemoryNetwork()
+    nodes = [PresenceNode(name, net, PRESENCE_CONFIG) for name in names]
+    for node in nodes:
+        node.start()
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 @dataclass
@@ -56,8 +71,11 @@ class Harness:
     gateway: Gateway
     store: Store
     channels: MemoryChannels
-    presence: FakePresence
+    presence: PresenceNode  # the gateway's own replica
+    replica: PresenceNode  # another node of the cluster (a worker's replica)
     runtime: Runtime
+    gw_events: PresenceEvents
+    worker_events: PresenceEvents
     nacks: list[dict[str, Any]] = field(default_factory=list)
     acks: list[tuple[str, str, bool]] = field(default_factory=list)
 
@@ -99,6 +117,23 @@ class Harness:
         assert welcome["type"] == "welcome", welcome
         return ws, welcome
 
+    def conns_seen(self, user: str, node: PresenceNode | None = None) -> set[str]:
+        """Connections of ``user`` that a presence node lists (default: the worker's)."""
+        return {p.conn for p in (node or self.replica).list(user)}
+
+    def seen_everywhere(self, user: str, conns: set[str]) -> bool:
+        return (self.conns_seen(user, self.presence) == conns
+                and self.conns_seen(user, self.replica) == conns)
+
+    async def wait_presence(self, user: str, conns: set[str], timeout: float = 5.0) -> None:
+        """Until the gateway's node and the worker's replica both list exactly ``conns``."""
+        try:
+            await self.wait_for(lambda: self.seen_everywhere(user, conns), timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"presence of {user!r}: gateway node {self.conns_seen(user, self.presence)}, "
+                f"worker {self.conns_seen(user)}, want {conns}") from None
+
     async def wait_for(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -123,17 +158,18 @@ async def gateway_harness(
     settings = Settings(secret=SECRET)
     runtime = Runtime(settings=settings, store=store)
     channels = MemoryChannels()
-    presence = FakePresence()
-    gw = Gateway(node, runtime, config or GatewayConfig(replay_tail_s=0),
-                 presence=presence, channels=channels)
-    h = Harness(gw, store, channels, presence, runtime)
-    runtime.extras["nack_handler"] = lambda **kw: h.nacks.append(kw)
-    runtime.extras["on_ack"] = lambda m, c, w: h.acks.append((m, c, w))
-    await gw.start("127.0.0.1", 0)
-    try:
-        yield h
-    finally:
-        await gw.stop()
+    with presence_nodes(node, WORKER) as (presence, replica):
+        gw = Gateway(node, runtime, config or GatewayConfig(replay_tail_s=0),
+                     presence=presence, channels=channels)
+        h = Harness(gw, store, channels, presence, replica, runtime,
+                    PresenceEvents(presence), PresenceEvents(replica))
+        runtime.extras["nack_handler"] = lambda **kw: h.nacks.append(kw)
+        runtime.extras["on_ack"] = lambda m, c, w: h.acks.append((m, c, w))
+        await gw.start("127.0.0.1", 0)
+        try:
+            yield h
+        finally:
+            await gw.stop()
 
 
 async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
@@ -142,7 +178,7 @@ async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any
 
 
 async def recv_messages(ws: ClientConnection, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     while len(out) < n:
         f = await recv_json(ws, timeout)
         if f["type"] == "message":

@@ -40,13 +40,20 @@ def test_handshake_welcome_and_presence(sqlite_store: Store) -> None:
             ws2, w2 = await h.client("bob")
             assert w1["user"] == "bob" and w1["conn"].startswith("gw1.")
             assert w1["conn"] != w2["conn"]
-            assert h.presence.entries[("bob", w1["conn"])] == {"node": "gw1"}
-            assert sorted(h.presence.conns_of("bob")) == sorted([w1["conn"], w2["conn"]])
+            # Tracked at welcome: the gateway's own replica lists both at once...
+            tracked = {p.conn: p for p in h.presence.list("bob")}
+            assert set(tracked) == {w1["conn"], w2["conn"]}
+            assert tracked[w1["conn"]].node == "gw1"
+            assert dict(tracked[w1["conn"]].meta) == {"node": "gw1"}
+            # ...and the rest of the cluster (a worker's replica) hears of them.
+            await h.wait_presence("bob", {w1["conn"], w2["conn"]})
+            seen = {p.conn: p for p in h.replica.list("bob")}
+            assert seen[w2["conn"]].node == "gw1" and dict(seen[w2["conn"]].meta) == {"node": "gw1"}
             await ws1.send('{"type":"ping"}')
             assert await recv_json(ws1) == {"type": "pong"}
             await ws1.close()
-            await h.wait_for(lambda: ("bob", w1["conn"]) not in h.presence.entries)
-            assert h.presence.conns_of("bob") == [w2["conn"]]
+            await h.wait_presence("bob", {w2["conn"]})
+            assert ("leave", "bob", w1["conn"]) in h.worker_events.log
             await ws2.close()
 
     run(main())
@@ -81,9 +88,16 @@ def test_auth_failures_close_1008_without_presence(sqlite_store: Store, case: st
                         "empty-token": "missing token"}[case]
             assert code == (1007 if case == "not-json" else 1008), (code, reason)
             assert expected in reason
-            assert h.presence.log == []
             assert h.gateway.conns == {}
             await h.wait_for(lambda: h.gateway.stats["rejected"] == 1)
+            # A barrier: once the worker sees a later (authenticated) connection, it has seen
+            # every earlier change of the gateway's replica, in order.
+            ok, w = await h.client("carol")
+            await h.wait_presence("carol", {w["conn"]})
+            assert h.gw_events.log == [("join", "carol", w["conn"])]
+            assert h.worker_events.log == [("join", "carol", w["conn"])]
+            assert h.conns_seen("bob", h.presence) == set() and h.conns_seen("bob") == set()
+            await ok.close()
 
     run(main())
 
@@ -335,7 +349,8 @@ def test_flood_gets_error_then_1008(sqlite_store: Store) -> None:
             assert ws.close_code == 1008
             assert "rate limit" in (ws.close_reason or "")
             assert [f["code"] for f in frames if f["type"] == "error"] == ["rate_limited"]
-            await h.wait_for(lambda: ("bob", w["conn"]) not in h.presence.entries)
+            await h.wait_presence("bob", set())
+            assert ("leave", "bob", w["conn"]) in h.worker_events.log
 
     run(main())
 
@@ -363,9 +378,14 @@ def test_graceful_shutdown_closes_1001_and_untracks(sqlite_store: Store) -> None
             for ws in (a, b):
                 code, reason = await closed_with(ws)
                 assert code == 1001 and "shutting down" in reason
-            assert h.presence.entries == {}
-            assert ("untrack", "bob", wa["conn"]) in h.presence.log
-            assert ("untrack", "carol", wb["conn"]) in h.presence.log
+            # Untracked before the closes (the gateway's replica at once, the worker's soon),
+            # while the gateway's presence node is still up: routing stops picking them.
+            assert h.presence.list_all() == []
+            await h.wait_for(lambda: h.replica.list_all() == [])
+            for user, conn in (("bob", wa["conn"]), ("carol", wb["conn"])):
+                assert ("leave", user, conn) in h.gw_events.log
+                assert ("leave", user, conn) in h.worker_events.log
+            assert any(r.startswith("gw1:") for r in h.replica.stats()["replicas_up"])
             # The unacked frame is answered at once, not left to the ack deadline.
             assert h.nacks == [{"message_id": str(msg.id), "attempt": attempt,
                                 "nacked": [wa["conn"]], "node": "gw1"}]
