@@ -18,6 +18,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, NamedTuple
 
 from . import wire
@@ -85,7 +86,7 @@ class Replica:
     def track(self, key: str, conn: str, meta: Mapping[str, Any] | None = None) -> Presence:
         old = self.state.get(key, conn)
         p = self.state.track(key, conn, meta)
-        if p is not old:
+        if p != old:
             self._emit([p], [old] if old is not None else [])
         return p
 
@@ -260,7 +261,7 @@ class Replica:
         if msg.type == wire.HB:
             self._note_clock(sender, msg.clock, now)
         elif msg.type == wire.DELTA:
-            res = self.state.merge(msg.parts)
+            res = self.state.merge(msg.parts, diffs=self.on_diff is not None)
             self._apply(res, now)
             for g in res.gaps:
                 self.counters["gaps"] += 1
@@ -288,7 +289,7 @@ class Replica:
                 parts = _join_chunks([got[i] for i in range(msg.total) if i in got])
             else:
                 parts = msg.parts
-            res = self.state.merge(parts)
+            res = self.state.merge(parts, diffs=self.on_diff is not None)
             self._apply(res, now)
             self.counters["transfers_merged"] += 1
             out = self._outstanding.get(sender)
@@ -463,17 +464,26 @@ class Replica:
 def _join_chunks(chunks: list[list[Part]]) -> list[Part]:
     """Re-assemble slices that a transfer split across several frames."""
     out: list[Part] = []
+    pieces: list[tuple[tuple[str, str, Any], ...]] = []  # of the slice at out[-1]
+
+    def close() -> None:
+        if len(pieces) > 1:
+            last: SlicePart = out[-1]  # type: ignore[assignment]
+            out[-1] = SlicePart(last.origin, last.counter, tuple(chain.from_iterable(pieces)))
+        pieces.clear()
+
     for parts in chunks:
         for p in parts:
-            if (
-                type(p) is SlicePart
-                and out
-                and type(out[-1]) is SlicePart
-                and out[-1].origin == p.origin
-                and out[-1].counter == p.counter
-            ):
-                prev: SlicePart = out[-1]
-                out[-1] = SlicePart(p.origin, p.counter, prev.entries + p.entries)
-            else:
+            if type(p) is SlicePart:
+                prev = out[-1] if pieces else None
+                if prev is not None and prev.origin == p.origin and prev.counter == p.counter:  # type: ignore[union-attr]
+                    pieces.append(p.entries)
+                    continue
+                close()
                 out.append(p)
+                pieces.append(p.entries)
+            else:
+                close()
+                out.append(p)
+    close()
     return out

@@ -74,9 +74,7 @@ class PresenceNode:
         self.incarnation = new_incarnation() if incarnation is None else incarnation
         self._lock = threading.RLock()
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._replica = Replica(
-            name, self.incarnation, self.config, now=time.monotonic(), on_diff=self._on_diff
-        )
+        self._replica = Replica(name, self.incarnation, self.config, now=time.monotonic())
         self._subscribers: builtins.list[DiffCallback] = []
         self._synced_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,6 +151,8 @@ class PresenceNode:
         mutating methods' locks for long; exceptions are counted and logged.
         """
         self._subscribers.append(callback)
+        # joins and leaves are only computed once someone listens
+        self._replica.on_diff = self._on_diff
 
     @property
     def synced(self) -> bool:

@@ -33,11 +33,16 @@ Data model
 from __future__ import annotations
 
 import builtins
+from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, NamedTuple, cast
+
+from . import _gc
 
 __all__ = [
     "EMPTY_META",
@@ -139,11 +144,56 @@ class MergeResult:
         self.superseded += other.superseded
 
 
-_new_presence = tuple.__new__
+_new_tuple = tuple.__new__
+
+Entry = tuple[str, str, str, Meta, Rid]
+"""An entry as stored: a plain tuple laid out like :class:`Presence`.
+
+Plain tuples, not ``Presence`` instances: CPython's garbage collector stops
+tracking an exact tuple whose items are atomic (strings, ints, a dict of
+strings) but never a tuple *subclass* such as a ``NamedTuple``. Stored as
+``Presence``, a million entries stayed a million objects to traverse on every
+full collection (about 0.1 s each); stored as tuples they leave the collector's
+lists after their first collection. ``Presence`` objects are built on the way
+out (``list``, joins, leaves), which costs about 50 ns each.
+"""
+
+Stored = Entry | tuple[Entry, ...]
+"""The value of a key: one entry, or a tuple of entries (several connections)."""
+
+_dot = itemgetter(0)
+_first = itemgetter(0)
+_key_of = itemgetter(1)
+_conn_of = itemgetter(2)
+_meta_of = itemgetter(3)
+_key_of_entry = itemgetter(0)
+_conn_of_entry = itemgetter(1)
+_meta_of_entry = itemgetter(2)
+_slice_entry = itemgetter(0, 1, 3)  # stored entry -> (key, conn, meta)
 
 
-def _multi(v: Presence | tuple[Presence, ...]) -> tuple[Presence, ...]:
-    return cast("tuple[Presence, ...]", v)
+def _size_of(parts: Sequence[Part]) -> int:
+    n = 0
+    for p in parts:
+        n += len(p.events) if isinstance(p, DeltaPart) else len(p.entries)
+    return n
+
+
+def _one(v: Stored) -> Entry:
+    return cast("Entry", v)
+
+
+def _many(v: Stored) -> tuple[Entry, ...]:
+    return cast("tuple[Entry, ...]", v)
+
+
+def _presence(e: Entry) -> Presence:
+    p: Presence = _new_tuple(Presence, e)
+    return p
+
+
+def _presences(es: Iterable[Entry]) -> builtins.list[Presence]:
+    return builtins.list(map(_new_tuple, repeat(Presence), es))
 
 
 class _Log:
@@ -193,10 +243,13 @@ class State:
         self.replica: Rid = (str(replica[0]), int(replica[1]))
         self.log_size = log_size
         self._ctx: dict[Rid, int] = {self.replica: 0}
-        self._by_key: dict[str, Presence | tuple[Presence, ...]] = {}
+        # key -> one entry, or a tuple of entries; an entry's first item is its
+        # key (a str), a tuple of entries' first item is a tuple
+        self._by_key: dict[str, Stored] = {}
         # per origin, the keys it has entries under (a dict used as a compact ordered set)
         self._origin_keys: dict[Rid, dict[str, None]] = {}
-        self._own_conns: dict[str, set[str]] = {}
+        # own connection -> its key, or the set of its keys (rare: one conn, several keys)
+        self._own_conns: dict[str, str | set[str]] = {}
         self._down: frozenset[Rid] = frozenset()
         self._purged: set[Rid] = set()
         self._max_inc: dict[str, int] = {self.replica[0]: self.replica[1]}
@@ -217,53 +270,67 @@ class State:
         if v is None:
             return []
         down = self._down
-        if type(v) is Presence:
-            if down and v.origin in down:
+        if type(v[0]) is str:
+            if down and v[4] in down:
                 return []
-            return [v]
+            return [_new_tuple(Presence, v)]
         if down:
-            return [p for p in _multi(v) if p.origin not in down]
-        return list(_multi(v))
+            return [_new_tuple(Presence, e) for e in _many(v) if e[4] not in down]
+        return _presences(_many(v))
 
     def list_all(self) -> builtins.list[Presence]:
         """Every visible entry."""
-        return list(self._iter_visible())
+        return _presences(self._iter_visible())
 
-    def _iter_visible(self) -> Iterator[Presence]:
+    def _iter_visible(self) -> Iterator[Entry]:
         down = self._down
-        for v in list(self._by_key.values()):
-            if type(v) is Presence:
-                if not (down and v.origin in down):
-                    yield v
+        for v in builtins.list(self._by_key.values()):
+            if type(v[0]) is str:
+                if not (down and v[4] in down):
+                    yield _one(v)
             else:
-                for p in _multi(v):
-                    if not (down and p.origin in down):
-                        yield p
+                for e in _many(v):
+                    if not (down and e[4] in down):
+                        yield e
+
+    def _stored(self, origin: Rid) -> builtins.list[Entry]:
+        """Every stored entry of ``origin``, as stored."""
+        ks = self._origin_keys.get(origin)
+        if not ks:
+            return []
+        by_key = self._by_key
+        vals: builtins.list[Any] = builtins.list(map(by_key.get, ks))
+        if None not in vals and set(map(type, map(_first, vals))) == {str}:
+            # one entry per key: it is the origin's (``_origin_keys`` invariant)
+            return cast("builtins.list[Entry]", vals)
+        out: builtins.list[Entry] = []
+        for v in vals:
+            if v is None:
+                continue
+            if type(v[0]) is str:
+                if v[4] == origin:
+                    out.append(_one(v))
+            else:
+                out.extend(e for e in _many(v) if e[4] == origin)
+        return out
 
     def entries_of(self, origin: Rid) -> builtins.list[Presence]:
         """Every stored entry of ``origin`` (even if the origin is down)."""
-        out: builtins.list[Presence] = []
-        for key in self._origin_keys.get(origin, ()):
-            v = self._by_key.get(key)
-            if v is None:
-                continue
-            if type(v) is Presence:
-                if v.origin == origin:
-                    out.append(v)
-            else:
-                out.extend(p for p in _multi(v) if p.origin == origin)
-        return out
+        return _presences(self._stored(origin))
 
-    def get(self, key: str, conn: str, origin: Rid | None = None) -> Presence | None:
-        """The stored entry ``(key, origin, conn)`` (own replica by default)."""
-        origin = self.replica if origin is None else origin
+    def _find(self, key: str, conn: str, origin: Rid) -> Entry | None:
         v = self._by_key.get(key)
         if v is None:
             return None
-        for p in (v,) if type(v) is Presence else _multi(v):
-            if p.conn == conn and p.origin == origin:
-                return p
+        for e in (_one(v),) if type(v[0]) is str else _many(v):
+            if e[1] == conn and e[4] == origin:
+                return e
         return None
+
+    def get(self, key: str, conn: str, origin: Rid | None = None) -> Presence | None:
+        """The stored entry ``(key, origin, conn)`` (own replica by default)."""
+        e = self._find(key, conn, self.replica if origin is None else origin)
+        return None if e is None else _presence(e)
 
     def clock(self) -> dict[Rid, int]:
         """The causal context: ``{origin: counter}`` of every known, not purged origin."""
@@ -290,56 +357,54 @@ class State:
         return known is not None and origin[1] < known
 
     def origin_size(self, origin: Rid) -> int:
-        return len(self.entries_of(origin))
+        return len(self._stored(origin))
 
     # --------------------------------------------------------- storage helpers
 
-    def _put(self, p: Presence) -> Presence | None:
-        key = p.key
+    def _put(self, e: Entry) -> Entry | None:
+        """Store ``e``; returns the entry it replaced (same key, conn and origin)."""
+        key = e[0]
         cur = self._by_key.get(key)
         if cur is None:
-            self._by_key[key] = p
-            old = None
-        elif type(cur) is Presence:
-            if cur.conn == p.conn and cur.origin == p.origin:
-                self._by_key[key] = p
-                return cur
-            self._by_key[key] = (cur, p)
-            old = None
+            self._by_key[key] = e
+        elif type(cur[0]) is str:
+            if cur[1] == e[1] and cur[4] == e[4]:
+                self._by_key[key] = e
+                return _one(cur)
+            self._by_key[key] = (_one(cur), e)
         else:
-            tup = _multi(cur)
+            tup = _many(cur)
             for i, q in enumerate(tup):
-                if q.conn == p.conn and q.origin == p.origin:
-                    self._by_key[key] = (*tup[:i], p, *tup[i + 1 :])
+                if q[1] == e[1] and q[4] == e[4]:
+                    self._by_key[key] = (*tup[:i], e, *tup[i + 1 :])
                     return q
-            self._by_key[key] = (*tup, p)
-            old = None
+            self._by_key[key] = (*tup, e)
         self._size += 1
-        ks = self._origin_keys.get(p.origin)
+        ks = self._origin_keys.get(e[4])
         if ks is None:
-            self._origin_keys[p.origin] = {key: None}
+            self._origin_keys[e[4]] = {key: None}
         else:
             ks[key] = None
-        return old
+        return None
 
-    def _del(self, key: str, conn: str, origin: Rid) -> Presence | None:
+    def _del(self, key: str, conn: str, origin: Rid) -> Entry | None:
         cur = self._by_key.get(key)
         if cur is None:
             return None
-        old: Presence | None = None
+        old: Entry | None = None
         still_has_origin = False
-        if type(cur) is Presence:
-            if cur.conn == conn and cur.origin == origin:
+        if type(cur[0]) is str:
+            if cur[1] == conn and cur[4] == origin:
                 del self._by_key[key]
-                old = cur
+                old = _one(cur)
         else:
-            keep: builtins.list[Presence] = []
-            for q in _multi(cur):
-                if old is None and q.conn == conn and q.origin == origin:
+            keep: builtins.list[Entry] = []
+            for q in _many(cur):
+                if old is None and q[1] == conn and q[4] == origin:
                     old = q
                 else:
                     keep.append(q)
-                    if q.origin == origin:
+                    if q[4] == origin:
                         still_has_origin = True
             if old is not None:
                 if len(keep) == 1:
@@ -383,22 +448,25 @@ class State:
         """
         m: Meta = meta if meta else EMPTY_META
         me = self.replica
-        cur = self.get(key, conn)
-        if cur is not None and cur.meta == m:
-            return cur
+        cur = self._find(key, conn, me)
+        if cur is not None and cur[3] == m:
+            return _presence(cur)
         self._bump(key, conn, m)
-        p: Presence = _new_presence(Presence, (key, conn, me[0], m, me))
-        self._put(p)
-        keys = self._own_conns.get(conn)
-        if keys is None:
-            self._own_conns[conn] = {key}
+        e: Entry = (key, conn, me[0], m, me)
+        self._put(e)
+        own = self._own_conns.get(conn)
+        if own is None:
+            self._own_conns[conn] = key
+        elif type(own) is str:
+            if own != key:
+                self._own_conns[conn] = {own, key}
         else:
-            keys.add(key)
-        return p
+            cast("set[str]", own).add(key)
+        return _presence(e)
 
     def update(self, key: str, conn: str, meta: Meta | None) -> Presence | None:
         """Replace the meta of a tracked entry; ``None`` if it is not tracked."""
-        if self.get(key, conn) is None:
+        if self._find(key, conn, self.replica) is None:
             return None
         return self.track(key, conn, meta)
 
@@ -408,17 +476,25 @@ class State:
         if old is None:
             return None
         self._bump(key, conn, None)
-        keys = self._own_conns.get(conn)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._own_conns[conn]
-        return old
+        own = self._own_conns.get(conn)
+        if own is not None:
+            if type(own) is str:
+                if own == key:
+                    del self._own_conns[conn]
+            else:
+                keys = cast("set[str]", own)
+                keys.discard(key)
+                if not keys:
+                    del self._own_conns[conn]
+        return _presence(old)
 
     def untrack_conn(self, conn: str) -> builtins.list[Presence]:
         """Untrack every entry of ``conn`` on this replica."""
+        own = self._own_conns.get(conn)
+        if own is None:
+            return []
         out: builtins.list[Presence] = []
-        for key in sorted(self._own_conns.get(conn, ())):
+        for key in [own] if type(own) is str else sorted(own):
             p = self.untrack(key, conn)
             if p is not None:
                 out.append(p)
@@ -475,14 +551,20 @@ class State:
         self._admit(origin, res)
         return res
 
-    def merge(self, parts: Iterable[Part]) -> MergeResult:
-        """Merge delta and slice parts; non-connecting delta parts go to ``gaps``."""
+    def merge(self, parts: Iterable[Part], *, diffs: bool = True) -> MergeResult:
+        """Merge delta and slice parts; non-connecting delta parts go to ``gaps``.
+
+        ``diffs=False`` leaves ``joins`` and ``leaves`` empty (nobody listens to
+        them), which saves building one :class:`Presence` per changed entry.
+        """
         res = MergeResult()
-        for part in parts:
-            if type(part) is DeltaPart:
-                self._merge_delta_part(part, res)
-            else:
-                self._merge_slice(part, res)  # type: ignore[arg-type]
+        parts = parts if isinstance(parts, builtins.list | tuple) else builtins.list(parts)
+        with _gc.paused(_size_of(parts) >= _gc.BULK):
+            for part in parts:
+                if type(part) is DeltaPart:
+                    self._merge_delta_part(part, res, diffs)
+                else:
+                    self._merge_slice(part, res, diffs)  # type: ignore[arg-type]
         return res
 
     def merge_delta(self, parts: Iterable[Part]) -> MergeResult:
@@ -499,7 +581,7 @@ class State:
         """Merge a whole state (as produced by :meth:`extract` with an empty clock)."""
         return self.merge(parts)
 
-    def _merge_delta_part(self, part: DeltaPart, res: MergeResult) -> None:
+    def _merge_delta_part(self, part: DeltaPart, res: MergeResult, diffs: bool) -> None:
         origin = part.origin
         have = self._ctx.get(origin, 0)
         if part.end <= have and origin in self._ctx:
@@ -511,26 +593,23 @@ class State:
         if part.start > have:
             res.gaps.append(Gap(origin, have, part.start, part.end))
             return
-        visible = origin not in self._down
-        name = origin[0]
+        visible = diffs and origin not in self._down
         log = self._logs.get(origin)
-        for ev in part.events:
-            if ev.n <= have:
-                continue
-            if ev.meta is None:
-                old = self._del(ev.key, ev.conn, origin)
-                if old is not None and visible:
-                    res.leaves.append(old)
-            else:
-                p: Presence = _new_presence(Presence, (ev.key, ev.conn, name, ev.meta, origin))
-                old = self._put(p)
-                if visible:
-                    if old is not None:
-                        res.leaves.append(old)
-                    res.joins.append(p)
+        evs = part.events
+        if evs and evs[0].n <= have:
+            evs = evs[bisect_right(evs, have, key=_dot) :]
+        if evs:
+            metas = builtins.list(map(_meta_of, evs))
+            if None in metas or not self._insert_new(
+                builtins.list(map(_key_of, evs)),
+                builtins.list(map(_conn_of, evs)),
+                metas,
+                origin,
+                res.joins if visible else None,
+            ):
+                self._apply_events(evs, origin, visible, res)
         self._ctx[origin] = part.end
         if log is not None:
-            evs = part.events
             if len(evs) >= self.log_size:
                 # the log keeps only the newest events: rebuild it from the part
                 keep = evs[len(evs) - self.log_size :] if self.log_size else ()
@@ -539,11 +618,64 @@ class State:
                 if log.base < have:
                     log.base = have
             else:
-                log.events.extend(e for e in evs if e.n > have)
+                log.events.extend(evs)
                 while len(log.events) > self.log_size:
                     log.base = log.events.popleft().n
 
-    def _merge_slice(self, part: SlicePart, res: MergeResult) -> None:
+    def _apply_events(
+        self, evs: Iterable[Event], origin: Rid, visible: bool, res: MergeResult
+    ) -> None:
+        """The general (per-event) path of a delta merge."""
+        name = origin[0]
+        joins, leaves = res.joins, res.leaves
+        for _n, key, conn, meta in evs:
+            if meta is None:
+                old = self._del(key, conn, origin)
+                if old is not None and visible:
+                    leaves.append(_presence(old))
+            else:
+                e: Entry = (key, conn, name, meta, origin)
+                old = self._put(e)
+                if visible:
+                    if old is not None:
+                        leaves.append(_presence(old))
+                    joins.append(_presence(e))
+
+    def _insert_new(
+        self,
+        keys: builtins.list[str],
+        conns: builtins.list[str],
+        metas: builtins.list[Any],
+        origin: Rid,
+        joins: builtins.list[Presence] | None,
+    ) -> bool:
+        """Bulk insert when every key is new to the state and unique in the batch.
+
+        This is the common shape of a join, a transfer and a big delta. The whole
+        batch is then built and indexed by C loops (``zip``/``dict.update``)
+        instead of one :meth:`_put` per entry. Returns False (nothing done) when
+        the batch does not have that shape; the caller takes the general path.
+        """
+        by_key = self._by_key
+        if not by_key.keys().isdisjoint(keys):
+            return False
+        if len(keys) > 1 and len(set(keys)) != len(keys):
+            return False
+        es: builtins.list[Entry] = builtins.list(
+            zip(keys, conns, repeat(origin[0]), metas, repeat(origin), strict=False)
+        )
+        by_key.update(zip(keys, es, strict=True))
+        ks = self._origin_keys.get(origin)
+        if ks is None:
+            self._origin_keys[origin] = dict.fromkeys(keys)
+        else:
+            ks.update(dict.fromkeys(keys))
+        self._size += len(es)
+        if joins is not None:
+            joins += _presences(es)
+        return True
+
+    def _merge_slice(self, part: SlicePart, res: MergeResult, diffs: bool) -> None:
         origin = part.origin
         if origin in self._ctx and part.counter <= self._ctx[origin]:
             return
@@ -552,25 +684,47 @@ class State:
         have = self._ctx[origin]
         if part.counter <= have:
             return
-        visible = origin not in self._down
+        visible = diffs and origin not in self._down
+        ents = part.entries
+        if origin not in self._origin_keys:
+            # nothing stored for this origin yet (a transfer to a new replica)
+            if ents and not self._insert_new(
+                builtins.list(map(_key_of_entry, ents)),
+                builtins.list(map(_conn_of_entry, ents)),
+                builtins.list(map(_meta_of_entry, ents)),
+                origin,
+                res.joins if visible else None,
+            ):
+                self._replace_slice(ents, origin, visible, res)
+        else:
+            self._replace_slice(ents, origin, visible, res)
+        self._ctx[origin] = part.counter
+        self._logs[origin] = _Log(part.counter)
+
+    def _replace_slice(
+        self,
+        ents: tuple[tuple[str, str, Meta], ...],
+        origin: Rid,
+        visible: bool,
+        res: MergeResult,
+    ) -> None:
+        """The general path of a slice merge: diff against what we hold of ``origin``."""
         name = origin[0]
-        old_map = {(p.key, p.conn): p for p in self.entries_of(origin)}
-        for key, conn, meta in part.entries:
+        old_map = {(e[0], e[1]): e for e in self._stored(origin)}
+        for key, conn, meta in ents:
             old = old_map.pop((key, conn), None)
-            if old is not None and old.meta == meta:
+            if old is not None and old[3] == meta:
                 continue
-            p: Presence = _new_presence(Presence, (key, conn, name, meta, origin))
-            self._put(p)
+            e: Entry = (key, conn, name, meta, origin)
+            self._put(e)
             if visible:
                 if old is not None:
-                    res.leaves.append(old)
-                res.joins.append(p)
+                    res.leaves.append(_presence(old))
+                res.joins.append(_presence(e))
         for (key, conn), old in old_map.items():
             self._del(key, conn, origin)
             if visible:
-                res.leaves.append(old)
-        self._ctx[origin] = part.counter
-        self._logs[origin] = _Log(part.counter)
+                res.leaves.append(_presence(old))
 
     # ----------------------------------------------------------- extraction
 
@@ -589,6 +743,12 @@ class State:
         otherwise the whole slice of that origin. ``extract({})`` is the whole
         state. ``exclude`` (the requester itself) is never sent back.
         """
+        with _gc.paused(self._size >= _gc.BULK):
+            return self._extract(remote_clock, exclude, prefer_delta)
+
+    def _extract(
+        self, remote_clock: Mapping[Rid, int], exclude: Rid | None, prefer_delta: bool
+    ) -> builtins.list[Part]:
         parts: builtins.list[Part] = []
         for origin, n in list(self._ctx.items()):
             if origin == exclude:
@@ -599,7 +759,7 @@ class State:
                     # announce an origin the remote never heard of
                     parts.append(SlicePart(origin, 0, ()))
                 continue
-            entries = self.entries_of(origin)
+            entries = self._stored(origin)
             if prefer_delta and rc > 0:
                 log = self._logs.get(origin)
                 if log is not None and log.base <= rc:
@@ -607,7 +767,7 @@ class State:
                     if len(events) <= len(entries):
                         parts.append(DeltaPart(origin, rc, n, events))
                         continue
-            parts.append(SlicePart(origin, n, tuple((p.key, p.conn, p.meta) for p in entries)))
+            parts.append(SlicePart(origin, n, tuple(map(_slice_entry, entries))))
         return parts
 
     # --------------------------------------------------------- replica status
@@ -647,10 +807,10 @@ class State:
         if origin == self.replica:
             return res
         was_visible = origin not in self._down
-        for p in self.entries_of(origin):
-            self._del(p.key, p.conn, origin)
+        for e in self._stored(origin):
+            self._del(e[0], e[1], origin)
             if was_visible:
-                res.leaves.append(p)
+                res.leaves.append(_presence(e))
         self._ctx.pop(origin, None)
         self._logs.pop(origin, None)
         self._origin_keys.pop(origin, None)
@@ -668,6 +828,5 @@ class State:
         """Every stored entry, grouped by origin (for tests and debugging)."""
         out: dict[Rid, dict[tuple[str, str], Meta]] = {}
         for origin in self._ctx:
-            ents = self.entries_of(origin)
-            out[origin] = {(p.key, p.conn): p.meta for p in ents}
+            out[origin] = {(e[0], e[1]): e[3] for e in self._stored(origin)}
         return out

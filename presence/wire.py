@@ -25,10 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import chain, islice, repeat
+from operator import lt
+from types import NoneType
 from typing import Any
 
 import msgpack
 
+from . import _gc
 from .state import EMPTY_META, DeltaPart, Event, Part, Rid, SlicePart
 
 __all__ = [
@@ -56,6 +60,10 @@ VERSION = 1
 HB, DELTA, REQ, ACK, LEAVE = 1, 2, 3, 4, 5
 MAX_FRAME_BYTES = 32 * 1024 * 1024
 
+_new_tuple = tuple.__new__
+_BULK_BYTES = 64 * 1024  # about 2,000 entries: decoded with the collector paused
+_EMPTY_DICT: dict[str, Any] = {}
+
 
 class WireError(ValueError):
     def __init__(self, kind: str, detail: str = "") -> None:
@@ -78,10 +86,11 @@ class Message:
 # ------------------------------------------------------------------ encoding
 
 
-def _meta_out(m: Mapping[str, Any] | None) -> Any:
-    if m is None:
-        return None
-    return m if type(m) is dict else dict(m)
+def _default(obj: Any) -> Any:
+    """msgpack hook for what it does not pack natively: read-only metas."""
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    raise TypeError(f"cannot pack {type(obj).__name__}")
 
 
 def _clock_out(clock: Mapping[Rid, int]) -> list[list[Any]]:
@@ -89,35 +98,22 @@ def _clock_out(clock: Mapping[Rid, int]) -> list[list[Any]]:
 
 
 def _parts_out(parts: list[Part]) -> list[list[Any]]:
+    # Events and slice entries are tuples laid out exactly as on the wire
+    # (``(n, key, conn, meta)`` / ``(key, conn, meta)``): msgpack packs them as
+    # arrays without any per-entry Python work. Non-dict metas go through
+    # ``_default``.
     out: list[list[Any]] = []
     for p in parts:
         if type(p) is DeltaPart:
-            out.append(
-                [
-                    0,
-                    p.origin[0],
-                    p.origin[1],
-                    p.start,
-                    p.end,
-                    [[e.n, e.key, e.conn, _meta_out(e.meta)] for e in p.events],
-                ]
-            )
+            out.append([0, p.origin[0], p.origin[1], p.start, p.end, p.events])
         else:
             s: SlicePart = p  # type: ignore[assignment]
-            out.append(
-                [
-                    1,
-                    s.origin[0],
-                    s.origin[1],
-                    s.counter,
-                    [[k, c, _meta_out(m)] for k, c, m in s.entries],
-                ]
-            )
+            out.append([1, s.origin[0], s.origin[1], s.counter, s.entries])
     return out
 
 
 def _pack(obj: list[Any]) -> bytes:
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True, default=_default)
     return data
 
 
@@ -186,17 +182,6 @@ def _str(x: Any) -> str:
     return x
 
 
-def _meta_in(x: Any) -> Mapping[str, Any]:
-    if type(x) is not dict:
-        raise _bad("meta must be a map")
-    if not x:
-        return EMPTY_META
-    for k in x:
-        if type(k) is not str:
-            raise _bad("meta keys must be str")
-    return x
-
-
 def _rid(name: Any, inc: Any) -> Rid:
     return (_str(name), _int(inc))
 
@@ -212,6 +197,66 @@ def _clock_in(x: Any) -> dict[Rid, int]:
     return out
 
 
+def _all_type(xs: Any, t: type) -> bool:
+    """Every item of ``xs`` is exactly of type ``t`` (C-speed: no Python loop)."""
+    return set(map(type, xs)) <= {t}
+
+
+def _metas_ok(metas: tuple[Any, ...], allow_none: bool) -> bool:
+    types = set(map(type, metas))
+    if not types <= ({dict, NoneType} if allow_none else {dict}):
+        return False
+    # keys of every non-empty meta, chained at C speed
+    return _all_type(chain.from_iterable(filter(None, metas)), str)
+
+
+def _share_empty(rows: list[Any], i: int) -> None:
+    """Replace empty metas (column ``i``) by the shared :data:`EMPTY_META`."""
+    for row in rows:
+        if type(row[i]) is dict and not row[i]:
+            row[i] = EMPTY_META
+
+
+def _events_in(evs: Any, start: int, end: int) -> tuple[Event, ...]:
+    # Validated column by column with set/map/zip (C loops), then turned into
+    # Event tuples without calling Python code per event.
+    if type(evs) is not list:
+        raise _bad("events")
+    if not evs:
+        return ()
+    if not _all_type(evs, list) or set(map(len, evs)) != {4}:
+        raise _bad("event")
+    ns, keys, conns, metas = zip(*evs, strict=True)
+    if not _all_type(ns, int):
+        raise _bad("event dot")
+    if ns[0] <= start or ns[-1] > end or not all(map(lt, ns, islice(ns, 1, None))):
+        raise _bad("event dot out of order or range")
+    if not (_all_type(keys, str) and _all_type(conns, str)):
+        raise _bad("event key or conn")
+    if not _metas_ok(metas, True):
+        raise _bad("meta must be a map with str keys, or nil")
+    if _EMPTY_DICT in metas:
+        _share_empty(evs, 3)
+    return tuple(map(_new_tuple, repeat(Event), evs))
+
+
+def _entries_in(ents: Any) -> tuple[tuple[str, str, Mapping[str, Any]], ...]:
+    if type(ents) is not list:
+        raise _bad("entries")
+    if not ents:
+        return ()
+    if not _all_type(ents, list) or set(map(len, ents)) != {3}:
+        raise _bad("entry")
+    keys, conns, metas = zip(*ents, strict=True)
+    if not (_all_type(keys, str) and _all_type(conns, str)):
+        raise _bad("entry key or conn")
+    if not _metas_ok(metas, False):
+        raise _bad("meta must be a map with str keys")
+    if _EMPTY_DICT in metas:
+        _share_empty(ents, 2)
+    return tuple(map(tuple, ents))
+
+
 def _parts_in(x: Any) -> list[Part]:
     if type(x) is not list:
         raise _bad("parts must be a list")
@@ -225,33 +270,11 @@ def _parts_in(x: Any) -> list[Part]:
             start, end = _int(p[3]), _int(p[4])
             if end < start:
                 raise _bad("delta range")
-            evs = p[5]
-            if type(evs) is not list:
-                raise _bad("events")
-            events: list[Event] = []
-            last = start
-            for e in evs:
-                if type(e) is not list or len(e) != 4:
-                    raise _bad("event")
-                n = _int(e[0])
-                if n <= last or n > end:
-                    raise _bad("event dot out of order or range")
-                last = n
-                meta = None if e[3] is None else _meta_in(e[3])
-                events.append(Event(n, _str(e[1]), _str(e[2]), meta))
-            parts.append(DeltaPart(origin, start, end, tuple(events)))
+            parts.append(DeltaPart(origin, start, end, _events_in(p[5], start, end)))
         elif kind == 1 and len(p) == 5:
             origin = _rid(p[1], p[2])
             counter = _int(p[3])
-            ents = p[4]
-            if type(ents) is not list:
-                raise _bad("entries")
-            entries: list[tuple[str, str, Mapping[str, Any]]] = []
-            for e in ents:
-                if type(e) is not list or len(e) != 3:
-                    raise _bad("entry")
-                entries.append((_str(e[0]), _str(e[1]), _meta_in(e[2])))
-            parts.append(SlicePart(origin, counter, tuple(entries)))
+            parts.append(SlicePart(origin, counter, _entries_in(p[4])))
         else:
             raise _bad("unknown part kind")
     return parts
@@ -263,6 +286,11 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Message:
         raise WireError("foreign", "not bytes")
     if len(frame) > max_bytes:
         raise WireError("oversized", f"{len(frame)} > {max_bytes}")
+    with _gc.paused(len(frame) > _BULK_BYTES):
+        return _decode(frame)
+
+
+def _decode(frame: bytes) -> Message:
     try:
         obj = msgpack.unpackb(frame, raw=False, use_list=True, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types

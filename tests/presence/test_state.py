@@ -349,7 +349,7 @@ def test_track_twice_same_meta_is_a_noop() -> None:
     s = new("s")
     p1 = s.track("k", "c", {"a": 1})
     p2 = s.track("k", "c", {"a": 1})
-    assert p1 is p2 and s.clock()[s.replica] == 1 and len(s) == 1
+    assert p1 == p2 and p1.meta is p2.meta and s.clock()[s.replica] == 1 and len(s) == 1
 
 
 def test_update_without_presence_returns_none() -> None:
