@@ -123,7 +123,7 @@ class SimCluster:
                 break
             self.step()
         self.now = max(self.now, t)
-        self.net.vnow = self.now
+        self.net.set_now(self.now)
 
     def tick_all(self) -> None:
         for rep in list(self.replicas.values()):

@@ -3,9 +3,12 @@
 Two modes:
 
 * ``virtual=True`` (simulation): nothing happens by itself. Frames are queued
-  with a due time on the network's virtual clock; the driver calls
-  :meth:`MemoryNetwork.deliver_due` with the fake current time. Everything is
-  deterministic for a given ``seed``/``rng``.
+  with a due time on the network's virtual clock (``now() + link delay``); the
+  driver calls :meth:`MemoryNetwork.deliver_due` with the fake current time.
+  A driver that also sends between deliveries (timers, local operations) must
+  first move the clock to its current time with :meth:`MemoryNetwork.set_now`,
+  or frames are stamped with the time of the last delivery (due in the past).
+  Everything is deterministic for a given ``seed``/``rng``.
 * ``virtual=False`` (embedded mode, e.g. several :class:`~presence.runtime.PresenceNode`
   in one process): frames without delay are delivered synchronously to the
   receiver's handler; delayed frames are delivered by a daemon thread.
@@ -142,6 +145,20 @@ class MemoryNetwork:
     def now(self) -> float:
         return self.vnow if self.virtual else self._clock()
 
+    def set_now(self, t: float) -> None:
+        """Virtual mode: move the clock to ``t`` without delivering anything.
+
+        Frames sent afterwards are due at ``t`` plus their link's delay. The
+        clock never goes back (an earlier ``t`` is ignored), as in
+        :meth:`deliver_due`. Raises ``ValueError`` in real-time mode, whose
+        clock is not ours to set.
+        """
+        if not self.virtual:
+            raise ValueError("set_now: only a virtual MemoryNetwork has a settable clock")
+        with self._lock:
+            if t > self.vnow:
+                self.vnow = t
+
     # ------------------------------------------------------------ sending
 
     def _send(self, src: str, dst: str | None, frame: bytes) -> None:
@@ -190,7 +207,9 @@ class MemoryNetwork:
     def deliver_due(self, now: float) -> int:
         """Virtual mode: set the clock to ``now`` and deliver every frame due by then."""
         n = 0
-        self.vnow = max(self.vnow, now)
+        with self._lock:
+            if now > self.vnow:
+                self.vnow = now
         while True:
             with self._lock:
                 if not self._heap or self._heap[0][0] > now:

@@ -169,3 +169,34 @@ def test_redis_nodes_in_process(nodes: list[PresenceNode]) -> None:
     assert wait_for(lambda: all(n.stats()["dropped_total"] >= 1 for n in made), 2)
     made[0].untrack("bob", "c9")
     assert all(wait_for(lambda n=n: not n.list("bob"), 2) for n in made)
+
+
+def test_virtual_network_set_now_stamps_sends_between_deliveries() -> None:
+    """A driver that sends between deliveries moves the virtual clock first."""
+    net = MemoryNetwork(virtual=True, default=LinkPolicy(delay=0.010))
+    got: list[tuple[float, bytes]] = []
+    a, b = net.transport("a"), net.transport("b")
+    a.start(lambda f: None)
+    b.start(lambda f: got.append((net.now(), f)))
+    net.deliver_due(1.0)
+    net.set_now(1.5)  # a timer fired at 1.5: no delivery in between
+    a.broadcast(b"x")
+    assert net.next_due() == pytest.approx(1.51)  # not 1.01 (due in the past)
+    assert net.deliver_due(1.505) == 0
+    assert net.deliver_due(1.51) == 1 and got == [(1.51, b"x")]
+    net.set_now(1.2)  # the clock never goes back
+    assert net.now() == 1.51
+    # zero-delay links are due at the current virtual time, not earlier
+    net.set_link("a", "b", LinkPolicy())
+    net.set_now(2.0)
+    a.send("b", b"y")
+    assert net.next_due() == 2.0
+    # the old way (assigning the attribute) still works
+    net.vnow = 3.0
+    a.send("b", b"z")
+    assert net.pending() == 2 and net.deliver_due(3.0) == 2
+
+
+def test_set_now_is_refused_in_real_time_mode() -> None:
+    with pytest.raises(ValueError, match="virtual"):
+        MemoryNetwork().set_now(1.0)
