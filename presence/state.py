@@ -39,8 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
-from types import MappingProxyType
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, NoReturn, cast
 
 from . import _gc
 
@@ -63,7 +62,26 @@ Rid = tuple[str, int]
 
 Meta = Mapping[str, Any]
 
-EMPTY_META: Meta = MappingProxyType({})
+
+class _EmptyMeta(dict[str, Any]):
+    """Type of :data:`EMPTY_META`: an empty ``dict`` that refuses to change.
+
+    A ``dict`` subclass rather than a ``MappingProxyType``: msgpack packs it
+    natively, while a proxy cost a Python callback per entry (a 100k-entry
+    transfer without metas encoded 6 times slower).
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("EMPTY_META is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+
+EMPTY_META: Meta = _EmptyMeta()
+"""The meta of entries tracked without one (shared, read-only)."""
 
 
 class Presence(NamedTuple):

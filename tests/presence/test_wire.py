@@ -120,3 +120,16 @@ def test_slice_meta_empty_is_shared() -> None:
     part = m.parts[0]
     assert isinstance(part, SlicePart)
     assert part.entries[0][2] is EMPTY_META
+
+
+def test_empty_meta_is_read_only_and_packs_natively() -> None:
+    assert EMPTY_META == {} and msgpack.packb(EMPTY_META) == b"\x80"
+    for mutate in (
+        lambda m: m.__setitem__("k", 1),
+        lambda m: m.update(k=1),
+        lambda m: m.setdefault("k", 1),
+        lambda m: m.clear(),
+    ):
+        with pytest.raises(TypeError):
+            mutate(EMPTY_META)
+    assert EMPTY_META == {}
