@@ -23,7 +23,7 @@ replica can drop and count it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain, islice, repeat
 from operator import lt
@@ -210,11 +210,15 @@ def _metas_ok(metas: tuple[Any, ...], allow_none: bool) -> bool:
     return _all_type(chain.from_iterable(filter(None, metas)), str)
 
 
-def _share_empty(rows: list[Any], i: int) -> None:
-    """Replace empty metas (column ``i``) by the shared :data:`EMPTY_META`."""
-    for row in rows:
-        if type(row[i]) is dict and not row[i]:
-            row[i] = EMPTY_META
+def _shared_empty(metas: tuple[Any, ...], allow_none: bool) -> Iterable[Any]:
+    """The meta column with every empty map replaced by the shared :data:`EMPTY_META`."""
+    if _EMPTY_DICT not in metas:
+        return metas
+    if allow_none:
+        return [EMPTY_META if m is not None and not m else m for m in metas]
+    if not any(metas):  # entries tracked without meta: the common case
+        return repeat(EMPTY_META, len(metas))
+    return [m or EMPTY_META for m in metas]
 
 
 def _events_in(evs: Any, start: int, end: int) -> tuple[Event, ...]:
@@ -235,9 +239,9 @@ def _events_in(evs: Any, start: int, end: int) -> tuple[Event, ...]:
         raise _bad("event key or conn")
     if not _metas_ok(metas, True):
         raise _bad("meta must be a map with str keys, or nil")
-    if _EMPTY_DICT in metas:
-        _share_empty(evs, 3)
-    return tuple(map(_new_tuple, repeat(Event), evs))
+    shared = _shared_empty(metas, True)
+    rows = evs if shared is metas else zip(ns, keys, conns, shared, strict=True)
+    return tuple(map(_new_tuple, repeat(Event), rows))
 
 
 def _entries_in(ents: Any) -> tuple[tuple[str, str, Mapping[str, Any]], ...]:
@@ -252,9 +256,7 @@ def _entries_in(ents: Any) -> tuple[tuple[str, str, Mapping[str, Any]], ...]:
         raise _bad("entry key or conn")
     if not _metas_ok(metas, False):
         raise _bad("meta must be a map with str keys")
-    if _EMPTY_DICT in metas:
-        _share_empty(ents, 2)
-    return tuple(map(tuple, ents))
+    return tuple(zip(keys, conns, _shared_empty(metas, False), strict=True))
 
 
 def _parts_in(x: Any) -> list[Part]:
