@@ -5,7 +5,9 @@ Measures (progress on stderr, results on stdout):
 * ``convergence_ms``: join -> visible latency (p50/p99) across N replica
   processes over real Redis (each join is stamped with wall time in its meta;
   every other replica records when the join reaches it);
-* ``merge_10k_ms``: merging one 10k-entry delta into a state;
+* ``merge_10k_ms``: merging one 10k-entry delta into a state (with joins built;
+  ``merge_10k_nodiff_ms`` without, ``decode_10k_ms`` and ``decode_merge_10k_ms``
+  for the decoding and both);
 * ``transfer_100k_s``: a 100k-entry full transfer (extract, encode in chunks,
   decode, merge into an empty replica), plus ``transfer_100k_redis_s``: a new
   node joining over Redis until it holds the 100k entries;
@@ -110,7 +112,12 @@ def bench_convergence(url: str, replicas: int, joins: int) -> dict[str, Any]:
 
 
 def bench_merge_10k(repeat: int = 5) -> dict[str, float]:
-    times, decode = [], []
+    """Decode and merge a 10k-entry delta into a state that holds 10k other entries.
+
+    ``merge_10k_ms`` builds the joins (what a node with diff subscribers does);
+    ``merge_10k_nodiff_ms`` is the same merge with nobody listening to diffs.
+    """
+    times, decode, nodiff, total = [], [], [], []
     for r in range(repeat):
         src = State((f"src{r}", 1))
         for i in range(10_000):
@@ -118,19 +125,31 @@ def bench_merge_10k(repeat: int = 5) -> dict[str, float]:
         part = src.take_delta()
         assert part is not None
         frame = wire.encode_delta(src.replica, [part])
+        dsts = []
+        for _ in range(2):
+            dst = State(("dst", 1))
+            for i in range(10_000):  # a destination that already holds other entries
+                dst.track(f"other-{i}", f"oc-{i}")
+            dsts.append(dst)
         t = time.perf_counter()
         msg = wire.decode(frame)
-        decode.append(time.perf_counter() - t)
-        dst = State(("dst", 1))
-        for i in range(10_000):  # a destination that already holds other entries
-            dst.track(f"other-{i}", f"oc-{i}")
-        t = time.perf_counter()
-        res = dst.merge(msg.parts)
-        times.append(time.perf_counter() - t)
+        t1 = time.perf_counter()
+        res = dsts[0].merge(msg.parts)
+        t2 = time.perf_counter()
+        decode.append(t1 - t)
+        times.append(t2 - t1)
+        total.append(t2 - t)
         assert len(res.joins) == 10_000
+        msg = wire.decode(frame)
+        t = time.perf_counter()
+        res = dsts[1].merge(msg.parts, diffs=False)
+        nodiff.append(time.perf_counter() - t)
+        assert len(dsts[1]) == 20_000
     return {
         "merge_10k_ms": round(statistics.median(times) * 1000, 3),
+        "merge_10k_nodiff_ms": round(statistics.median(nodiff) * 1000, 3),
         "decode_10k_ms": round(statistics.median(decode) * 1000, 3),
+        "decode_merge_10k_ms": round(statistics.median(total) * 1000, 3),
         "frame_10k_bytes": len(frame),
     }
 
