@@ -7,10 +7,15 @@ this process (so server and clients each get a core on a 2-core machine):
    keep ``window`` frames outstanding each and count round trips per second. This is the
    ceiling for "one frame out, one frame in" on this machine, measured in the same run.
 2. **gateway throughput**: a real :class:`~delivery.gateway.Gateway` (SQLite store in a temp
-   dir, in-process presence and node channel). A feeder in the gateway process plays routing:
+   dir, or with ``--database-url`` a fresh PostgreSQL database created for the run and dropped
+   after it; in-process presence and node channel). A feeder in the gateway process plays routing:
    it publishes a ``deliver`` frame for a stored message on the node channel, and each recorded
    ack (``on_ack`` hook) triggers the next one for that connection. Clients receive ``message``
    frames and ack them; a frame counts when its ack is sent. The store is checked afterwards.
+   Routing's own work stays out of the gateway process as far as it would in production: the
+   messages are stored in arrival order (users interleaved) and sent oldest first, their
+   ``deliver`` frames are serialized beforehand (the gateway only decodes them, as it does from
+   Redis), and that prepared state is frozen out of the garbage collector.
 3. **connections held**: ``--connections`` clients say hello and stay connected; the gateway
    process' RSS is read from /proc.
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -34,6 +40,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -71,6 +80,42 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+@contextmanager
+def bench_database(server_url: str | None, tmp: str) -> Iterator[str]:
+    """The store for one gateway child, migrated: SQLite in ``tmp`` without ``server_url``, else
+    a fresh PostgreSQL database ``delivery_bench_gw_<hex>`` on that server, dropped afterwards."""
+    from delivery import migrate
+
+    if not server_url:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from delivery.db import make_engine
+
+    name = f"delivery_bench_gw_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(server_url, isolation_level="AUTOCOMMIT", pool_size=1)
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        try:
+            migrate.upgrade(url)
+            yield url
+        finally:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def store_kind(url: str) -> str:
+    return "postgresql" if url.startswith("postgresql") else "sqlite"
+
+
 # -- child processes ------------------------------------------------------------------------
 
 
@@ -90,10 +135,9 @@ async def _echo_server() -> None:
         await asyncio.Event().wait()
 
 
-async def _gateway_server(db_dir: str, feed: int) -> None:
-    """A gateway with a routing stand-in: ``feed`` frames outstanding per connection."""
-    from delivery import migrate
-    from delivery.channels import MemoryChannels
+async def _gateway_server(db_dir: str, feed: int, url: str) -> None:
+    """A gateway on the (migrated) store at ``url`` with a routing stand-in: ``feed`` frames
+    outstanding per connection."""
     from delivery.clock import utcnow
     from delivery.db import make_engine
     from delivery.gateway import Gateway, GatewayConfig
@@ -102,26 +146,20 @@ async def _gateway_server(db_dir: str, feed: int) -> None:
     from delivery.settings import Settings
     from delivery.store import M, Store
 
-    url = f"sqlite:///{Path(db_dir) / 'bench.db'}"
-    migrate.upgrade(url)
     settings = Settings(secret=SECRET, data_dir=db_dir, database_url=url)
     store = Store(make_engine(url))
     runtime = Runtime(settings=settings, store=store)
-    runtime.channels = MemoryChannels()
+    channel = WireChannel()
     presence = make_presence(settings, "bench-gw")
     presence.start()
     gw = Gateway("bench-gw", runtime, GatewayConfig(replay_tail_s=0, idle_timeout_s=0),
-                 presence=presence)
-    queues: dict[str, list[dict[str, Any]]] = {}
-    conn_of: dict[str, str] = {}
+                 presence=presence, channels=channel)
+    queues: dict[str, deque[str]] = {}
 
     def next_for(user: str) -> None:
         q = queues.get(user)
-        conn = conn_of.get(user)
-        if q and conn:
-            frame = q.pop()
-            frame["conns"] = [conn]
-            runtime.channels.publish("bench-gw", frame)
+        if q:
+            channel.publish_text(q.popleft())
 
     def on_ack(msg_id: str, conn: str, won: bool) -> None:
         c = gw.conns.get(conn)
@@ -143,24 +181,31 @@ async def _gateway_server(db_dir: str, feed: int) -> None:
         if cmd == "FEED":
             per_user = int(arg)
             users = {c.user: c.id for c in gw.conns.values()}
-            conn_of.update(users)
             now = utcnow()
             rows = []
-            for user in users:
-                q = queues.setdefault(user, [])
-                for i in range(per_user):
+            # Stored in arrival order (users interleaved, like a live chat) and delivered oldest
+            # first per user, as routing and replay do: the acks of a batch touch neighbouring
+            # rows, not one random page each.
+            for i in range(per_user):
+                for user in users:
+                    q = queues.setdefault(user, deque())
                     mid = uuid.uuid4()
                     body = {"text": "hello, this is a benchmark message", "n": i}
                     rows.append({"id": mid, "sender": "alice", "recipient": user,
                                  "client_msg_id": None, "body": body, "created_at": now,
                                  "expires_at": now + timedelta(hours=1), "state": "dispatched",
                                  "attempts": 1, "ack_deadline": now + timedelta(hours=1)})
-                    q.append({"type": "deliver", "id": str(mid), "user": user, "from": "alice",
-                              "body": body, "sent_at": now.isoformat(), "seq": 0,
-                              "attempt": 1})
+                    q.append(json.dumps({
+                        "type": "deliver", "id": str(mid), "user": user, "from": "alice",
+                        "body": body, "sent_at": now.isoformat(), "seq": i, "attempt": 1,
+                        "conns": [users[user]]}))
             with store.engine.begin() as c:
                 for i in range(0, len(rows), 5000):
                     c.execute(M.insert(), rows[i:i + 5000])
+            # The stored frames are routing's state, not the gateway's: keep the collector from
+            # walking them (full collections of ~1M objects paused the loop ~0.3 s each).
+            gc.collect()
+            gc.freeze()
             for user in users:
                 for _ in range(feed):
                     next_for(user)
@@ -174,6 +219,25 @@ async def _gateway_server(db_dir: str, feed: int) -> None:
             print("STATS " + json.dumps(snap), flush=True)
     await gw.stop()
     presence.stop()
+
+
+class WireChannel:
+    """The node channel as a gateway sees it over Redis: routing serialized each frame in its own
+    process (here: beforehand, when the messages are stored) and the gateway decodes it."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Callable[[dict[str, Any]], None]] = []
+
+    def subscribe(self, node: str, handler: Callable[[dict[str, Any]], None]) -> WireChannel:
+        self.handlers.append(handler)
+        return self
+
+    def close(self) -> None:
+        self.handlers.clear()
+
+    def publish_text(self, text: str) -> None:
+        for handler in self.handlers:
+            handler(json.loads(text))
 
 
 @dataclass
@@ -335,17 +399,20 @@ def median(xs: list[float]) -> float:
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"clients": args.clients, "window": args.window,
                               "seconds": args.seconds, "connections_target": args.connections,
-                              "store": "sqlite", "compression": False}
+                              "store": "postgresql" if args.database_url else "sqlite",
+                              "compression": False}
     fd_limit = raise_fd_limit()
     result["fd_limit"] = fd_limit
 
     # 1+2. Echo baseline and gateway throughput, interleaved rounds (the machine is shared
     # and noisy: each round measures both within seconds of each other; medians reported).
-    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp, \
+            bench_database(args.database_url, tmp) as db_url:
         progress(f"throughput: {args.clients} clients each on a bare echo server and on a "
-                 f"gateway, window {args.window}, {args.rounds} rounds of {args.seconds}s")
+                 f"gateway ({store_kind(db_url)} store), window {args.window}, {args.rounds} "
+                 f"rounds of {args.seconds}s")
         echo = spawn("echo")
-        gw = spawn("gateway", tmp, str(args.window))
+        gw = spawn("gateway", tmp, str(args.window), db_url)
         try:
             echo_conns = await open_many(f"ws://127.0.0.1:{echo.port}/", args.clients,
                                          hello=False)
@@ -408,9 +475,10 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
              f"{result['delivered_in_store']} delivered in the store")
 
     # 3. Connections held.
-    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp, \
+            bench_database(args.database_url, tmp) as db_url:
         progress(f"connections held: opening {args.connections}")
-        gw = spawn("gateway", tmp, "0")
+        gw = spawn("gateway", tmp, "0", db_url)
         try:
             base_rss = rss_mb(gw.proc.pid)
             t0 = time.perf_counter()
@@ -444,15 +512,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="per round, default 5")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved echo/gateway "
                         "measurements, default 3 (1 with --quick); medians are reported")
+    parser.add_argument("--database-url", default=None, metavar="URL",
+                        help="PostgreSQL server to put the gateway's store on, e.g. "
+                        "postgresql://postgres@127.0.0.1:5432/postgres: a fresh database "
+                        "delivery_bench_gw_<hex> is created there, migrated, and dropped after "
+                        "the run (default: SQLite in a temp dir, self-contained)")
     parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.database_url and not args.database_url.startswith("postgresql"):
+        parser.error("--database-url must be a postgresql:// URL")
     if args._child:
         mode = args._child[0]
         raise_fd_limit()
         if mode == "echo":
             asyncio.run(_echo_server())
         else:
-            asyncio.run(_gateway_server(args._child[1], int(args._child[2])))
+            asyncio.run(_gateway_server(args._child[1], int(args._child[2]), args._child[3]))
         return 0
     args.connections = args.connections or (2000 if args.quick else 10_000)
     args.clients = args.clients or (200 if args.quick else 1000)

@@ -90,8 +90,17 @@ def error_frame(code: str, message: str, ref: str | None = None) -> str:
     return json.dumps(frame)
 
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+_UUID_CHARS = frozenset("0123456789abcdefABCDEF-")
+
+
 def message_frame(msg_id: str, sender: str, body: Any, sent_at: str) -> str:
-    return json.dumps(
-        {"type": MESSAGE, "id": msg_id, "from": sender, "body": body, "sent_at": sent_at},
-        separators=(",", ":"),
-    )
+    """The ``message`` frame, compact. On the hot path (once per frame): one encoder made at
+    import (``json.dumps`` with ``separators`` builds a new one per call), and a canonical UUID
+    ``msg_id`` (always, from the store and from routing) is embedded without encoding."""
+    if len(msg_id) == 36 and _UUID_CHARS.issuperset(msg_id):
+        head = '{"type":"message","id":"' + msg_id + '","from":'
+    else:
+        head = '{"type":"message","id":' + _compact(msg_id) + ',"from":'
+    return (head + _compact(sender) + ',"body":' + _compact(body) + ',"sent_at":'
+            + _compact(sent_at) + "}")

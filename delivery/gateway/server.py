@@ -23,10 +23,9 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from importlib import resources
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -55,9 +54,10 @@ class PresenceTracker(Protocol):
     def untrack(self, key: str, conn: str) -> Any: ...
 
 
-@dataclass(frozen=True, slots=True)
-class LiveFrame:
-    """A ``deliver`` frame from routing, kept until the connection acks it (for nacks)."""
+class LiveFrame(NamedTuple):
+    """A ``deliver`` frame from routing, kept until the connection acks it (for nacks).
+
+    A named tuple: one is built per frame, and a frozen dataclass costs 4x more to build."""
 
     id: str
     uuid: uuid.UUID
@@ -238,13 +238,18 @@ class Gateway:
         self._inbox: deque[dict[str, Any]] = deque()
         self._inbox_lock = threading.Lock()
         self._inbox_scheduled = False
-        self._acks: list[tuple[uuid.UUID, str, str, str]] = []
-        self._ack_task: asyncio.Task[None] | None = None
+        # Acks waiting to be recorded: message uuid, user, conn, message id, and for metrics the
+        # dispatch->ack time and attempt of the routing frame acked (None: replayed frame).
+        self._acks: list[tuple[uuid.UUID, str, str, str, float | None, int | None]] = []
+        self._ack_timer: asyncio.TimerHandle | None = None  # the batch window is open
+        self._ack_flushes: set[asyncio.Task[None]] = set()  # batches being recorded
+        # SQLite has one writer: a second batch would only wait for the first one's lock.
+        engine = getattr(runtime.store, "engine", None)
+        sqlite = engine is not None and engine.dialect.name == "sqlite"
+        self._max_ack_flushes = 1 if sqlite else self.config.ack_flushes
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
-        # Dispatch→ack time and attempt of acks waiting to be recorded (metrics only).
-        self._ack_timing: dict[str, tuple[float, int]] = {}
         self._static = _load_static()
         self.host = ""
         self.port = 0
@@ -415,8 +420,10 @@ class Gateway:
                 msg_id: str = frame["id"]
                 live = conn.acked_id(msg_id)
                 if live is not None and live.arrived:
-                    self._ack_timing[msg_id] = (time.monotonic() - live.arrived, live.attempt)
-                self._queue_ack(frame["_uuid"], conn.user, conn.id, msg_id)
+                    self._queue_ack(frame["_uuid"], conn.user, conn.id, msg_id,
+                                    time.monotonic() - live.arrived, live.attempt)
+                else:
+                    self._queue_ack(frame["_uuid"], conn.user, conn.id, msg_id)
             elif ftype == p.PING:
                 await ws.send('{"type":"pong"}')
             else:  # a second hello
@@ -538,7 +545,7 @@ class Gateway:
             raise ValueError("deliver frame needs user (str), conns (list), attempt (int)")
         live = LiveFrame(
             id=msg_id, uuid=uuid.UUID(msg_id), user=user, attempt=attempt,
-            conns=tuple(str(c) for c in conns),
+            conns=tuple(map(str, conns)),
             text=p.message_frame(msg_id, str(frame.get("from", "")), frame.get("body"),
                                  str(frame.get("sent_at", ""))),
             arrived=time.monotonic(),
@@ -606,48 +613,74 @@ class Gateway:
 
     # -- acks -----------------------------------------------------------------------------------
 
-    def _queue_ack(self, msg_uuid: uuid.UUID, user: str, conn_id: str, msg_id: str) -> None:
-        self._acks.append((msg_uuid, user, conn_id, msg_id))
-        if self._ack_task is None or self._ack_task.done():
-            self._ack_task = asyncio.create_task(self._ack_flusher())
+    def _queue_ack(self, msg_uuid: uuid.UUID, user: str, conn_id: str, msg_id: str,
+                   latency: float | None = None, attempt: int | None = None) -> None:
+        self._acks.append((msg_uuid, user, conn_id, msg_id, latency, attempt))
+        if self._ack_timer is not None:
+            return
+        if not self._ack_flushes:
+            # The first ack of a batch waits ``ack_batch_s`` for company.
+            self._ack_timer = asyncio.get_running_loop().call_later(
+                self.config.ack_batch_s, self._start_ack_flushes)
+        elif len(self._acks) >= self.config.ack_batch_max:
+            self._start_ack_flushes()  # a full batch behind a running flush: record it too
 
-    async def _ack_flusher(self) -> None:
-        await asyncio.sleep(self.config.ack_batch_s)
-        await self._flush_acks()
+    def _start_ack_flushes(self) -> None:
+        """Record the waiting acks: batches of ``ack_batch_max``, at most ``ack_flushes`` at a
+        time (one on SQLite). With a flush running, another starts only for a full batch; the
+        rest waits for the running one to finish (full batches under load, no wait when idle)."""
+        self._ack_timer = None
+        cfg = self.config
+        while self._acks and len(self._ack_flushes) < self._max_ack_flushes:
+            if self._ack_flushes and len(self._acks) < cfg.ack_batch_max:
+                break
+            batch, self._acks = self._acks[:cfg.ack_batch_max], self._acks[cfg.ack_batch_max:]
+            task = asyncio.create_task(self._flush_batch(batch))
+            self._ack_flushes.add(task)
+            task.add_done_callback(self._ack_flush_done)
 
-    async def _flush_acks(self) -> None:
-        store, limit = self.runtime.store, self.config.ack_batch_max
-        while self._acks:
-            batch, self._acks = self._acks[:limit], self._acks[limit:]
-            rows = [(u, user, conn_id) for u, user, conn_id, _ in batch]
-            t0 = time.perf_counter()
-            try:
-                won = await self._db_call(partial(record_acks_bulk, store, rows, utcnow()))
-            except Exception:
-                # Lost acks only cause a duplicate frame later (at-least-once), never a loss.
-                log.exception("gateway %s: recording %d acks failed", self.node, len(rows))
-                continue
-            self.stats["acks"] += len(rows)
-            self.stats["acks_won"] += sum(won)
-            for (_, _, _, msg_id), w in zip(batch, won, strict=True):
-                timing = self._ack_timing.pop(msg_id, None)
-                if w:
-                    metrics.record_delivered(*(timing or (None, None)))
-            self.stats["ack_batches"] += 1
-            self.stats["ack_flush_us"] += int((time.perf_counter() - t0) * 1e6)
-            hook = self.runtime.extras.get("on_ack")
-            if hook is not None:
-                for (_, _, conn_id, msg_id), w in zip(batch, won, strict=True):
-                    try:
-                        hook(msg_id, conn_id, w)
-                    except Exception:
-                        log.exception("gateway %s: on_ack hook failed", self.node)
+    def _ack_flush_done(self, task: asyncio.Task[None]) -> None:
+        self._ack_flushes.discard(task)
+        if self._acks and self._ack_timer is None:
+            self._start_ack_flushes()  # these acks waited for the flush: no further window
+
+    async def _flush_batch(
+        self, batch: list[tuple[uuid.UUID, str, str, str, float | None, int | None]],
+    ) -> None:
+        rows = [(u, user, conn_id) for u, user, conn_id, _, _, _ in batch]
+        t0 = time.perf_counter()
+        try:
+            won = await self._db_call(partial(record_acks_bulk, self.runtime.store, rows,
+                                              utcnow()))
+        except Exception:
+            # Lost acks only cause a duplicate frame later (at-least-once), never a loss.
+            log.exception("gateway %s: recording %d acks failed", self.node, len(rows))
+            return
+        stats = self.stats
+        stats["acks"] += len(rows)
+        stats["acks_won"] += sum(won)
+        stats["ack_batches"] += 1
+        stats["ack_flush_us"] += int((time.perf_counter() - t0) * 1e6)
+        for (_, _, _, _, latency, attempt), w in zip(batch, won, strict=True):
+            if w:
+                metrics.record_delivered(latency, attempt)
+        hook = self.runtime.extras.get("on_ack")
+        if hook is not None:
+            for (_, _, conn_id, msg_id, _, _), w in zip(batch, won, strict=True):
+                try:
+                    hook(msg_id, conn_id, w)
+                except Exception:
+                    log.exception("gateway %s: on_ack hook failed", self.node)
 
     async def _flush_all_acks(self) -> None:
-        task = self._ack_task
-        if task is not None and not task.done():
-            await task
-        await self._flush_acks()
+        """On stop: record every waiting ack now."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        while self._acks or self._ack_flushes:
+            self._start_ack_flushes()
+            if self._ack_flushes:
+                await asyncio.wait(list(self._ack_flushes))
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -674,8 +707,6 @@ class Gateway:
                 stats = getattr(self.presence, "stats", None)
                 if callable(stats):
                     metrics.update_presence(stats())
-                if len(self._ack_timing) > 100_000:  # acks that never got recorded
-                    self._ack_timing.clear()
             except Exception:
                 log.exception("gateway %s: metrics export failed", self.node)
 

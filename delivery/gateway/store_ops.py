@@ -77,16 +77,23 @@ def record_acks_bulk(
     Acks arrive in batches of hundreds on a busy gateway; building three statements per ack
     costs ~1 ms of CPU each (SQLAlchemy), which would cap a gateway near 1,000 acks/s. Here:
     one SELECT reads the batch's messages and picks the first valid ack per message (recipient
-    matches, still unacked); one compare-and-set UPDATE per message (``state IN unacked``), sent
-    as a single executemany, records the outcome; when its row count shows that another process
-    won a race, a SELECT finds which ones we won (``delivered_at`` is this batch's timestamp and
-    ``delivered_conn`` ours); one more executemany closes the winners' attempt rows (the acking
-    connection's "acked", the others "superseded").
+    matches, still unacked); one compare-and-set UPDATE per message (by ``seq``, ``state IN
+    unacked``), sent as a single executemany, records the outcome; when its row count shows
+    that another process won a race, a SELECT finds which ones we won (``delivered_at`` is this
+    batch's timestamp and ``delivered_conn`` ours); one more executemany closes the winners'
+    attempt rows (the acking connection's "acked", the others "superseded").
+
+    On PostgreSQL the whole batch is one statement instead (:data:`_PG_ACKS`): there the cost is
+    per statement, not per row (batches of 500 on a 439k-message store: 116 us per ack with the
+    executemany path, 36 us with the one set-based statement).
     """
     results = [False] * len(acks)
     if not acks:
         return results
     with store.engine.begin() as c:
+        if c.dialect.name == "postgresql":
+            _pg_acks(c, acks, now, results)
+            return results
         for start in range(0, len(acks), 500):
             _bulk_chunk(c, acks, start, min(len(acks), start + 500), now, results)
     return results
@@ -111,7 +118,7 @@ class _Raw:
         self.time = M.c.delivered_at.type.bind_processor(dialect) or (lambda v: v)
         self.ack_msg = (
             f"UPDATE messages SET state = 'delivered', delivered_at = {ph}, ack_deadline = NULL,"
-            f" delivered_conn = {ph} WHERE id = {ph} AND state IN ({_UNACKED_SQL})"
+            f" delivered_conn = {ph} WHERE seq = {ph} AND state IN ({_UNACKED_SQL})"
         )
         self.ack_attempts = (
             f"UPDATE delivery_attempts SET finished_at = {ph},"
@@ -126,6 +133,46 @@ class _Raw:
 
 
 _raw: dict[str, _Raw] = {}
+
+# One round trip for a batch on PostgreSQL. ``a``: the candidate acks, at most one per (message,
+# user) - the first - so at most one matches a message's recipient, and it is the first valid
+# ack of that message in the batch. ``lk`` locks the messages still unacked in ``seq`` order
+# (one lock order for concurrent gateways: no deadlocks between ack batches); ``won`` is the
+# compare-and-set (``state IN unacked`` again: rows changed by a concurrent transaction are
+# re-checked); ``att`` closes the winners' attempt rows. Returns the winners' indexes in the batch.
+_PG_ACKS = f"""
+WITH a AS (
+    SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[]) AS a(id, usr, conn, ord)
+), lk AS (
+    SELECT m.id, a.conn, a.ord FROM messages m JOIN a ON m.id = a.id AND m.recipient = a.usr
+    WHERE m.state IN ({_UNACKED_SQL}) ORDER BY m.seq FOR UPDATE OF m
+), won AS (
+    UPDATE messages m SET state = 'delivered', delivered_at = %s, ack_deadline = NULL,
+        delivered_conn = lk.conn
+    FROM lk WHERE m.id = lk.id AND m.state IN ({_UNACKED_SQL})
+    RETURNING m.id, m.attempts, lk.conn, lk.ord
+), att AS (
+    UPDATE delivery_attempts d SET finished_at = %s,
+        result = CASE WHEN d.conn = won.conn THEN 'acked' ELSE 'superseded' END
+    FROM won WHERE d.message_id = won.id AND d.attempt = won.attempts AND d.finished_at IS NULL
+)
+SELECT ord FROM won
+"""
+
+
+def _pg_acks(
+    c: Connection, acks: Sequence[tuple[uuid.UUID, str, str]], now: datetime,
+    results: list[bool],
+) -> None:
+    first: dict[tuple[uuid.UUID, str], int] = {}
+    for i, (mid, user, _) in enumerate(acks):
+        first.setdefault((mid, user), i)
+    order = list(first.values())
+    ids = [acks[i][0] for i in order]
+    users = [acks[i][1] for i in order]
+    conns = [acks[i][2] for i in order]
+    for (i,) in c.exec_driver_sql(_PG_ACKS, (ids, users, conns, order, now, now)).all():
+        results[i] = True
 
 
 def _bulk_chunk(
@@ -153,8 +200,10 @@ def _bulk_chunk(
     # for concurrent gateways on PostgreSQL (no deadlocks between ack batches).
     chosen = dict(sorted(picked.items(), key=lambda kv: found[kv[0]][2]))
     when = raw.time(now)
+    # By ``seq`` (the rowid on SQLite), found by the SELECT: one random probe of the ``id`` index
+    # per ack instead of two.
     updated = c.exec_driver_sql(raw.ack_msg, [
-        (when, conn_id, raw.uuid(mid)) for mid, (_, conn_id) in chosen.items()
+        (when, conn_id, found[mid][2]) for mid, (_, conn_id) in chosen.items()
     ]).rowcount
     won = list(chosen)
     if updated != len(chosen):  # lost some races (another ack, an expiry...): which ones?

@@ -414,3 +414,40 @@ def test_http_demo_page_and_client_js(sqlite_store: Store) -> None:
             assert (await asyncio.to_thread(get, "/nope"))[0] == 404
 
     run(main())
+
+
+def test_acks_recorded_in_concurrent_full_batches(store: Store) -> None:
+    """Small batches, two flushes at a time (one on SQLite): every ack is recorded once, in
+    several batches."""
+    async def main() -> None:
+        cfg = GatewayConfig(ack_batch_max=3, ack_flushes=2, replay_tail_s=0)
+        async with gateway_harness(store, cfg) as h:
+            msgs = [h.accept("bob", i) for i in range(10)]
+            ws, w = await h.client("bob")
+            frames = await recv_messages(ws, 10)
+            for f in frames:
+                await ws.send(json.dumps({"type": "ack", "id": f["id"]}))
+            await h.wait_db(lambda: store.count_by_state() == {"delivered": 10})
+            await h.wait_for(lambda: len(h.acks) == 10)
+            assert sorted(m for m, _, _ in h.acks) == sorted(str(m.id) for m in msgs)
+            assert all(won and conn == w["conn"] for _, conn, won in h.acks)
+            assert h.gateway.stats["ack_batches"] >= 4
+            await ws.close()
+
+    run(main())
+
+
+def test_stop_records_acks_still_waiting_for_their_batch(sqlite_store: Store) -> None:
+    async def main() -> None:
+        cfg = GatewayConfig(ack_batch_s=30, replay_tail_s=0)  # the window would not close
+        async with gateway_harness(sqlite_store, cfg) as h:
+            msg = h.accept("bob")
+            ws, _ = await h.client("bob")
+            (frame,) = await recv_messages(ws, 1)
+            await ws.send(json.dumps({"type": "ack", "id": frame["id"]}))
+            await h.wait_for(lambda: h.gateway._acks != [])
+            await h.gateway.stop()
+            rec = sqlite_store.get(msg.id)
+            assert rec is not None and rec.state == State.DELIVERED
+
+    run(main())

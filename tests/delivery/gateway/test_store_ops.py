@@ -112,3 +112,31 @@ def test_bulk_acks_lost_race_is_detected(sqlite_store: Store) -> None:
     assert second is not None and second.delivered_conn == "c1"
     assert [a.result for a in store.attempts_of(IDS[0])] == [None]
     assert [a.result for a in store.attempts_of(IDS[1])] == ["acked"]
+
+
+def test_bulk_acks_lost_race_is_detected_postgresql(pg_store: Store) -> None:
+    """PostgreSQL (one statement per batch): another transaction delivers a message and holds
+    its row while the batch runs; the batch waits for it, then reports that ack as lost."""
+    import threading
+    import time
+
+    store = pg_store
+    load(store, [("u0", "dispatched", 1, ["c0"]), ("u1", "dispatched", 1, ["c1"])]
+         + [("u2", "accepted", 1, [])] * 3)
+    got: list[bool] = []
+    with store.engine.connect() as other:
+        other.exec_driver_sql("UPDATE messages SET state = 'delivered', delivered_conn = 'other' "
+                              "WHERE id = %s", (IDS[0],))
+        worker = threading.Thread(target=lambda: got.extend(record_acks_bulk(
+            store, [(IDS[0], "u0", "c0"), (IDS[1], "u1", "c1")], utcnow())))
+        worker.start()
+        time.sleep(0.3)
+        assert worker.is_alive()  # waiting for the row lock
+        other.commit()
+    worker.join(10)
+    assert got == [False, True]
+    first, second = store.get(IDS[0]), store.get(IDS[1])
+    assert first is not None and first.delivered_conn == "other"
+    assert second is not None and second.delivered_conn == "c1"
+    assert [a.result for a in store.attempts_of(IDS[0])] == [None]
+    assert [a.result for a in store.attempts_of(IDS[1])] == ["acked"]
