@@ -412,7 +412,11 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                  f"gateway ({store_kind(db_url)} store), window {args.window}, {args.rounds} "
                  f"rounds of {args.seconds}s")
         echo = spawn("echo")
-        gw = spawn("gateway", tmp, str(args.window), db_url)
+        try:
+            gw = spawn("gateway", tmp, str(args.window), db_url)
+        except BaseException:
+            echo.stop()  # no orphan echo server when the gateway child fails to start
+            raise
         try:
             echo_conns = await open_many(f"ws://127.0.0.1:{echo.port}/", args.clients,
                                          hello=False)
