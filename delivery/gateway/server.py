@@ -602,7 +602,7 @@ class Gateway:
                 await result
             return
         app = self._celery_app()
-        await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs=kwargs))
+        await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs=kwargs, ignore_result=True))
 
     def _celery_app(self) -> Any:
         if self._celery is None:
