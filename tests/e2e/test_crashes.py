@@ -113,21 +113,16 @@ def test_kill_a_gateway_with_frames_in_flight(
 ) -> None:
     cluster, app = crash_cluster
 
-    async def scenario() -> None:
-        t = Traffic(cluster, app, pg_store)
-        await t.connect()
-        sending = asyncio.create_task(t.send(150, rate=60))
-        await asyncio.sleep(1.0)
+    async def kill_and_restart_gateway() -> None:
         port = _port(cluster.gateways["gw-b"].url)
         cluster.gateways["gw-b"].proc.kill9()
         await asyncio.sleep(1.0)
-        cluster.start_gateway("gw-b", port=port)  # clients reconnect and get the replay
-        await sending
-        await t.settle(40)
-        await t.close()
-        t.check(stub)
+        # Same port: the clients reconnect and get the replay.
+        await asyncio.to_thread(cluster.start_gateway, "gw-b", port=port)
 
-    asyncio.run(scenario())
+    t = Traffic(cluster, app, pg_store)
+    asyncio.run(t.run_with(150, 60, kill_and_restart_gateway))
+    t.check(stub)
 
 
 def test_kill_a_worker_with_routes_in_flight(
@@ -135,19 +130,15 @@ def test_kill_a_worker_with_routes_in_flight(
 ) -> None:
     cluster, app = crash_cluster
 
-    async def scenario() -> None:
-        t = Traffic(cluster, app, pg_store)
-        await t.connect()
-        sending = asyncio.create_task(t.send(150, rate=60))
-        await asyncio.sleep(1.0)
+    async def kill_worker() -> None:
         cluster.workers["cw1"].kill9()
-        await sending
-        cluster.start_worker("cw1", concurrency=4)
-        await t.settle(40)
-        await t.close()
-        t.check(stub)
 
-    asyncio.run(scenario())
+    async def restart_worker() -> None:
+        await asyncio.to_thread(cluster.start_worker, "cw1", concurrency=4)
+
+    t = Traffic(cluster, app, pg_store)
+    asyncio.run(t.run_with(150, 60, kill_worker, restart_worker))
+    t.check(stub)
 
 
 def test_restart_redis_mid_traffic(
@@ -156,18 +147,12 @@ def test_restart_redis_mid_traffic(
 ) -> None:
     cluster, app = crash_cluster
 
-    async def scenario() -> None:
-        # Durable sends: kombu's Redis transport pops a task destructively (BRPOP), so a task
-        # whose reply is in flight when Redis shuts down is gone; storing first makes the
-        # message survive that (the sweep routes it). See delivery.api.send_message.
-        t = Traffic(cluster, app, pg_store, durable=True)
-        await t.connect()
-        sending = asyncio.create_task(t.send(120, rate=40))
-        await asyncio.sleep(1.0)
+    async def restart_redis() -> None:
         await asyncio.to_thread(private_redis.restart)
-        await sending
-        await t.settle(40)
-        await t.close()
-        t.check(stub)
 
-    asyncio.run(scenario())
+    # Durable sends: kombu's Redis transport pops a task destructively (BRPOP), so a task
+    # whose reply is in flight when Redis shuts down is gone; storing first makes the message
+    # survive that (the sweep routes it). See delivery.api.send_message.
+    t = Traffic(cluster, app, pg_store, durable=True)
+    asyncio.run(t.run_with(120, 40, restart_redis))
+    t.check(stub)

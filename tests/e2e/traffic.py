@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from celery import Celery
 
@@ -55,6 +56,22 @@ class Traffic:
                                   app=self.app, durable=self.durable, store=self.store)
             self.sent[msg_id] = u
             await asyncio.sleep(1 / rate)
+
+    async def run_with(
+        self, n: int, rate: float, disrupt: Callable[[], Awaitable[None]],
+        after_sending: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Connect, send ``n`` messages at ``rate``, ``disrupt`` one second in, optionally
+        repair once sending is done, then wait for every message to be shown."""
+        await self.connect()
+        sending = asyncio.create_task(self.send(n, rate))
+        await asyncio.sleep(1.0)
+        await disrupt()
+        await sending
+        if after_sending is not None:
+            await after_sending()
+        await self.settle(40)
+        await self.close()
 
     async def settle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
