@@ -136,7 +136,9 @@ def test_kill_a_worker_with_routes_in_flight(
     async def restart_worker() -> None:
         await asyncio.to_thread(cluster.start_worker, "cw1", concurrency=4)
 
-    t = Traffic(cluster, app, pg_store)
+    # Durable sends: a worker killed between kombu's BRPOP and its "unacked" bookkeeping takes
+    # the task with it (not yet accepted); storing first makes the message survive that too.
+    t = Traffic(cluster, app, pg_store, durable=True)
     asyncio.run(t.run_with(150, 60, kill_worker, restart_worker))
     t.check(stub)
 
