@@ -52,11 +52,8 @@ def send_message(
         kwargs["ttl_s"] = req.ttl_s
     if durable:
         now = utcnow()
-        (store or get_runtime().store).accept(
-            message_id=req.message_id, sender=req.sender, recipient=req.recipient,
-            body=req.body, client_msg_id=req.client_msg_id, now=now, ttl_s=req.ttl_s,
-            deadline=later(settings.ack_timeout_s, now),
-        )
+        (store or get_runtime().store).accept_request(
+            req, now=now, deadline=later(settings.ack_timeout_s, now))
     # ignore_result: nobody waits for it, and the Redis result backend would otherwise
     # subscribe to (and later unsubscribe from) a result channel per message.
     (app or current_app).send_task(SEND, kwargs=kwargs, ignore_result=True)

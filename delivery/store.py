@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from delivery.models import IN_FLIGHT, UNACKED, DeliveryAttempt, Device, Message, State
+from delivery.validation import SendRequest
 
 M = cast(Table, Message.__table__)
 A = cast(Table, DeliveryAttempt.__table__)
@@ -174,6 +175,21 @@ class Store:
         if existing is None:  # pragma: no cover - conflict implies the row exists
             raise RuntimeError("insert conflicted but no existing message was found")
         return _msg(existing), False
+
+    def accept_request(
+        self,
+        req: SendRequest,
+        *,
+        now: datetime,
+        deadline: datetime,
+        dispatch_to: Sequence[Target] | None = None,
+    ) -> tuple[MessageRecord, bool]:
+        """``accept`` for a validated send request (the send task, the router, durable sends)."""
+        return self.accept(
+            message_id=req.message_id, sender=req.sender, recipient=req.recipient,
+            body=req.body, client_msg_id=req.client_msg_id, now=now, ttl_s=req.ttl_s,
+            deadline=deadline, dispatch_to=dispatch_to,
+        )
 
     def get(self, msg_id: uuid.UUID) -> MessageRecord | None:
         with self.engine.connect() as conn:

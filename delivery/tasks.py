@@ -36,11 +36,7 @@ def send(
     # No router in this process (no presence replica): store only; the recovery sweep of a
     # worker routes it once the deadline passes.
     now = utcnow()
-    msg, _ = rt.store.accept(
-        message_id=req.message_id, sender=req.sender, recipient=req.recipient, body=req.body,
-        client_msg_id=req.client_msg_id, now=now, ttl_s=req.ttl_s,
-        deadline=later(rt.settings.ack_timeout_s, now),
-    )
+    msg, _ = rt.store.accept_request(req, now=now, deadline=later(rt.settings.ack_timeout_s, now))
     return str(msg.id)
 
 

@@ -103,10 +103,8 @@ class Router:
         targets = decision.targets if isinstance(decision, Dispatch) else None
         deadline = decision.ack_deadline if isinstance(decision, Dispatch) else (
             now + self.config.ack_timeout_s)
-        msg, created = self.store.accept(
-            message_id=req.message_id, sender=req.sender, recipient=req.recipient,
-            body=req.body, client_msg_id=req.client_msg_id, now=_dt(now), ttl_s=req.ttl_s,
-            deadline=_dt(deadline),
+        msg, created = self.store.accept_request(
+            req, now=_dt(now), deadline=_dt(deadline),
             dispatch_to=None if targets is None else [Target(t.node, t.conn) for t in targets],
         )
         if not created:
