@@ -1,21 +1,49 @@
-"""The Python interface for the chat application: enqueue a send, get the message id back."""
+"""The Python interface for the chat application: send a message, get its id back.
+
+The guarantee (README, "The guarantee"): when ``send_message`` returns an id, the message is
+durable; when it cannot make it durable it raises, and nothing was accepted.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
-from celery import Celery, current_app
+from celery import Celery
+from sqlalchemy.exc import SQLAlchemyError
 
+from delivery.celery_app import producer_app
 from delivery.clock import later, utcnow
 from delivery.runtime import get_runtime
-from delivery.settings import get_settings
+from delivery.settings import Settings, get_settings
 from delivery.store import Store
 from delivery.tasks import SEND
 from delivery.validation import message_id_for, validate_send
 
-# Flower and logs see this instead of the message body.
-REDACTED = "<redacted>"
+log = logging.getLogger("delivery.api")
+
+# Publishing after the message is stored: a few quick tries, then leave it to the recovery
+# sweep (the stored message is routed once its deadline passes), so a broker outage never
+# blocks the caller for long nor loses a stored message.
+STORED_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
+                        "interval_max": 0.5}
+
+
+class SendNotAccepted(RuntimeError):
+    """The message could not be made durable (the store is unreachable): nothing was accepted.
+
+    Retry later with the same ``client_msg_id``: the retry is stored and delivered once."""
+
+
+def stores_first(settings: Settings) -> bool:
+    """Whether a producer with these settings stores messages itself before enqueueing.
+
+    True when it has the database the workers use: an explicit ``DELIVERY_DATABASE_URL``, or
+    the embedded default (one process, one SQLite file). A producer configured with only a
+    broker (no database URL) enqueues, and the send task stores the message (retrying while
+    the database is down); then durability rests on the broker — see docs/routing.md."""
+    return bool(settings.database_url) or settings.embedded
 
 
 def send_message(
@@ -26,19 +54,20 @@ def send_message(
     client_msg_id: str | None = None,
     ttl_s: float | None = None,
     app: Celery | None = None,
-    durable: bool = False,
+    durable: bool | None = None,
     store: Store | None = None,
 ) -> str:
-    """Validate here (fail fast, nothing enqueued), enqueue ``delivery.send``, return the id.
+    """Validate, make the message durable, enqueue ``delivery.send``; return the message id.
 
-    Without a ``client_msg_id`` one is generated, so the id is known before the worker runs
-    and a retried call with the same ``client_msg_id`` is stored and delivered once.
+    By default (``durable=None``) the message is stored here before it is enqueued whenever
+    this process has the database (see :func:`stores_first`; a ``store`` given counts): the
+    id returned is then durable whatever happens to the broker, and a database that cannot be
+    reached raises :class:`SendNotAccepted`. ``durable=False`` only enqueues (one write less
+    here; the task stores it). ``app`` defaults to the project's Celery app built from the
+    ``DELIVERY_*`` settings.
 
-    ``durable=True`` stores the message here first (this process needs the database; pass
-    ``store`` or configure DELIVERY_DATABASE_URL), so it survives even a broker that loses the
-    task — e.g. Redis restarting while a worker's BRPOP reply is in flight, which kombu's Redis
-    transport cannot recover. The worker then routes the stored message; if the task is lost,
-    the recovery sweep does, after the ack deadline. It costs one more database write.
+    Without a ``client_msg_id`` one is generated; a retried call with the same
+    ``client_msg_id`` is stored and delivered once.
     """
     settings = get_settings()
     cmid = client_msg_id if client_msg_id is not None else uuid.uuid4().hex
@@ -46,15 +75,32 @@ def send_message(
         sender, recipient, body, cmid, ttl_s,
         max_body_bytes=settings.max_body_bytes, default_ttl_s=settings.message_ttl_s,
     )
+    msg_id = str(message_id_for(req.sender, req.client_msg_id))
     kwargs: dict[str, Any] = {"sender": req.sender, "recipient": req.recipient, "body": req.body,
                               "client_msg_id": req.client_msg_id}
     if ttl_s is not None:
         kwargs["ttl_s"] = req.ttl_s
-    if durable:
-        now = utcnow()
+    if durable is None:
+        durable = store is not None or stores_first(settings)
+    celery = app or producer_app()
+    if not durable:
+        # ignore_result: nobody waits for it, and the Redis result backend would otherwise
+        # subscribe to (and later unsubscribe from) a result channel per message.
+        celery.send_task(SEND, kwargs=kwargs, ignore_result=True)
+        return msg_id
+    now = utcnow()
+    try:
         (store or get_runtime().store).accept_request(
             req, now=now, deadline=later(settings.ack_timeout_s, now))
-    # ignore_result: nobody waits for it, and the Redis result backend would otherwise
-    # subscribe to (and later unsubscribe from) a result channel per message.
-    (app or current_app).send_task(SEND, kwargs=kwargs, ignore_result=True)
-    return str(message_id_for(req.sender, req.client_msg_id))
+    except SQLAlchemyError as exc:
+        raise SendNotAccepted(
+            f"message not accepted: the store is unavailable ({type(exc).__name__}); "
+            "nothing was stored — retry later with the same client_msg_id") from None
+    kwargs["stored"] = True
+    try:
+        celery.send_task(SEND, kwargs=kwargs, ignore_result=True,
+                         retry=True, retry_policy=STORED_PUBLISH_RETRY)
+    except Exception as exc:  # the broker is down: the stored message is the sweep's now
+        log.warning("message %s stored; enqueueing failed (%s), the recovery sweep routes it",
+                    msg_id, type(exc).__name__)
+    return msg_id

@@ -74,3 +74,28 @@ def make_app(settings: Settings | None = None) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+_producer: Celery | None = None
+
+
+def producer_app() -> Celery:
+    """The project's Celery app for producers (``send_message`` without ``app=``).
+
+    In a worker (or any process that made the project's app current) that app; elsewhere one
+    built from the ``DELIVERY_*`` settings — never Celery's default app, which would publish
+    to ``amqp://guest@localhost//`` instead of the configured broker."""
+    global _producer
+    from celery import current_app
+
+    if current_app.main == "delivery":
+        return current_app
+    if _producer is None:
+        _producer = make_app()
+    return _producer
+
+
+def reset_producer_app() -> None:
+    """Forget the cached producer app (tests and commands that change the settings)."""
+    global _producer
+    _producer = None

@@ -1,8 +1,8 @@
 """Node-addressed channels: routing hands frames to the gateway node that holds a connection.
 
-A frame is a small dict (see ``frame_for``); the channel is fire-and-forget on purpose: a frame
-lost with a crashed gateway is not a lost message, because the message stays in the store with
-an ack deadline and the recovery sweep routes it again.
+A frame is a small dict (the ``deliver`` frame of docs/protocol.md); the channel is
+fire-and-forget on purpose: a frame lost with a crashed gateway is not a lost message, because
+the message stays in the store with an ack deadline and the recovery sweep routes it again.
 """
 
 from __future__ import annotations
@@ -15,10 +15,16 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
+from redis.client import PubSub
+
+from presence.transport.redis import redis_client
 
 log = logging.getLogger("delivery.channels")
 
 FrameHandler = Callable[[dict[str, Any]], None]
+# Called (from the channel's thread) once a subscription is back after its link dropped:
+# frames published meanwhile were lost, so the subscriber must catch up from the store.
+ResubscribedHandler = Callable[[], None]
 
 
 class Subscription(Protocol):
@@ -31,9 +37,22 @@ class NodeChannels(Protocol):
         -1: the channel is unreachable right now)."""
         ...
 
-    def subscribe(self, node: str, handler: FrameHandler) -> Subscription:
-        """Call ``handler`` (from a background thread) with every frame sent to ``node``."""
+    def subscribe(self, node: str, handler: FrameHandler,
+                  on_resubscribed: ResubscribedHandler | None = None) -> Subscription:
+        """Call ``handler`` (from a background thread) with every frame sent to ``node``;
+        ``on_resubscribed`` after the subscription came back from a lost link."""
         ...
+
+
+# The channel every gateway listens on besides its own (``subscribe(BROADCAST, ...)``).
+BROADCAST = "*"
+OWED = "owed"
+
+
+def owed_frame(user: str) -> dict[str, Any]:
+    """Routing could not place a message for ``user`` (push or pending): a gateway holding a
+    live connection of ``user`` replays that user's unacked messages."""
+    return {"type": OWED, "user": user}
 
 
 def channel_name(prefix: str, node: str) -> str:
@@ -55,7 +74,8 @@ class MemoryChannels:
             handler(data)
         return len(handlers)
 
-    def subscribe(self, node: str, handler: FrameHandler) -> Subscription:
+    def subscribe(self, node: str, handler: FrameHandler,
+                  on_resubscribed: ResubscribedHandler | None = None) -> Subscription:
         with self._lock:
             self._handlers.setdefault(node, []).append(handler)
         channels = self
@@ -74,20 +94,21 @@ class RedisChannels:
     """Redis pub/sub: one channel per node, ``{prefix}:node:{name}``."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._client = redis.Redis.from_url(url)
+        self._client = redis_client(url)
         self._url = url
         self._prefix = prefix
 
     def publish(self, node: str, frame: dict[str, Any]) -> int:
         try:
             return int(self._client.publish(channel_name(self._prefix, node), json.dumps(frame)))
-        except redis.ConnectionError as exc:
+        except redis.RedisError as exc:
             # Nobody heard it; the message keeps its ack deadline and the sweep retries it.
             log.warning("node channel %s: publish failed: %s", node, exc)
             return -1
 
-    def subscribe(self, node: str, handler: FrameHandler) -> Subscription:
-        pubsub = redis.Redis.from_url(self._url).pubsub(ignore_subscribe_messages=True)
+    def subscribe(self, node: str, handler: FrameHandler,
+                  on_resubscribed: ResubscribedHandler | None = None) -> Subscription:
+        pubsub = _ResubscribingPubSub(redis_client(self._url).connection_pool, on_resubscribed)
 
         def on_message(message: dict[str, Any]) -> None:
             try:
@@ -113,3 +134,25 @@ class RedisChannels:
                 pubsub.close()
 
         return _Sub()
+
+
+class _ResubscribingPubSub(PubSub):
+    """A pub/sub connection that reports each re-subscription after a reconnect.
+
+    redis-py re-subscribes in ``on_connect``; once it has sent SUBSCRIBE, every later PUBLISH
+    reaches us, so what the subscriber missed is exactly what was published before: the hook
+    lets it catch up from the store (the gateway replays its connections' unacked messages).
+    """
+
+    def __init__(self, pool: Any, on_resubscribed: ResubscribedHandler | None) -> None:
+        super().__init__(pool, ignore_subscribe_messages=True)
+        self._on_resubscribed = on_resubscribed
+
+    def on_connect(self, connection: Any) -> None:
+        resubscribing = bool(self.channels)  # empty on the first connect
+        super().on_connect(connection)
+        if resubscribing and self._on_resubscribed is not None:
+            try:
+                self._on_resubscribed()
+            except Exception:
+                log.exception("node channel: resubscribe hook failed")

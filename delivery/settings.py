@@ -40,6 +40,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     sweep_interval_s: float = 0.5
     sweep_batch: int = 200
+    sweep_lease_s: float = 5.0
     visibility_timeout_s: float = 300.0
     presence_heartbeat_s: float = 0.25
     presence_down_s: float = 3.0
@@ -95,7 +96,8 @@ class Settings:
             if value:
                 _check_url(PREFIX + name.upper(), value)
         positive = (
-            "ack_timeout_s", "message_ttl_s", "sweep_interval_s", "visibility_timeout_s",
+            "ack_timeout_s", "message_ttl_s", "sweep_interval_s", "sweep_lease_s",
+            "visibility_timeout_s",
             "presence_heartbeat_s", "presence_down_s", "presence_purge_s", "token_ttl_s",
         )
         for name in positive:

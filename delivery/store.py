@@ -10,10 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, insert, select, update
+from sqlalchemy import Engine, Table, and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -337,7 +337,7 @@ class Store:
         return [_msg(r) for r in rows]
 
     def stalled(self, now: datetime, limit: int) -> list[MessageRecord]:
-        """In-flight messages whose ack deadline has passed (recovery sweep), oldest first."""
+        """In-flight messages whose ack deadline has passed, oldest first (read only)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(*_MSG_COLS)
@@ -346,6 +346,40 @@ class Store:
                 .limit(limit)
             ).all()
         return [_msg(r) for r in rows]
+
+    def claim_stalled(self, limit: int, lease_s: float,
+                      now: datetime | None = None) -> list[MessageRecord]:
+        """Claim up to ``limit`` in-flight messages whose ack deadline has passed (the
+        recovery sweep): each claimed message's deadline moves ``lease_s`` ahead, in one
+        committed statement, so no other sweep takes it meanwhile — and if this claimer stalls
+        (paused, killed), the claim simply runs out and another sweep takes it.
+
+        No lock outlives the statement; concurrent claimers skip each other's rows
+        (``FOR UPDATE SKIP LOCKED``). On PostgreSQL, deadlines are compared on the database's
+        clock, so a worker whose clock is off can neither re-dispatch early nor never;
+        ``now`` is used only on SQLite (one process: its clock is the only clock).
+        """
+        pg = self._dialect == "postgresql"
+        db_now: Any = func.now() if pg else (now if now is not None else datetime.now(UTC))
+        due = (select(M.c.seq)
+               .where(M.c.state.in_(IN_FLIGHT), M.c.ack_deadline < db_now)
+               .order_by(M.c.ack_deadline).limit(limit))
+        if pg:
+            due = due.with_for_update(skip_locked=True)
+        stmt = (update(M).where(M.c.seq.in_(due.scalar_subquery()))
+                .values(ack_deadline=db_now + timedelta(seconds=lease_s))
+                .returning(*_MSG_COLS))
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+        return sorted((_msg(r) for r in rows), key=lambda m: m.seq)
+
+    def db_time(self) -> datetime:
+        """The database's clock (PostgreSQL), or this process's (SQLite: one process)."""
+        if self._dialect != "postgresql":
+            return datetime.now(UTC)
+        with self.engine.connect() as conn:
+            value: datetime = conn.execute(select(func.clock_timestamp())).scalar_one()
+        return value.astimezone(UTC)
 
     def nacked_conns(self, msg_id: uuid.UUID) -> set[str]:
         """Connections a gateway has reported gone for this message (any attempt)."""

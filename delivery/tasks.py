@@ -2,35 +2,76 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from delivery.clock import later, utcnow
-from delivery.runtime import get_runtime
-from delivery.validation import InvalidMessage, validate_send
+from delivery.models import State
+from delivery.runtime import Runtime, get_runtime
+from delivery.validation import InvalidMessage, SendRequest, validate_send
+
+log = logging.getLogger("delivery.tasks")
 
 SEND = "delivery.send"
+
+# The database is unreachable or too slow right now (restart, failover, outage): the send is
+# retried, never acked as failed — a task acked without its row would be a silently lost
+# message. Anything else (a bug, a constraint) fails loudly.
+DB_UNAVAILABLE = (OperationalError, InterfaceError, SATimeoutError)
+RETRY_BASE_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+def retry_delay(retries: int) -> float:
+    """Exponential backoff for a send waiting for the database: 0.2, 0.4, ... capped at 5 s."""
+    return float(min(RETRY_MAX_S, RETRY_BASE_S * 2 ** min(retries, 16)))
 
 
 # No result on success: the id is known to the caller (derived from client_msg_id), and a
 # result write per message would be one more Redis round trip on the hot path. Failures are
 # still stored (task_store_errors_even_if_ignored), so a caller can see why a send failed.
-@shared_task(name=SEND, throws=(InvalidMessage,), ignore_result=True)
+@shared_task(bind=True, name=SEND, throws=(InvalidMessage,), ignore_result=True,
+             max_retries=None)
 def send(
+    self: Task,
     sender: Any,
     recipient: Any,
     body: Any,
     client_msg_id: Any = None,
     ttl_s: Any = None,
+    stored: bool = False,
 ) -> str:
-    """Store the message durably (once), then hand it to routing. Returns the message id."""
+    """Store the message durably (once), then hand it to routing. Returns the message id.
+
+    ``stored``: the producer stored it already (the default ``send_message``); route it.
+    """
     rt = get_runtime()
     req = validate_send(
         sender, recipient, body, client_msg_id, ttl_s,
         max_body_bytes=rt.settings.max_body_bytes, default_ttl_s=rt.settings.message_ttl_s,
     )
+    try:
+        return _store_and_route(rt, req, stored=bool(stored))
+    except DB_UNAVAILABLE as exc:
+        delay = retry_delay(self.request.retries)
+        log.warning("send %s: database unavailable (%s); retrying in %.1fs",
+                    req.message_id, type(exc).__name__, delay)
+        raise self.retry(countdown=delay) from None
+
+
+def _store_and_route(rt: Runtime, req: SendRequest, *, stored: bool) -> str:
     router = rt.extras.get("router")
+    if stored:
+        msg = rt.store.get(req.message_id)
+        if msg is not None:
+            if router is not None and msg.state == State.ACCEPTED and msg.attempts == 0:
+                router.route_new(msg)  # a duplicate task loses the attempt claim (CAS)
+            return str(msg.id)
+        # Not there (a producer on another database?): store it here, as any send.
     if router is not None:
         return str(router.accept_and_route(req).id)
     # No router in this process (no presence replica): store only; the recovery sweep of a

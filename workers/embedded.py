@@ -101,7 +101,8 @@ class EmbeddedStack:
         rt.extras["router"] = router
         rt.channels = self.channels
         self._exit.enter_context(_celery_worker(app))
-        self.sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch)
+        self.sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch,
+                               lease_s=settings.sweep_lease_s)
         self.sweep.start()
         self._exit.callback(self.sweep.stop)
 

@@ -54,9 +54,19 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP the process group (a GC or VM pause, CPU starvation): sockets stay open."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGCONT)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         if self.popen.poll() is None:
             try:
+                os.killpg(self.popen.pid, signal.SIGCONT)  # a paused process cannot exit
                 os.killpg(self.popen.pid, sig)
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

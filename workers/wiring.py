@@ -16,6 +16,7 @@ from celery import Celery
 
 from delivery.channels import NodeChannels, RedisChannels
 from delivery.routing.router import Router, policy_config
+from delivery.clock import DatabaseAlignedClock
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, get_runtime
 from delivery.settings import Settings
@@ -83,10 +84,13 @@ def start_worker_routing(app: Celery, name: str | None = None,
         log.warning("presence replica %s not synced after %.1fs; routing waits for it",
                     name, sync_timeout)
     channels = RedisChannels(settings.redis_url, settings.key_prefix)
-    router = Router(rt.store, node, channels, policy_config(settings), **celery_hooks(app))
+    clock = DatabaseAlignedClock()
+    router = Router(rt.store, node, channels, policy_config(settings), clock=clock,
+                    **celery_hooks(app))
     rt.presence, rt.channels = node, channels
     rt.extras["router"] = router
-    sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch)
+    sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch,
+                      lease_s=settings.sweep_lease_s, clock=clock)
     sweep.start()
     log.info("worker routing ready: replica %s synced=%s", name, node.synced)
     return WorkerRouting(rt, node, channels, router, sweep)

@@ -51,6 +51,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from delivery.channels import BROADCAST
+
 SECRET = "bench-secret"
 ECHO_FRAME = json.dumps({
     "type": "message", "id": str(uuid.uuid4()), "from": "alice",
@@ -228,8 +230,10 @@ class WireChannel:
     def __init__(self) -> None:
         self.handlers: list[Callable[[dict[str, Any]], None]] = []
 
-    def subscribe(self, node: str, handler: Callable[[dict[str, Any]], None]) -> WireChannel:
-        self.handlers.append(handler)
+    def subscribe(self, node: str, handler: Callable[[dict[str, Any]], None],
+                  on_resubscribed: Callable[[], None] | None = None) -> WireChannel:
+        if node != BROADCAST:  # the bench sends node frames only
+            self.handlers.append(handler)
         return self
 
     def close(self) -> None:

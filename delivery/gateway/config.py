@@ -42,6 +42,11 @@ class GatewayConfig:
     compression: bool = False
     # Live frames kept per connection to detect duplicates after an ack.
     recent_acked: int = 1024
+    # Acks whose batch failed to commit (database down) are kept and retried with backoff up
+    # to this many; beyond it the oldest are dropped (their messages are re-sent later and
+    # acked again: at-least-once, never a loss). Retries back off up to ack_retry_max_s.
+    max_pending_acks: int = 100_000
+    ack_retry_max_s: float = 5.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from delivery import metrics
+from delivery.channels import BROADCAST, OWED
 from delivery.clock import utcnow
 from delivery.gateway import protocol as p
 from delivery.gateway.config import GatewayConfig
@@ -66,6 +67,11 @@ class LiveFrame(NamedTuple):
     conns: tuple[str, ...]
     text: str
     arrived: float = 0.0  # monotonic time the frame reached this gateway (ack latency)
+
+
+# An ack waiting to be recorded: message uuid, user, conn, message id, and for metrics the
+# dispatch->ack time and attempt of the routing frame acked (None: replayed frame).
+AckItem = tuple[uuid.UUID, str, str, str, float | None, int | None]
 
 
 def new_conn_id(node: str) -> str:
@@ -230,17 +236,18 @@ class Gateway:
         self.by_user: dict[str, dict[str, Connection]] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             ("accepted", "rejected", "closed", "frames_sent", "acks", "acks_won", "nacks",
-             "redirects", "errors", "node_frames", "dropped", "ack_batches", "ack_flush_us"), 0)
+             "redirects", "errors", "node_frames", "dropped", "ack_batches", "ack_flush_us",
+             "ack_retries", "acks_dropped", "owed_replays"), 0)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sub: Any = None
+        self._broadcast_sub: Any = None
         self._stopping = False
         self._inbox: deque[dict[str, Any]] = deque()
         self._inbox_lock = threading.Lock()
         self._inbox_scheduled = False
-        # Acks waiting to be recorded: message uuid, user, conn, message id, and for metrics the
-        # dispatch->ack time and attempt of the routing frame acked (None: replayed frame).
-        self._acks: list[tuple[uuid.UUID, str, str, str, float | None, int | None]] = []
+        self._acks: list[AckItem] = []  # waiting to be recorded
+        self._ack_retry_s = 0.0  # backoff after a failed batch (0: the last one succeeded)
         self._ack_timer: asyncio.TimerHandle | None = None  # the batch window is open
         self._ack_flushes: set[asyncio.Task[None]] = set()  # batches being recorded
         # SQLite has one writer: a second batch would only wait for the first one's lock.
@@ -278,7 +285,10 @@ class Gateway:
         self.host = host
         self.port = int(self._server.sockets[0].getsockname()[1])
         if self.channels is not None:
-            self._sub = self.channels.subscribe(self.node, self._from_channel)
+            self._sub = self.channels.subscribe(self.node, self._from_channel,
+                                                on_resubscribed=self._from_channel_resubscribed)
+            self._broadcast_sub = self.channels.subscribe(
+                BROADCAST, self._from_channel, on_resubscribed=self._from_channel_resubscribed)
         self._housekeeper = asyncio.create_task(self._housekeep())
         self._metrics_task = asyncio.create_task(self._export_metrics())
         return self.port
@@ -303,11 +313,12 @@ class Gateway:
         if self._metrics_task is not None:
             self._metrics_task.cancel()
             metrics.forget_gateway(self.node)
-        if self._sub is not None:
-            self._sub.close()
-            self._sub = None
+        for sub in (self._sub, self._broadcast_sub):
+            if sub is not None:
+                sub.close()
+        self._sub = self._broadcast_sub = None
         self._drain_inbox()
-        await self._flush_all_acks()
+        await self._flush_all_acks(timeout)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         self._db.shutdown(wait=False)
@@ -492,7 +503,10 @@ class Gateway:
                 for m in rows:
                     cursor = m.seq
                     mid = str(m.id)
-                    if not conn.has(mid):
+                    if mid in conn.recent:
+                        # Acked here, yet the store still owes it: that ack was not recorded.
+                        self._queue_ack(m.id, conn.user, conn.id, mid)
+                    elif not conn.has(mid):
                         conn.offer(mid, p.message_frame(mid, m.sender, m.body,
                                                         m.created_at.isoformat()), None)
                 if len(rows) < cfg.replay_batch:
@@ -520,6 +534,31 @@ class Gateway:
         with contextlib.suppress(RuntimeError):  # the loop is closed: we are gone anyway
             loop.call_soon_threadsafe(self._drain_inbox)
 
+    def _from_channel_resubscribed(self) -> None:
+        """Called from the channel's thread: the node channel is back after a lost link."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.replay_all)
+
+    def replay_all(self) -> None:
+        """Frames published while the node channel was down are gone, and routing may have
+        turned their messages to push or pending meanwhile: replay every live connection's
+        unacked messages, as on connect. Must run on the loop."""
+        log.info("gateway %s: node channel re-subscribed; replaying %d connection(s)",
+                 self.node, len(self.conns))
+        for conn in list(self.conns.values()):
+            if conn.open:
+                conn.replayer = asyncio.create_task(self._replay(conn))
+
+    def _replay_user(self, user: str) -> None:
+        """Routing could not place a message for ``user``; if we hold a live connection of
+        theirs, presence was stale: replay their unacked messages to it now."""
+        for conn in list(self.by_user.get(user, {}).values()):
+            if conn.open:
+                self.stats["owed_replays"] += 1
+                conn.replayer = asyncio.create_task(self._replay(conn))
+
     def _drain_inbox(self) -> None:
         with self._inbox_lock:
             frames = list(self._inbox)
@@ -534,6 +573,9 @@ class Gateway:
     def deliver(self, frame: dict[str, Any]) -> None:
         """Handle one node frame (``{"type": "deliver", ...}``); must run on the loop."""
         self.stats["node_frames"] += 1
+        if frame.get("type") == OWED:
+            self._replay_user(str(frame.get("user")))
+            return
         if frame.get("type") != p.DELIVER:
             log.warning("gateway %s: ignoring node frame of type %r", self.node, frame.get("type"))
             return
@@ -556,6 +598,9 @@ class Gateway:
             conn = self.conns.get(cid)
             if conn is not None and conn.user == user and conn.offer(msg_id, live.text, live):
                 reached = True
+                if msg_id in conn.recent:
+                    # Sent again although acked here: the store did not get that ack.
+                    self._queue_ack(live.uuid, user, cid, msg_id)
             else:
                 gone.append(cid)
         if not reached:
@@ -644,18 +689,16 @@ class Gateway:
         if self._acks and self._ack_timer is None:
             self._start_ack_flushes()  # these acks waited for the flush: no further window
 
-    async def _flush_batch(
-        self, batch: list[tuple[uuid.UUID, str, str, str, float | None, int | None]],
-    ) -> None:
+    async def _flush_batch(self, batch: list[AckItem]) -> None:
         rows = [(u, user, conn_id) for u, user, conn_id, _, _, _ in batch]
         t0 = time.perf_counter()
         try:
             won = await self._db_call(partial(record_acks_bulk, self.runtime.store, rows,
                                               utcnow()))
-        except Exception:
-            # Lost acks only cause a duplicate frame later (at-least-once), never a loss.
-            log.exception("gateway %s: recording %d acks failed", self.node, len(rows))
+        except Exception as exc:
+            self._retry_acks(batch, exc)
             return
+        self._ack_retry_s = 0.0
         stats = self.stats
         stats["acks"] += len(rows)
         stats["acks_won"] += sum(won)
@@ -672,15 +715,44 @@ class Gateway:
                 except Exception:
                     log.exception("gateway %s: on_ack hook failed", self.node)
 
-    async def _flush_all_acks(self) -> None:
-        """On stop: record every waiting ack now."""
+    def _retry_acks(self, batch: list[AckItem], exc: BaseException) -> None:
+        """A batch failed to commit (database down, statement timeout): keep its acks and try
+        again with backoff. Bounded: past ``max_pending_acks`` the oldest are dropped; their
+        messages stay unacked in the store, are sent again and acked again (never lost)."""
+        cfg = self.config
+        self._acks[:0] = batch
+        overflow = len(self._acks) - cfg.max_pending_acks
+        if overflow > 0:
+            del self._acks[:overflow]
+            self.stats["acks_dropped"] += overflow
+        self.stats["ack_retries"] += 1
+        self._ack_retry_s = min(cfg.ack_retry_max_s, max(0.1, self._ack_retry_s * 2))
+        log.warning("gateway %s: recording %d acks failed (%s); retrying in %.1fs",
+                    self.node, len(batch), type(exc).__name__, self._ack_retry_s)
         if self._ack_timer is not None:
             self._ack_timer.cancel()
-            self._ack_timer = None
+        self._ack_timer = asyncio.get_running_loop().call_later(
+            self._ack_retry_s, self._start_ack_flushes)
+
+    async def _flush_all_acks(self, timeout: float) -> None:
+        """On stop: record every waiting ack now, retrying failed batches until ``timeout``
+        (what is still unrecorded then is re-sent to the client on its next connection)."""
+        deadline = asyncio.get_running_loop().time() + timeout
         while self._acks or self._ack_flushes:
+            if self._ack_timer is not None:
+                self._ack_timer.cancel()
+                self._ack_timer = None
             self._start_ack_flushes()
             if self._ack_flushes:
                 await asyncio.wait(list(self._ack_flushes))
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                if self._acks:
+                    log.warning("gateway %s: %d acks unrecorded at stop", self.node,
+                                len(self._acks))
+                return
+            if self._acks and self._ack_retry_s:
+                await asyncio.sleep(min(self._ack_retry_s, left))
 
     # -- helpers --------------------------------------------------------------------------------
 

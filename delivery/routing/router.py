@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from delivery.channels import NodeChannels
+from delivery.channels import BROADCAST, NodeChannels, owed_frame
 from delivery.routing.policy import (
     Conn,
     Decision,
@@ -199,13 +199,17 @@ class Router:
                     return Nothing("changed while deciding")
                 self.enqueue_push(str(msg.id), attempt)
                 log.info("message %s: push (attempt %d, %s)", msg.id, attempt, decision.reason)
+                self._announce_owed(msg.recipient)
                 return decision
             case MarkPending(reason=reason):
                 ok = self.store.transition(
                     msg.id, [msg.state], "pending", expect_attempts=msg.attempts,
                     ack_deadline=None, last_error=reason,
                 )
-                return decision if ok else Nothing("changed while deciding")
+                if not ok:
+                    return Nothing("changed while deciding")
+                self._announce_owed(msg.recipient)
+                return decision
             case Expire():
                 ok = self.store.transition(
                     msg.id, [msg.state], "expired", expect_attempts=msg.attempts,
@@ -216,6 +220,15 @@ class Router:
             case Nothing():
                 return decision
         raise AssertionError(f"unknown decision {decision!r}")  # pragma: no cover
+
+    def _announce_owed(self, user: str) -> None:
+        """Tell every gateway that ``user`` is owed a message that presence could not place.
+
+        Presence may be stale (a delayed or cut link, a replica marked down): a gateway that
+        does hold a live connection of ``user`` replays it at once, so a connected user never
+        waits for a reconnect. One PUBLISH, heard by every gateway; lost, it costs a delay
+        only (the message is replayed on the next connect)."""
+        self.channels.publish(BROADCAST, owed_frame(user))
 
     def _dispatch(
         self,

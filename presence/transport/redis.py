@@ -18,7 +18,22 @@ import redis
 
 from .base import FrameHandler
 
-__all__ = ["RedisTransport", "redis_transport"]
+__all__ = ["RedisTransport", "redis_client", "redis_transport"]
+
+# Every Redis socket of ours is bounded: a server that stops answering (paused, partitioned,
+# overloaded) raises within these times instead of hanging the caller forever, and idle
+# subscriber connections are pinged so a silently dead link is noticed.
+SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+HEALTH_CHECK_S = 5
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client whose every socket operation has a timeout (publishers and subscribers)."""
+    return redis.Redis.from_url(
+        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
+        health_check_interval=HEALTH_CHECK_S, socket_keepalive=True,
+    )
 
 
 class RedisTransport:
@@ -30,7 +45,7 @@ class RedisTransport:
         self.name = name
         self.channel = f"{prefix}:presence"
         self.direct = f"{prefix}:presence:{name}"
-        self._client: redis.Redis = redis.Redis.from_url(url)
+        self._client: redis.Redis = redis_client(url)
         self._handler: FrameHandler | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

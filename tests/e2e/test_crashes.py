@@ -5,13 +5,10 @@ be sent twice, and every message ends delivered once the clients are back."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 from celery import Celery
 
 from delivery.celery_app import make_app
@@ -20,53 +17,11 @@ from delivery.settings import Settings
 from delivery.store import Store
 from tests.e2e.conftest import FAST
 from tests.e2e.traffic import Traffic
+from tests.support.faults import PrivateRedis
 from tests.support.services import ServiceEnv
 from workers.cluster import LocalCluster
-from workers.procs import Proc
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, with an append-only file so a restart keeps the
-    queued tasks (an operator's restart, not a disk loss)."""
-
-    def __init__(self, tmp: str) -> None:
-        self.port = free_port()
-        self.tmp = tmp
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: Proc | None = None
-
-    def start(self) -> None:
-        self.proc = Proc("redis", [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "yes", "--appendfsync", "always", "--dir", self.tmp,
-        ], {})
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis.from_url(self.url).ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"private redis did not start:\n{self.proc.log()}")
-
-    def restart(self) -> None:
-        redis.Redis.from_url(self.url).shutdown(nosave=False)
-        assert self.proc is not None
-        self.proc.popen.wait(10)
-        self.proc.stop()
-        self.start()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
 
 @pytest.fixture
@@ -136,9 +91,9 @@ def test_kill_a_worker_with_routes_in_flight(
     async def restart_worker() -> None:
         await asyncio.to_thread(cluster.start_worker, "cw1", concurrency=4)
 
-    # Durable sends: a worker killed between kombu's BRPOP and its "unacked" bookkeeping takes
-    # the task with it (not yet accepted); storing first makes the message survive that too.
-    t = Traffic(cluster, app, pg_store, durable=True)
+    # Default sends (stored first): a worker killed between kombu's BRPOP and its "unacked"
+    # bookkeeping takes the task with it; the stored message survives that (the sweep).
+    t = Traffic(cluster, app, pg_store)
     asyncio.run(t.run_with(150, 60, kill_worker, restart_worker))
     t.check(stub)
 
@@ -152,9 +107,9 @@ def test_restart_redis_mid_traffic(
     async def restart_redis() -> None:
         await asyncio.to_thread(private_redis.restart)
 
-    # Durable sends: kombu's Redis transport pops a task destructively (BRPOP), so a task
-    # whose reply is in flight when Redis shuts down is gone; storing first makes the message
-    # survive that (the sweep routes it). See delivery.api.send_message.
-    t = Traffic(cluster, app, pg_store, durable=True)
+    # Default sends (stored first): kombu's Redis transport pops a task destructively (BRPOP),
+    # so a task whose reply is in flight when Redis shuts down is gone; the stored message
+    # survives that (the sweep routes it). See delivery.api.send_message.
+    t = Traffic(cluster, app, pg_store)
     asyncio.run(t.run_with(120, 40, restart_redis))
     t.check(stub)

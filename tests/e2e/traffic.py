@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from celery import Celery
 
-from delivery.api import send_message
+from delivery.api import SendNotAccepted, send_message
 from delivery.client import DeliveryClient
 from delivery.clock import utcnow
 from delivery.push.stub import FcmStub
@@ -25,7 +25,7 @@ class Traffic:
     """USERS online clients (half of them with a push device) receiving a steady stream."""
 
     def __init__(self, cluster: LocalCluster, app: Celery, store: Store,
-                 with_devices: bool = True, durable: bool = False) -> None:
+                 with_devices: bool = True, durable: bool | None = None) -> None:
         self.cluster, self.app, self.store = cluster, app, store
         self.with_devices = with_devices
         self.durable = durable
@@ -33,6 +33,7 @@ class Traffic:
         self.clients: dict[str, DeliveryClient] = {}
         self.received: dict[str, Counter[str]] = {u: Counter() for u in self.users}
         self.sent: dict[str, str] = {}
+        self.refused = 0  # sends that raised: never accepted, so never owed
 
     async def connect(self) -> None:
         for i, u in enumerate(self.users):
@@ -52,9 +53,15 @@ class Traffic:
     async def send(self, n: int, rate: float) -> None:
         for i in range(n):
             u = self.users[i % USERS]
-            msg_id = send_message("alice", u, {"text": f"m{i}"}, client_msg_id=uuid.uuid4().hex,
-                                  app=self.app, durable=self.durable, store=self.store)
-            self.sent[msg_id] = u
+            try:
+                msg_id = send_message("alice", u, {"text": f"m{i}"},
+                                      client_msg_id=uuid.uuid4().hex, app=self.app,
+                                      durable=self.durable,
+                                      store=self.store if self.durable is not False else None)
+            except SendNotAccepted:
+                self.refused += 1
+            else:
+                self.sent[msg_id] = u
             await asyncio.sleep(1 / rate)
 
     async def run_with(

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from delivery.channels import MemoryChannels
 from delivery.clock import utcnow
@@ -25,7 +24,7 @@ from delivery.routing.policy import (
     Wait,
 )
 from delivery.routing.router import Router
-from delivery.routing.sweep import SWEEP_LOCK_KEY, sweep_once
+from delivery.routing.sweep import sweep_once
 from delivery.store import MessageRecord, Store
 from delivery.validation import SendRequest, validate_send
 from presence.runtime import MemoryNetwork, PresenceConfig, PresenceNode
@@ -215,6 +214,18 @@ def test_unreachable_gateway_is_a_nack_not_a_timeout(h: Harness) -> None:
     assert h.store.nacked_conns(msg.id) == {"c1"}
 
 
+def test_a_message_presence_cannot_place_is_announced_to_every_gateway(h: Harness) -> None:
+    """Presence shows nobody (perhaps stale): the message goes to push, and every gateway
+    hears that bob is owed one (a gateway that does hold bob replays it)."""
+    owed: list[dict[str, Any]] = []
+    h.channels.subscribe("*", owed.append)
+    msg = h.accept()
+    h.router.route_new(msg)  # nobody online: wait the offline grace first
+    assert owed == []
+    h.router.route(msg.id, Trigger.RECHECK, attempt=0)
+    assert owed == [{"type": "owed", "user": "bob"}]
+
+
 def test_expired_message_is_recorded_expired(h: Harness) -> None:
     msg = h.accept(ttl_s=0.001)
     time.sleep(0.01)
@@ -236,14 +247,70 @@ def test_sweep_reroutes_passed_deadlines(h: Harness) -> None:
     assert sweep_once(h.router, batch=10) == 0
 
 
-def test_sweep_lease_lets_one_sweep_run(h: Harness) -> None:
+def test_a_claimed_message_is_not_swept_twice_until_its_lease_runs_out(h: Harness) -> None:
+    """Fault: a worker claims stalled messages and stalls (paused, killed) before routing
+    them. Must hold: no other sweep takes them during the lease; after it, one does."""
+    now = utcnow()
+    msg, _ = h.store.accept(
+        message_id=uuid.uuid4(), sender="alice", recipient="bob", body={}, client_msg_id=None,
+        now=now, ttl_s=60, deadline=now - timedelta(seconds=1),
+    )
+    claimed = h.store.claim_stalled(10, lease_s=0.5)  # the stalled worker's claim
+    assert [m.id for m in claimed] == [msg.id]
+    assert sweep_once(h.router, batch=10, lease_s=0.5) == 0  # another worker: not yet
+    time.sleep(0.7)
+    assert sweep_once(h.router, batch=10, lease_s=0.5) == 1  # the lease ran out: taken
+
+
+def test_concurrent_claims_take_disjoint_messages(h: Harness) -> None:
+    """Two sweeps claiming at once never claim the same message (no lock held between)."""
+    import threading
+
+    now = utcnow()
+    ids = set()
+    for _ in range(40):
+        m, _ = h.store.accept(
+            message_id=uuid.uuid4(), sender="alice", recipient="bob", body={},
+            client_msg_id=None, now=now, ttl_s=60, deadline=now - timedelta(seconds=1))
+        ids.add(m.id)
+    got: list[list[uuid.UUID]] = [[], []]
+
+    def claim(i: int) -> None:
+        for _ in range(10):
+            got[i] += [m.id for m in h.store.claim_stalled(3, lease_s=30)]
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not set(got[0]) & set(got[1])
+    assert set(got[0]) | set(got[1]) == ids
+
+
+def test_sweep_compares_deadlines_on_the_database_clock(h: Harness) -> None:
+    """Fault: the sweeping worker's clock runs 5 s fast. Must hold: a message whose deadline
+    has not passed on the database's clock is not re-dispatched."""
     if h.store.engine.dialect.name != "postgresql":
-        pytest.skip("the advisory-lock lease is PostgreSQL's; SQLite runs in one process")
-    with h.store.engine.connect() as other:
-        other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SWEEP_LOCK_KEY})
-        assert sweep_once(h.router, batch=10) == -1
-        other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SWEEP_LOCK_KEY})
-    assert sweep_once(h.router, batch=10) == 0
+        pytest.skip("SQLite runs in one process: its clock is the only clock")
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    msg = h.accept()  # deadline: 2 s from now
+    h.router.route_new(msg)
+    fast = utcnow() + timedelta(seconds=5)
+    assert h.store.claim_stalled(10, lease_s=5, now=fast) == []
+    assert [f["attempt"] for f in h.frames] == [1]
+
+
+def test_aligned_clock_follows_the_database_clock(h: Harness) -> None:
+    if h.store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs in one process: its clock is the only clock")
+    from delivery.clock import DatabaseAlignedClock
+    from delivery.routing.sweep import calibrate
+
+    skewed = DatabaseAlignedClock(base=lambda: time.time() + 5.0)  # a clock 5 s fast
+    calibrate(h.router, skewed)
+    assert abs(skewed() - h.store.db_time().timestamp()) < 0.5
 
 
 def _request(recipient: str = "bob", cmid: str | None = "m1") -> SendRequest:
