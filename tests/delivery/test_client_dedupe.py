@@ -1,8 +1,12 @@
-"""The client's dedupe stores on their own: bounded to the most recent ids, oldest evicted
-first, and (the SQLite file) the same ids after the store is reopened, as after a restart."""
+"""The clients' dedupe stores on their own: bounded to the most recent ids, oldest evicted
+first, and the same ids after the store is reopened, as after a restart (the Python client's
+SQLite file) or a page reload (the browser client's localStorage, run under Node.js)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -89,3 +93,50 @@ def test_stores_remember_exactly_the_most_recent_ids(n: int, ops: list[str | Non
             assert len(memory) == len(sqlite) == len(model.ids)
         finally:
             sqlite.close()
+
+
+NODE = shutil.which("node")
+CLIENT_JS = Path(__file__).resolve().parents[2] / "delivery" / "static" / "client.js"
+
+SEEN_IDS_SCRIPT = """
+import { SeenIds } from "./client.mjs";
+const items = new Map();
+const storage = {
+  getItem: (k) => (items.has(k) ? items.get(k) : null),
+  setItem: (k, v) => void items.set(k, String(v)),
+  removeItem: (k) => void items.delete(k),
+};
+const before = new SeenIds("bob", { maxIds: 20, storage });
+for (let i = 0; i < 100; i += 1) before.add(`m${i}`);
+before.add("m99");
+const reloaded = new SeenIds("bob", { maxIds: 20, storage });
+const range = [...Array(100).keys()];
+const fail = () => { throw new Error("storage unavailable"); };
+const throwing = { getItem: fail, setItem: fail, removeItem: fail };
+const broken = new SeenIds("bob", { maxIds: 20, storage: throwing });
+for (let i = 0; i < 100; i += 1) broken.add(`m${i}`);
+console.log(JSON.stringify({
+  kept: range.filter((i) => reloaded.has(`m${i}`)),
+  keys: items.size,
+  carol: range.filter((i) => new SeenIds("carol", { maxIds: 20, storage }).has(`m${i}`)).length,
+  broken: range.filter((i) => broken.has(`m${i}`)),
+}));
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js not found")
+def test_browser_seen_ids_are_bounded_and_survive_a_reload(tmp_path: Path) -> None:
+    """The browser client's SeenIds in chunks of maxIds / 10: a new instance on the same storage
+    (a page reload) knows the most recent ids, between maxIds and one chunk more; old chunks
+    are removed from storage; another user's ids are separate; a storage that throws falls
+    back to memory, bounded the same way."""
+    shutil.copy(CLIENT_JS, tmp_path / "client.mjs")
+    (tmp_path / "check.mjs").write_text(SEEN_IDS_SCRIPT)
+    assert NODE is not None
+    out = subprocess.run([NODE, "check.mjs"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60, check=True)
+    got = json.loads(out.stdout)
+    for kept in (got["kept"], got["broken"]):
+        assert 20 <= len(kept) <= 22 and kept == list(range(100 - len(kept), 100))
+    assert got["keys"] <= 12  # 11 chunks of 2 ids and the newest chunk's number
+    assert got["carol"] == 0
