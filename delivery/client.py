@@ -125,11 +125,9 @@ class DeliveryClient:
             self.seen_store = SqliteSeenStore(dedupe_path, dedupe_size or FILE_MAX_IDS)
         else:
             self.seen_store = MemorySeenStore(dedupe_size or MEMORY_MAX_IDS)
-        self._store_open = True
         # Handed to the application (or queued for it) but not yet recorded: a copy arriving
         # meanwhile is dropped without an ack (the first copy's ack is still to come).
         self._pending: set[str] = set()
-        self._handling = False  # run() is inside the handler
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -171,13 +169,8 @@ class DeliveryClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._runner
         self._queue.put_nowait(_END)
-        if not self._handling:  # else run() closes it once the message is recorded
-            self._close_store()
-
-    def _close_store(self) -> None:
-        if self._owns_store and self._store_open and isinstance(self.seen_store, SqliteSeenStore):
-            self.seen_store.close()
-            self._store_open = False
+        if self._owns_store and isinstance(self.seen_store, SqliteSeenStore):
+            self.seen_store.close()  # releases the file; a late record reopens it
 
     async def __aenter__(self) -> DeliveryClient:
         return await self.connect()
@@ -205,11 +198,6 @@ class DeliveryClient:
 
     async def _next(self) -> Message:
         item = await self._queue.get()
-        if self._closing and item is not _END:
-            # Closed: what is still queued stays unacked and unrecorded, so it is replayed
-            # to the next client and shown then.
-            self._pending.discard(item.id)
-            item = _END
         if item is _END:
             self._queue.put_nowait(_END)
             if self._fatal is not None:
@@ -229,7 +217,6 @@ class DeliveryClient:
                 msg = await self._next()
             except StopAsyncIteration:
                 return
-            self._handling = True
             try:
                 result = handler(msg)
                 if inspect.isawaitable(result):
@@ -237,14 +224,10 @@ class DeliveryClient:
             except BaseException:
                 self._pending.discard(msg.id)
                 raise
-            finally:
-                self._handling = False
             # No await between the handler's return and the record: the window in which a
             # crash shows the message twice is this one synchronous write.
             self._record(msg.id)
             await self._send_ack(msg.id)
-            if self._closing:
-                self._close_store()
 
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message (``asyncio.TimeoutError`` after ``timeout`` seconds)."""
@@ -257,9 +240,21 @@ class DeliveryClient:
         return await self._send_ack(msg_id)
 
     def _record(self, msg_id: str) -> None:
-        if self._store_open:
+        # A store that fails (disk full, file locked) must not stop acks: the worst outcome is
+        # then a message shown twice, never one held back.
+        try:
             self.seen_store.add(msg_id)
+        except Exception:
+            log.warning("delivery client: could not record message %s as seen", msg_id,
+                        exc_info=True)
         self._pending.discard(msg_id)
+
+    def _was_seen(self, msg_id: str) -> bool:
+        try:
+            return self.seen_store.seen(msg_id)
+        except Exception:  # unknown, so show it: a duplicate rather than a loss
+            log.warning("delivery client: could not look up message %s", msg_id, exc_info=True)
+            return False
 
     async def _send_ack(self, msg_id: str) -> bool:
         ws = self._ws
@@ -354,7 +349,7 @@ class DeliveryClient:
         if msg_id in self._pending:
             self.stats.duplicates += 1  # the first copy is still with the application
             return
-        if self._store_open and self.seen_store.seen(msg_id):
+        if self._was_seen(msg_id):
             self.stats.duplicates += 1
             await self._send_ack(msg_id)  # our earlier ack was lost: say it again
             return

@@ -67,7 +67,7 @@ class SqliteSeenStore:
     id, rows more than ``max_ids`` behind the newest are deleted. ``synchronous=NORMAL`` in WAL
     mode: a commit survives the process being killed, though the last commits may be rolled
     back by a power cut (then a few messages may be shown again, never lost). Several processes
-    may share one file.
+    may share one file. :meth:`close` releases the file; using the store again reopens it.
     """
 
     def __init__(self, path: str | os.PathLike[str], max_ids: int = FILE_MAX_IDS) -> None:
@@ -75,31 +75,41 @@ class SqliteSeenStore:
             raise ValueError("max_ids must be at least 1")
         self.path = os.fspath(path)
         self.max_ids = max_ids
-        # Autocommit; the client may be built in one thread and run its loop in another.
-        self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS seen_ids ("
-                         "n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)")
-        newest = self._db.execute("SELECT max(n) FROM seen_ids").fetchone()[0]
+        self._conn: sqlite3.Connection | None = None
+        db = self._db()
+        newest = db.execute("SELECT max(n) FROM seen_ids").fetchone()[0]
         if newest is not None:  # reopened with a smaller bound
             self._evict(int(newest))
 
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            # Autocommit; the client may be built in one thread and run its loop in another.
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS seen_ids ("
+                       "n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)")
+            self._conn = db
+        return self._conn
+
     def seen(self, msg_id: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM seen_ids WHERE id = ?", (msg_id,)).fetchone()
+        row = self._db().execute("SELECT 1 FROM seen_ids WHERE id = ?", (msg_id,)).fetchone()
         return row is not None
 
     def add(self, msg_id: str) -> None:
-        cur = self._db.execute("INSERT OR IGNORE INTO seen_ids (id) VALUES (?)", (msg_id,))
+        cur = self._db().execute("INSERT OR IGNORE INTO seen_ids (id) VALUES (?)", (msg_id,))
         if cur.rowcount == 1 and cur.lastrowid is not None:
             self._evict(cur.lastrowid)
 
     def _evict(self, newest: int) -> None:
-        self._db.execute("DELETE FROM seen_ids WHERE n <= ?", (newest - self.max_ids,))
+        self._db().execute("DELETE FROM seen_ids WHERE n <= ?", (newest - self.max_ids,))
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM seen_ids").fetchone()[0])
+        return int(self._db().execute("SELECT count(*) FROM seen_ids").fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        """Release the file; a later call opens it again."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -218,3 +218,29 @@ def test_a_failing_handler_leaves_the_message_unrecorded_and_unacked(sqlite_stor
             await running
 
     run(main())
+
+
+class BrokenStore:
+    """A dedupe store whose disk has failed: every call raises."""
+
+    def seen(self, msg_id: str) -> bool:
+        raise OSError("disk I/O error")
+
+    def add(self, msg_id: str) -> None:
+        raise OSError("disk I/O error")
+
+
+def test_a_failing_dedupe_store_still_shows_and_acks(sqlite_store: Store) -> None:
+    """Fault: the dedupe store raises on every lookup and record. Traffic: one message. Must
+    hold: it is shown and acked anyway (at worst a later copy would be shown twice)."""
+    async def main() -> None:
+        async with gateway_harness(sqlite_store) as h:
+            msg = h.accept("bob")
+            shown: list[str] = []
+            async with DeliveryClient(h.url, h.token("bob"), seen_store=BrokenStore()) as client:
+                running = asyncio.create_task(client.run(lambda m: shown.append(m.id)))
+                await h.wait_db(lambda: sqlite_store.get(msg.id).state == State.DELIVERED)  # type: ignore[union-attr]
+            await running
+            assert shown == [str(msg.id)]
+
+    run(main())

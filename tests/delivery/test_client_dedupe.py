@@ -53,6 +53,9 @@ def test_sqlite_store_survives_reopening_and_evicts_the_oldest(tmp_path: Path) -
     s = SqliteSeenStore(path, max_ids=2)  # reopened with a smaller bound: the oldest go
     assert [s.seen(f"m{i}") for i in range(5)] == [False, False, False, True, True]
     s.close()
+    s.add("m5")  # used after close (a late ack): reopens the file
+    assert s.seen("m5") and not s.seen("m3")
+    s.close()
 
 
 def test_both_stores_satisfy_the_protocol(tmp_path: Path) -> None:
