@@ -168,14 +168,16 @@ export class DeliveryClient extends EventTarget {
 
 // Message ids shown to one user, the most recent maxIds (up to one chunk more), kept in a
 // Storage (localStorage by default) so that they survive a page reload. Ids are stored in
-// chunks of maxIds / 10 under "PREFIX.USER.N", the newest chunk's number under "PREFIX.USER":
+// chunks of maxIds / 10 under "PREFIX/USER/N", the newest chunk's number under "PREFIX/USER"
+// (USER URI-encoded, so no user's keys collide with another's):
 // an add rewrites only the newest chunk, and the oldest chunk goes once enough newer ones
 // hold maxIds. A storage that fails (quota, privacy mode) is replaced by memory.
 export class SeenIds {
-  constructor(user, { maxIds = 5000, storage = usableLocalStorage(), prefix = "delivery.seen.v1" } = {}) {
+  constructor(user, options = {}) {
+    const { maxIds = 5000, storage = usableLocalStorage(), prefix = "delivery.seen.v1" } = options;
     this.user = user;
     this.storage = storage ?? memoryStorage();
-    this.headKey = `${prefix}.${user}`;
+    this.headKey = `${prefix}/${encodeURIComponent(user)}`;
     this.chunkSize = Math.max(1, Math.ceil(maxIds / 10));
     this.fullChunks = Math.ceil(maxIds / this.chunkSize); // kept besides the newest one
     this.ids = new Set();
@@ -200,11 +202,11 @@ export class SeenIds {
       chunk = [];
       const old = head - this.fullChunks - 1;
       for (const gone of this._chunk(old)) this.ids.delete(gone);
-      this._try(() => this.storage.removeItem(`${this.headKey}.${old}`));
+      this._try(() => this.storage.removeItem(`${this.headKey}/${old}`));
     }
     chunk.push(id);
     this._try(() => {
-      this.storage.setItem(`${this.headKey}.${head}`, JSON.stringify(chunk));
+      this.storage.setItem(`${this.headKey}/${head}`, JSON.stringify(chunk));
       this.storage.setItem(this.headKey, String(head));
     });
   }
@@ -216,7 +218,7 @@ export class SeenIds {
 
   _chunk(n) {
     try {
-      const ids = JSON.parse(this.storage.getItem(`${this.headKey}.${n}`) ?? "[]");
+      const ids = JSON.parse(this.storage.getItem(`${this.headKey}/${n}`) ?? "[]");
       return Array.isArray(ids) ? ids.map(String) : [];
     } catch (err) {
       return [];
