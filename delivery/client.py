@@ -1,13 +1,28 @@
 """Python client for the gateway's wire protocol (docs/protocol.md), asyncio.
 
-    async with DeliveryClient("ws://127.0.0.1:8765/ws", token) as client:
-        async for msg in client:
-            print(msg.sender, msg.body)     # acked automatically once yielded
+    client = DeliveryClient("ws://127.0.0.1:8765/ws", token, dedupe_path="seen.sqlite3")
+    async with client:
+        await client.run(show)      # show(msg) runs, then the id is recorded, then acked
 
-It sends ``hello``, waits for ``welcome``, yields each ``message`` once (duplicates by id are
-dropped, and acked again, since a duplicate means the gateway did not see the first ack),
+It sends ``hello``, waits for ``welcome``, hands each ``message`` to the application once,
 reconnects with exponential backoff and jitter after a lost connection (the gateway then replays
 everything not acked), and stops for good on an authentication failure (close code 1008).
+
+Showing each message once: delivery is at least once, so a copy of a message may come again
+(its ack was lost, or a reconnect replays it). The client remembers the ids it has handed over
+in a :class:`~delivery.client_dedupe.SeenStore`: in memory by default (the most recent 10,000),
+or in a SQLite file that survives restarts (``dedupe_path=``, the most recent 100,000), or any
+store passed as ``seen_store=``. A copy of a recorded id is not handed over again, only acked
+again (the gateway did not get the first ack). The order is: the application processes the
+message, then its id is recorded, then the ack is sent. A crash after the ack is sent changes
+nothing; a crash between recording and acking means a replay that is acked without being shown;
+the one window left is a crash after the application showed the message and before its id is
+recorded (a synchronous write right after the handler returns): then it is shown again.
+
+``run(handler)`` (or ``auto_ack=False`` and ``ack(id)`` once shown) acks after the application
+processed the message. ``receive()`` and ``async for`` with ``auto_ack=True`` record and ack a
+message when they hand it over, before the caller's code runs: fine for tests and tools, but a
+crash before the caller shows it leaves it acked and unseen.
 """
 
 from __future__ import annotations
@@ -17,8 +32,8 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import random
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +41,18 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from delivery.client_dedupe import (
+    FILE_MAX_IDS,
+    MEMORY_MAX_IDS,
+    MemorySeenStore,
+    SeenStore,
+    SqliteSeenStore,
+)
+
 log = logging.getLogger("delivery.client")
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
+Handler = Callable[["Message"], Any]  # may return an awaitable
 POLICY_VIOLATION = 1008
 
 
@@ -76,7 +100,9 @@ class DeliveryClient:
         reconnect: bool = True,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
-        dedupe_size: int = 10_000,
+        dedupe_size: int | None = None,
+        dedupe_path: str | os.PathLike[str] | None = None,
+        seen_store: SeenStore | None = None,
         open_timeout_s: float = 10.0,
         ping_interval_s: float | None = 20.0,
         max_size: int | None = 2**20,
@@ -90,8 +116,18 @@ class DeliveryClient:
         self.open_timeout_s = open_timeout_s
         self.ping_interval_s = ping_interval_s
         self.max_size = max_size
-        self._dedupe_size = dedupe_size
-        self._seen: OrderedDict[str, bool] = OrderedDict()  # id -> acked
+        if dedupe_path is not None and seen_store is not None:
+            raise ValueError("pass dedupe_path or seen_store, not both")
+        self._owns_store = seen_store is None
+        if seen_store is not None:
+            self.seen_store: SeenStore = seen_store
+        elif dedupe_path is not None:
+            self.seen_store = SqliteSeenStore(dedupe_path, dedupe_size or FILE_MAX_IDS)
+        else:
+            self.seen_store = MemorySeenStore(dedupe_size or MEMORY_MAX_IDS)
+        # Handed to the application (or queued for it) but not yet recorded: a copy arriving
+        # meanwhile is dropped without an ack (the first copy's ack is still to come).
+        self._pending: set[str] = set()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -133,6 +169,8 @@ class DeliveryClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._runner
         self._queue.put_nowait(_END)
+        if self._owns_store and isinstance(self.seen_store, SqliteSeenStore):
+            self.seen_store.close()  # releases the file; a late record reopens it
 
     async def __aenter__(self) -> DeliveryClient:
         return await self.connect()
@@ -153,6 +191,12 @@ class DeliveryClient:
         return self
 
     async def __anext__(self) -> Message:
+        msg = await self._next()
+        if self.auto_ack:
+            await self.ack(msg.id)
+        return msg
+
+    async def _next(self) -> Message:
         item = await self._queue.get()
         if item is _END:
             self._queue.put_nowait(_END)
@@ -160,19 +204,59 @@ class DeliveryClient:
                 raise self._fatal
             raise StopAsyncIteration
         msg: Message = item
-        if self.auto_ack:
-            await self.ack(msg.id)
         return msg
+
+    async def run(self, handler: Handler) -> None:
+        """Call ``handler(msg)`` (plain or async) for each message, in order; after it returns,
+        record the id and ack it. Returns when the client is closed (or stops reconnecting);
+        raises :class:`AuthError` if the gateway refused the token. If the handler raises, the
+        message is neither recorded nor acked (it comes again after the next reconnect or
+        restart) and the exception propagates."""
+        while True:
+            try:
+                msg = await self._next()
+            except StopAsyncIteration:
+                return
+            try:
+                result = handler(msg)
+                if inspect.isawaitable(result):
+                    await result
+            except BaseException:
+                self._pending.discard(msg.id)
+                raise
+            # No await between the handler's return and the record: the window in which a
+            # crash shows the message twice is this one synchronous write.
+            self._record(msg.id)
+            await self._send_ack(msg.id)
 
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message (``asyncio.TimeoutError`` after ``timeout`` seconds)."""
         return await asyncio.wait_for(self.__anext__(), timeout)
 
     async def ack(self, msg_id: str) -> bool:
-        """Ack a message on the current connection; False if not connected (it will be replayed
-        and acked again)."""
-        if msg_id in self._seen:
-            self._seen[msg_id] = True
+        """The application has the message: record its id as seen, then ack it on the current
+        connection. False if not connected (a replay will be acked again, not shown)."""
+        self._record(msg_id)
+        return await self._send_ack(msg_id)
+
+    def _record(self, msg_id: str) -> None:
+        # A store that fails (disk full, file locked) must not stop acks: the worst outcome is
+        # then a message shown twice, never one held back.
+        try:
+            self.seen_store.add(msg_id)
+        except Exception:
+            log.warning("delivery client: could not record message %s as seen", msg_id,
+                        exc_info=True)
+        self._pending.discard(msg_id)
+
+    def _was_seen(self, msg_id: str) -> bool:
+        try:
+            return self.seen_store.seen(msg_id)
+        except Exception:  # unknown, so show it: a duplicate rather than a loss
+            log.warning("delivery client: could not look up message %s", msg_id, exc_info=True)
+            return False
+
+    async def _send_ack(self, msg_id: str) -> bool:
         ws = self._ws
         if ws is None:
             return False
@@ -262,14 +346,14 @@ class DeliveryClient:
     async def _on_message(self, frame: dict[str, Any]) -> None:
         msg_id = str(frame.get("id"))
         self.stats.received += 1
-        if msg_id in self._seen:
-            self.stats.duplicates += 1
-            if self._seen[msg_id]:
-                await self.ack(msg_id)  # our earlier ack was lost: say it again
+        if msg_id in self._pending:
+            self.stats.duplicates += 1  # the first copy is still with the application
             return
-        self._seen[msg_id] = False
-        if len(self._seen) > self._dedupe_size:
-            self._seen.popitem(last=False)
+        if self._was_seen(msg_id):
+            self.stats.duplicates += 1
+            await self._send_ack(msg_id)  # our earlier ack was lost: say it again
+            return
+        self._pending.add(msg_id)
         self._queue.put_nowait(Message(
             id=msg_id, sender=str(frame.get("from", "")), body=frame.get("body"),
             sent_at=str(frame.get("sent_at", "")), conn=self.conn_id or ""))

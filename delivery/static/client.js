@@ -10,6 +10,11 @@
 // false, then client.ack(id)), reconnect with exponential backoff and jitter, and the gateway
 // replays everything not acked. A 1008 close before welcome (bad or expired token) is final.
 //
+// Shown once across page reloads: once the "message" handlers have run (or on client.ack(id)),
+// the id is recorded in localStorage for this user (the most recent dedupeSize, default 5,000;
+// see SeenIds), then acked; a replayed copy of a recorded id is acked again, not shown. Without
+// usable localStorage (or with options.storage: null) the ids are kept in memory only.
+//
 // Events: "welcome" {conn, user}, "message" {id, from, body, sent_at, conn}, "error" (error
 // frames), "status" {status: "connecting"|"open"|"closed"|"failed", code, reason}.
 
@@ -29,9 +34,11 @@ export class DeliveryClient extends EventTarget {
     this.reconnect = options.reconnect ?? true;
     this.backoffInitialMs = options.backoffInitialMs ?? 100;
     this.backoffMaxMs = options.backoffMaxMs ?? 5000;
-    this.dedupeSize = options.dedupeSize ?? 10000;
+    this.dedupeSize = options.dedupeSize ?? 5000;
+    this.storage = options.storage === undefined ? usableLocalStorage() : options.storage;
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
-    this.seen = new Map(); // message id -> acked (insertion-ordered, bounded)
+    this.seen = null; // SeenIds of this.user, opened at welcome
+    this.pending = new Set(); // emitted, not yet recorded: a copy now is dropped without an ack
     this.ws = null;
     this.conn = null;
     this.user = null;
@@ -54,8 +61,14 @@ export class DeliveryClient extends EventTarget {
     if (this.ws) this.ws.close(1000, "client closing");
   }
 
+  // The application has the message: record its id, then ack it.
   ack(id) {
-    if (this.seen.has(id)) this.seen.set(id, true);
+    if (this.seen) this.seen.add(id);
+    this.pending.delete(id);
+    return this._sendAck(id);
+  }
+
+  _sendAck(id) {
     const ws = this.ws;
     if (!ws || ws.readyState !== 1 || !this.conn) return false;
     ws.send(JSON.stringify({ type: "ack", id }));
@@ -95,6 +108,9 @@ export class DeliveryClient extends EventTarget {
       if (frame.type === "welcome") {
         welcomed = true;
         this.conn = frame.conn;
+        if (!this.seen || this.seen.user !== frame.user) {
+          this.seen = new SeenIds(frame.user, { maxIds: this.dedupeSize, storage: this.storage });
+        }
         this.user = frame.user;
         this.delay = this.backoffInitialMs;
         this.stats.connects += 1;
@@ -134,15 +150,108 @@ export class DeliveryClient extends EventTarget {
   _onMessage(frame) {
     this.stats.received += 1;
     const id = String(frame.id);
-    if (this.seen.has(id)) {
-      this.stats.duplicates += 1;
-      if (this.seen.get(id)) this.ack(id); // our earlier ack was lost: say it again
+    if (this.pending.has(id)) {
+      this.stats.duplicates += 1; // the first copy is still with the application
       return;
     }
-    this.seen.set(id, false);
-    if (this.seen.size > this.dedupeSize) this.seen.delete(this.seen.keys().next().value);
+    if (this.seen && this.seen.has(id)) {
+      this.stats.duplicates += 1;
+      this._sendAck(id); // our earlier ack was lost (or the page reloaded first): say it again
+      return;
+    }
+    this.pending.add(id);
     const msg = { id, from: frame.from, body: frame.body, sent_at: frame.sent_at, conn: this.conn };
     this._emit("message", msg);
     if (this.autoAck) this.ack(id);
   }
+}
+
+// Message ids shown to one user, the most recent maxIds (up to one chunk more), kept in a
+// Storage (localStorage by default) so that they survive a page reload. Ids are stored in
+// chunks of maxIds / 10 under "PREFIX/USER/N", the newest chunk's number under "PREFIX/USER"
+// (USER URI-encoded, so no user's keys collide with another's):
+// an add rewrites only the newest chunk, and the oldest chunk goes once enough newer ones
+// hold maxIds. A storage that fails (quota, privacy mode) is replaced by memory.
+export class SeenIds {
+  constructor(user, options = {}) {
+    const { maxIds = 5000, storage = usableLocalStorage(), prefix = "delivery.seen.v1" } = options;
+    this.user = user;
+    this.storage = storage ?? memoryStorage();
+    this.headKey = `${prefix}/${encodeURIComponent(user)}`;
+    this.chunkSize = Math.max(1, Math.ceil(maxIds / 10));
+    this.fullChunks = Math.ceil(maxIds / this.chunkSize); // kept besides the newest one
+    this.ids = new Set();
+    const head = this._head();
+    for (let n = head - this.fullChunks; n <= head; n += 1) {
+      for (const id of this._chunk(n)) this.ids.add(id);
+    }
+  }
+
+  has(id) {
+    return this.ids.has(id);
+  }
+
+  add(id) {
+    if (this.ids.has(id)) return;
+    this.ids.add(id);
+    // Re-read: another tab of the same user may have added ids since.
+    let head = this._head();
+    let chunk = this._chunk(head);
+    if (chunk.length >= this.chunkSize) {
+      head += 1;
+      chunk = [];
+      const old = head - this.fullChunks - 1;
+      for (const gone of this._chunk(old)) this.ids.delete(gone);
+      this._try(() => this.storage.removeItem(`${this.headKey}/${old}`));
+    }
+    chunk.push(id);
+    this._try(() => {
+      this.storage.setItem(`${this.headKey}/${head}`, JSON.stringify(chunk));
+      this.storage.setItem(this.headKey, String(head));
+    });
+  }
+
+  _head() {
+    const n = Number.parseInt(this._try(() => this.storage.getItem(this.headKey)) ?? "0", 10);
+    return Number.isFinite(n) ? n : 0;
+  }
+
+  _chunk(n) {
+    try {
+      const ids = JSON.parse(this.storage.getItem(`${this.headKey}/${n}`) ?? "[]");
+      return Array.isArray(ids) ? ids.map(String) : [];
+    } catch (err) {
+      return [];
+    }
+  }
+
+  _try(fn) {
+    try {
+      return fn();
+    } catch (err) {
+      // Storage full or gone: keep going in memory (what is in this.ids is kept).
+      this.storage = memoryStorage();
+      return null;
+    }
+  }
+}
+
+function usableLocalStorage() {
+  try {
+    const s = globalThis.localStorage;
+    s.setItem("delivery.probe", "1");
+    s.removeItem("delivery.probe");
+    return s;
+  } catch (err) {
+    return null; // none, disabled, or throwing (sandboxed frame, privacy mode)
+  }
+}
+
+function memoryStorage() {
+  const items = new Map();
+  return {
+    getItem: (k) => (items.has(k) ? items.get(k) : null),
+    setItem: (k, v) => void items.set(k, String(v)),
+    removeItem: (k) => void items.delete(k),
+  };
 }

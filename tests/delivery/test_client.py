@@ -1,21 +1,27 @@
 """The Python client against a real in-process gateway: auto-ack, manual ack, dedupe, reconnect
-with replay, and auth failures."""
+with replay, auth failures, and showing a message once across a client restart."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 
 import pytest
 
 from delivery.channels import MemoryChannels
-from delivery.client import AuthError, DeliveryClient
+from delivery.client import AuthError, DeliveryClient, Message
+from delivery.client_dedupe import MemorySeenStore
 from delivery.gateway import Gateway, GatewayConfig, issue_token
 from delivery.models import State
 from delivery.runtime import Runtime
 from delivery.settings import Settings
 from delivery.store import Store
 from tests.delivery.gateway.conftest import SECRET, gateway_harness, presence_nodes, run
+
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 def test_auto_ack_marks_delivered(sqlite_store: Store) -> None:
@@ -134,5 +140,107 @@ def test_error_frames_are_collected(sqlite_store: Store) -> None:
             await h.wait_for(lambda: len(client.stats.errors) == 1)
             assert client.stats.errors[0]["code"] == "unknown_type"
             await client.close()
+
+    run(main())
+
+
+def test_restart_after_a_lost_ack_does_not_show_twice(sqlite_store: Store, tmp_path: Path) -> None:
+    """Fault: the app's client process is killed after it showed a message and recorded its id
+    in the dedupe file, before its ack left. Traffic: that message, then one more after the
+    restart. Must hold: the gateway replays the first message to the restarted client (same
+    dedupe file), which does not show it again but acks it, so the store records it delivered;
+    the new message is shown once."""
+    dedupe = tmp_path / "seen.sqlite3"
+
+    async def main() -> None:
+        async with gateway_harness(sqlite_store) as h:
+            first = h.accept("bob", "before the crash")
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.delivery.dedupe_client_proc", h.url,
+                h.token("bob"), str(dedupe), stdout=asyncio.subprocess.PIPE,
+                cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
+            try:
+                assert proc.stdout is not None
+                lines = [(await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()
+                         for _ in range(2)]
+                assert lines == [["shown", str(first.id)], ["recorded", str(first.id)]]
+            finally:
+                proc.kill()
+                await proc.wait()
+            assert h.acks == []  # the ack never reached the gateway
+            await h.wait_for(lambda: not any(c.user == "bob" for c in h.gateway.conns.values()))
+            assert sqlite_store.get(first.id).state != State.DELIVERED  # type: ignore[union-attr]
+
+            second = h.accept("bob", "after the restart")
+            shown: list[Message] = []
+            client = DeliveryClient(h.url, h.token("bob"), dedupe_path=dedupe)
+            await client.connect()
+            running = asyncio.create_task(client.run(shown.append))
+            # Replay is oldest first on one connection: once the second message is shown, the
+            # first has been handled.
+            await h.wait_for(lambda: len(shown) >= 1, timeout=10)
+            assert [m.id for m in shown] == [str(second.id)]
+            assert client.stats.duplicates == 1
+            await h.wait_db(lambda: all(
+                sqlite_store.get(m.id).state == State.DELIVERED  # type: ignore[union-attr]
+                for m in (first, second)), timeout=10)
+            rec = sqlite_store.get(first.id)
+            assert rec is not None and rec.delivered_conn == client.conn_id
+            await client.close()
+            await running
+            assert [m.id for m in shown] == [str(second.id)]
+
+    run(main())
+
+
+def test_a_failing_handler_leaves_the_message_unrecorded_and_unacked(sqlite_store: Store) -> None:
+    """Fault: the app's handler raises on a message. Must hold: the id is not recorded and not
+    acked, so the next client with the same dedupe store shows it (then records and acks it)."""
+    seen = MemorySeenStore()
+
+    async def main() -> None:
+        async with gateway_harness(sqlite_store) as h:
+            msg = h.accept("bob", "boom")
+
+            def fail(m: Message) -> None:
+                raise RuntimeError("app bug")
+
+            async with DeliveryClient(h.url, h.token("bob"), seen_store=seen) as client:
+                with pytest.raises(RuntimeError, match="app bug"):
+                    await client.run(fail)
+            assert not seen.seen(str(msg.id)) and h.acks == []
+
+            shown: list[str] = []
+            async with DeliveryClient(h.url, h.token("bob"), seen_store=seen) as client:
+                running = asyncio.create_task(client.run(lambda m: shown.append(m.id)))
+                await h.wait_db(lambda: sqlite_store.get(msg.id).state == State.DELIVERED)  # type: ignore[union-attr]
+                assert shown == [str(msg.id)] and seen.seen(str(msg.id))
+            await running
+
+    run(main())
+
+
+class BrokenStore:
+    """A dedupe store whose disk has failed: every call raises."""
+
+    def seen(self, msg_id: str) -> bool:
+        raise OSError("disk I/O error")
+
+    def add(self, msg_id: str) -> None:
+        raise OSError("disk I/O error")
+
+
+def test_a_failing_dedupe_store_still_shows_and_acks(sqlite_store: Store) -> None:
+    """Fault: the dedupe store raises on every lookup and record. Traffic: one message. Must
+    hold: it is shown and acked anyway (at worst a later copy would be shown twice)."""
+    async def main() -> None:
+        async with gateway_harness(sqlite_store) as h:
+            msg = h.accept("bob")
+            shown: list[str] = []
+            async with DeliveryClient(h.url, h.token("bob"), seen_store=BrokenStore()) as client:
+                running = asyncio.create_task(client.run(lambda m: shown.append(m.id)))
+                await h.wait_db(lambda: sqlite_store.get(msg.id).state == State.DELIVERED)  # type: ignore[union-attr]
+            await running
+            assert shown == [str(msg.id)]
 
     run(main())

@@ -1,5 +1,6 @@
 """The browser client in headless Chromium against a real gateway: the demo page connects,
-receives a replayed and a live message, acks them, and the store shows them delivered."""
+receives a replayed and a live message, acks them, and the store shows them delivered; after a
+reload, a message whose ack was lost is not shown again."""
 
 from __future__ import annotations
 
@@ -72,15 +73,20 @@ class Page:
             await asyncio.sleep(0.1)
         self.ws = await connect(pages[0]["webSocketDebuggerUrl"], max_size=None)
 
-    async def evaluate(self, expression: str) -> Any:
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One DevTools protocol command; its reply."""
         assert self.ws is not None
         call_id = next(self._ids)
-        await self.ws.send(json.dumps({"id": call_id, "method": "Runtime.evaluate", "params": {
-            "expression": expression, "returnByValue": True}}))
+        await self.ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
         while True:
-            reply = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+            reply: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
             if reply.get("id") == call_id:
-                return reply.get("result", {}).get("result", {}).get("value")
+                return reply
+
+    async def evaluate(self, expression: str) -> Any:
+        reply = await self.call("Runtime.evaluate", {
+            "expression": expression, "returnByValue": True})
+        return reply.get("result", {}).get("result", {}).get("value")
 
     async def state(self) -> dict[str, Any]:
         raw = await self.evaluate("JSON.stringify(window.deliveryState || null)")
@@ -130,6 +136,65 @@ def test_demo_page_receives_and_acks(sqlite_store: Store) -> None:
                     assert rec is not None and rec.delivered_conn == conn
                 text = await page.evaluate("document.body.innerText")
                 assert "sent while offline" in text and "hello from the test" in text
+                assert st["errors"] == []
+            finally:
+                await page.close()
+
+    run(main(), timeout=90)
+
+
+# Fault injection at the page's network edge: ack frames are dropped instead of sent.
+DROP_ACKS = """(() => {
+  const send = WebSocket.prototype.send;
+  window.droppedAcks = 0;
+  WebSocket.prototype.send = function (data) {
+    if (typeof data === "string" && JSON.parse(data).type === "ack") {
+      window.droppedAcks += 1;
+      return;
+    }
+    return send.call(this, data);
+  };
+  return true;
+})()"""
+
+
+def test_reload_after_a_lost_ack_does_not_show_twice(sqlite_store: Store) -> None:
+    """Fault: the page shows a message but its ack is dropped on the way out; then the page is
+    reloaded. Traffic: that message before the reload, a new one after. Must hold: the gateway
+    replays the first message to the reloaded page, which does not show it again (its id is in
+    localStorage) but acks it, so the store records it delivered; the new one is shown once."""
+    async def main() -> None:
+        async with gateway_harness(sqlite_store) as h:
+            page = Page(f"http://127.0.0.1:{h.gateway.port}/?token={h.token('bob')}")
+            try:
+                await page.attach()
+                st = await page.wait_state(lambda s: s["status"] == "open")
+                old_conn = st["conn"]
+                assert await page.evaluate(DROP_ACKS) is True
+                first = h.accept("bob", "shown before the reload")
+                h.deliver(first, [old_conn])
+                st = await page.wait_state(lambda s: len(s["messages"]) == 1)
+                assert st["messages"][0]["id"] == str(first.id)
+                assert await page.evaluate("window.droppedAcks") == 1
+                stored = await page.evaluate("JSON.stringify(Object.entries(localStorage))")
+                assert str(first.id) in stored
+                assert h.acks == []
+                assert sqlite_store.get(first.id).state != State.DELIVERED  # type: ignore[union-attr]
+
+                reply = await page.call("Page.reload", {})
+                assert "error" not in reply, reply
+                st = await page.wait_state(
+                    lambda s: s["status"] == "open" and s["conn"] not in (None, old_conn))
+                new_conn = st["conn"]
+                second = h.accept("bob", "after the reload")
+                h.deliver(second, [new_conn])
+                await h.wait_db(lambda: all(
+                    sqlite_store.get(m.id).state == State.DELIVERED  # type: ignore[union-attr]
+                    for m in (first, second)), timeout=10)
+                rec = sqlite_store.get(first.id)
+                assert rec is not None and rec.delivered_conn == new_conn  # acked, not shown
+                st = await page.state()
+                assert [m["id"] for m in st["messages"]] == [str(second.id)]
                 assert st["errors"] == []
             finally:
                 await page.close()
