@@ -15,8 +15,8 @@ from typing import Any
 from celery import Celery
 
 from delivery.channels import NodeChannels, RedisChannels
-from delivery.routing.router import Router, policy_config
 from delivery.clock import DatabaseAlignedClock
+from delivery.routing.router import Router, policy_config
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, get_runtime
 from delivery.settings import Settings
