@@ -46,6 +46,13 @@ def stores_first(settings: Settings) -> bool:
     return bool(settings.database_url) or settings.embedded
 
 
+def _in_process(app: Celery | None) -> bool:
+    """An app on the in-process broker (or none): the embedded default, one database. An app
+    on a real broker in a process whose settings are embedded means these settings do not
+    describe the cluster, so its database is not this process's SQLite file."""
+    return app is None or str(app.conf.broker_url or "").startswith("memory://")
+
+
 def send_message(
     sender: str,
     recipient: str,
@@ -60,7 +67,8 @@ def send_message(
     """Validate, make the message durable, enqueue ``delivery.send``; return the message id.
 
     By default (``durable=None``) the message is stored here before it is enqueued whenever
-    this process has the database (see :func:`stores_first`; a ``store`` given counts): the
+    this process has the database (see :func:`stores_first`; a ``store`` given counts; an
+    ``app`` on a real broker with no ``DELIVERY_DATABASE_URL`` here does not): the
     id returned is then durable whatever happens to the broker, and a database that cannot be
     reached raises :class:`SendNotAccepted`. ``durable=False`` only enqueues (one write less
     here; the task stores it). ``app`` defaults to the project's Celery app built from the
@@ -81,7 +89,8 @@ def send_message(
     if ttl_s is not None:
         kwargs["ttl_s"] = req.ttl_s
     if durable is None:
-        durable = store is not None or stores_first(settings)
+        durable = store is not None or (stores_first(settings)
+                                        and (not settings.embedded or _in_process(app)))
     celery = app or producer_app()
     if not durable:
         # ignore_result: nobody waits for it, and the Redis result backend would otherwise

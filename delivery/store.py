@@ -191,6 +191,29 @@ class Store:
             deadline=deadline, dispatch_to=dispatch_to,
         )
 
+    def claim_first_attempt(
+        self, msg_id: uuid.UUID, *, targets: Sequence[Target], now: datetime,
+        deadline: datetime,
+    ) -> MessageRecord | None:
+        """Route a message stored ahead of its task (the default send): claim attempt 1 with
+        its targets in one transaction — a compare-and-set on ``accepted`` with no attempt
+        yet, returning the row, so no separate read is needed. None: not stored here, or
+        already routed (a duplicate task, or the sweep got there first)."""
+        stmt = (update(M)
+                .where(M.c.id == msg_id, M.c.state == State.ACCEPTED.value, M.c.attempts == 0)
+                .values(state=State.DISPATCHED.value, attempts=1, ack_deadline=deadline)
+                .returning(*_MSG_COLS))
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+            if row is None:
+                return None
+            conn.execute(insert(A), [
+                {"message_id": msg_id, "attempt": 1, "channel": "ws", "node": t.node,
+                 "conn": t.conn, "started_at": now}
+                for t in targets
+            ])
+        return _msg(row)
+
     def get(self, msg_id: uuid.UUID) -> MessageRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(*_MSG_COLS).where(M.c.id == msg_id)).first()

@@ -10,7 +10,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from delivery.clock import later, utcnow
-from delivery.models import State
 from delivery.runtime import Runtime, get_runtime
 from delivery.validation import InvalidMessage, SendRequest, validate_send
 
@@ -66,10 +65,11 @@ def send(
 def _store_and_route(rt: Runtime, req: SendRequest, *, stored: bool) -> str:
     router = rt.extras.get("router")
     if stored:
-        msg = rt.store.get(req.message_id)
+        if router is not None:
+            msg = router.route_stored(req)
+        else:  # no router here: the sweep routes it once its deadline passes
+            msg = rt.store.get(req.message_id)
         if msg is not None:
-            if router is not None and msg.state == State.ACCEPTED and msg.attempts == 0:
-                router.route_new(msg)  # a duplicate task loses the attempt claim (CAS)
             return str(msg.id)
         # Not there (a producer on another database?): store it here, as any send.
     if router is not None:

@@ -121,6 +121,30 @@ class Router:
             self.on_decision(msg, applied, Trigger.NEW)
         return msg
 
+    def route_stored(self, req: SendRequest) -> MessageRecord | None:
+        """Route a message the producer stored before enqueueing (the default send).
+
+        When the recipient is online, one transaction claims attempt 1 straight from
+        ``accepted`` (no read first); otherwise the stored row is read and routed as usual.
+        None: the message is not in this store. A duplicate task routes nothing (CAS)."""
+        now = self.clock()
+        view = MessageView("accepted", 0, now + req.ttl_s)
+        decision = decide(view, self._view(req.recipient), Trigger.NEW, now, self.config)
+        if isinstance(decision, Dispatch):
+            msg = self.store.claim_first_attempt(
+                req.message_id, targets=[Target(t.node, t.conn) for t in decision.targets],
+                now=_dt(now), deadline=_dt(decision.ack_deadline))
+            if msg is not None:
+                applied = self._publish(msg, 1, decision.targets, now, decision.ack_deadline,
+                                        ())
+                if self.on_decision is not None:
+                    self.on_decision(msg, applied, Trigger.NEW)
+                return msg
+        stored = self.store.get(req.message_id)
+        if stored is not None and stored.state == "accepted" and stored.attempts == 0:
+            self._route(stored, Trigger.NEW, ())
+        return stored
+
     def _route_existing(self, msg: MessageRecord) -> MessageRecord:
         self._route(msg, Trigger.NEW, ())
         return msg

@@ -349,19 +349,31 @@ def test_a_durable_send_stored_by_the_caller_is_routed_by_the_task(h: Harness) -
             self.sent.append(kwargs)
 
     broker = NoBroker()
-    msg_id = send_message("alice", "bob", {"t": "hi"}, client_msg_id="d-1", durable=True,
+    msg_id = send_message("alice", "bob", {"t": "hi"}, client_msg_id="d-1",
                           store=h.store, app=broker)  # type: ignore[arg-type]
     stored = h.store.get(uuid.UUID(msg_id))
     assert stored is not None and stored.state == "accepted"  # durable before the broker
     kwargs = broker.sent[0]
+    assert kwargs["stored"] is True
     req = validate_send(kwargs["sender"], kwargs["recipient"], kwargs["body"],
                         kwargs["client_msg_id"], max_body_bytes=1000, default_ttl_s=60)
-    h.router.accept_and_route(req)  # what the delivery.send task does with it
+    h.router.route_stored(req)  # what the delivery.send task does with it
     routed = h.store.get(uuid.UUID(msg_id))
     assert routed is not None and routed.state == "dispatched" and routed.attempts == 1
     assert [f["id"] for f in h.frames] == [msg_id]
-    h.router.accept_and_route(req)  # a redelivered task: no second attempt
+    h.router.route_stored(req)  # a redelivered task: no second attempt
+    h.router.accept_and_route(req)  # nor an enqueue-only copy of the same send
     assert len(h.frames) == 1
+
+
+def test_a_stored_send_for_an_offline_user_is_routed_from_the_row(h: Harness) -> None:
+    req = _request()
+    now = utcnow()
+    h.store.accept_request(req, now=now, deadline=now + timedelta(seconds=2))
+    msg = h.router.route_stored(req)
+    assert msg is not None and msg.id == req.message_id
+    assert h.rechecks and h.rechecks[0][0] == str(req.message_id)  # offline grace: re-check
+    assert h.router.route_stored(_request(cmid="never-stored")) is None
 
 
 def test_recheck_after_a_nack_waits_within_the_reconnect_window_then_pushes(
