@@ -65,10 +65,8 @@ def send(
 def _store_and_route(rt: Runtime, req: SendRequest, *, stored: bool) -> str:
     router = rt.extras.get("router")
     if stored:
-        if router is not None:
-            msg = router.route_stored(req)
-        else:  # no router here: the sweep routes it once its deadline passes
-            msg = rt.store.get(req.message_id)
+        # No router here (no presence replica): the sweep routes it once its deadline passes.
+        msg = router.route_stored(req) if router is not None else rt.store.get(req.message_id)
         if msg is not None:
             return str(msg.id)
         # Not there (a producer on another database?): store it here, as any send.
