@@ -529,7 +529,9 @@ class Gateway:
             try:
                 self.deliver(frame)
             except Exception:
-                log.exception("gateway %s: bad node frame %r", self.node, frame)
+                # The frame carries the body: log its id only.
+                log.exception("gateway %s: bad node frame for message %r", self.node,
+                              frame.get("id") if isinstance(frame, dict) else None)
 
     def deliver(self, frame: dict[str, Any]) -> None:
         """Handle one node frame (``{"type": "deliver", ...}``); must run on the loop."""
