@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "token": ("delivery.gateway.cli:token_main", "issue a gateway token for a user"),
     "gateway": ("delivery.gateway.cli:gateway_main", "run a WebSocket gateway node"),
     "worker": ("workers.commands.worker:main", "run a Celery worker with the right options"),
+    "flower": ("workers.flower:main", "Flower, read-only (no task execution), password required"),
     "device": ("delivery.push.cli:device_main", "register a push device: device add USER TOKEN"),
     "fcm-stub": ("delivery.push.stub:main", "run the local FCM-compatible HTTP server"),
     "simulate": ("delivery.simulation.cli:main", "deterministic simulation: naive vs pipeline"),
