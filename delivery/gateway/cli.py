@@ -63,7 +63,8 @@ def gateway_main(argv: list[str]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redact_handlers()
     settings = get_settings()
-    overrides: dict[str, Any] = {"compression": args.compression}
+    overrides: dict[str, Any] = {"compression": args.compression,
+                                 "max_conns_per_user": settings.max_connections_per_user}
     if args.max_in_flight is not None:
         overrides["max_in_flight"] = args.max_in_flight
     if args.hello_timeout is not None:

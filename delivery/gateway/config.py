@@ -42,6 +42,12 @@ class GatewayConfig:
     compression: bool = False
     # Live frames kept per connection to detect duplicates after an ack.
     recent_acked: int = 1024
+    # Live connections of one user on this node (DELIVERY_MAX_CONNECTIONS_PER_USER): a new one
+    # beyond it closes the user's oldest with 4008 (the newest is the likeliest alive).
+    max_conns_per_user: int = 10
+    # Times a frame whose connection is gone is redirected to the user's other connections here
+    # before it goes back to routing (see routing.policy.decide_reroute).
+    max_redirects: int = 2
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -51,7 +57,8 @@ class GatewayConfig:
             if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"GatewayConfig.{f.name} must be a finite number >= 0, got {v!r}")
         for name in ("hello_timeout_s", "max_frame_bytes", "max_in_flight", "rate_per_s",
-                     "rate_burst", "flood_strikes", "ack_batch_max", "ack_flushes", "replay_batch"):
+                     "rate_burst", "flood_strikes", "ack_batch_max", "ack_flushes", "replay_batch",
+                     "max_conns_per_user"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GatewayConfig.{name} must be > 0")
         if self.max_frame_bytes < 256:
