@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("workers.commands.store:migrate_main", "alembic upgrade head"),
     "send": ("workers.commands.store:send_main", "enqueue a message: --from A --to B TEXT"),
     "inspect": ("workers.commands.store:inspect_main", "a message's state and every attempt"),
+    "prune": ("workers.commands.prune:main", "prune attempt rows of settled messages"),
     "status": ("workers.commands.status:main", "one-screen summary of the cluster"),
     "token": ("delivery.gateway.cli:token_main", "issue a gateway token for a user"),
     "gateway": ("delivery.gateway.cli:gateway_main", "run a WebSocket gateway node"),
