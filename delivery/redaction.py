@@ -169,8 +169,33 @@ class RedactingTask(Task):
             raise clean from None
 
 
+# Tasks that take a body, and its position when it is passed positionally.
+BODY_ARG = {"delivery.send": 2}
+
+
+def _positional_redaction(base: type) -> type:
+    """``base`` (the app's AMQP class) also redacting a body passed as a positional argument:
+    ``argsrepr`` is what the task headers, the task-sent event and Flower show."""
+
+    class PositionalRedactingAMQP(base):
+        def as_task_v2(self, task_id: str, name: str, args: Any = None, kwargs: Any = None,
+                       *rest: Any, **opts: Any) -> Any:
+            pos = BODY_ARG.get(name)
+            if (pos is not None and opts.get("argsrepr") is None
+                    and isinstance(args, list | tuple) and len(args) > pos):
+                opts["argsrepr"] = repr([("<redacted>" if i == pos else a)
+                                         for i, a in enumerate(args)])
+            return super().as_task_v2(task_id, name, args, kwargs, *rest, **opts)
+
+    return PositionalRedactingAMQP
+
+
 def install(app: Celery) -> None:
-    """Make :class:`RedactingTask` the base of the app's tasks (before any task is bound)."""
-    if "Task" in app.__dict__:
+    """Make :class:`RedactingTask` the base of the app's tasks and redact positional bodies in
+    task messages (before any task is bound or message built)."""
+    if "Task" in app.__dict__ or "amqp" in app.__dict__:
         raise RuntimeError("install(app) must run before the app's tasks are created")
+    from celery.utils.imports import symbol_by_name
+
     app.task_cls = RedactingTask
+    app.amqp_cls = _positional_redaction(symbol_by_name(app.amqp_cls))
