@@ -131,3 +131,18 @@ def test_a_body_passed_positionally_is_redacted_in_the_task_message() -> None:
         assert MARKER not in kw.headers["kwargsrepr"]
     finally:
         app.close()
+
+
+def test_every_engine_is_built_by_delivery_db() -> None:
+    # delivery.db.make_engine is where engine-wide settings (hide_parameters, timeouts) live:
+    # an engine created anywhere else would bypass them.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = [
+        str(p.relative_to(root)) for d in ("delivery", "presence", "workers", "migrations")
+        for p in (root / d).rglob("*.py")
+        if p.name != "db.py" and ("create_engine(" in p.read_text()
+                                  or "engine_from_config(" in p.read_text())
+    ]
+    assert offenders == []
