@@ -71,8 +71,7 @@ def _leaves(value: Any) -> Iterator[str]:
         if isinstance(v, str):
             yield v
         elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
+            stack.extend(v.values())  # keys are field names: hiding them would garble errors
         elif isinstance(v, list | tuple):
             stack.extend(v)
 
