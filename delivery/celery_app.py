@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery
 from celery.app.amqp import AMQP
 
+from delivery import redaction
 from delivery.settings import Settings, get_settings
 
 REDACTED_FIELDS = ("body",)
@@ -40,6 +41,7 @@ class RedactingAMQP(AMQP):
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("delivery", amqp=RedactingAMQP, include=TASK_MODULES)
+    redaction.install(app)  # task failures reach the backend, Flower and logs scrubbed
     transport_options: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_s,
         # Keeps every Celery key of one deployment (or one test run) apart on a shared Redis.

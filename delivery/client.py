@@ -54,6 +54,7 @@ log = logging.getLogger("delivery.client")
 TokenSource = str | Callable[[], str | Awaitable[str]]
 Handler = Callable[["Message"], Any]  # may return an awaitable
 POLICY_VIOLATION = 1008
+TOO_MANY_CONNECTIONS = 4008  # a newer connection of this user took our slot
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class ClientStats:
 
 
 class AuthError(RuntimeError):
-    """The gateway refused the token (close 1008): reconnecting would not help."""
+    """The gateway refused the token (close 1008), or a newer connection of the same user took
+    this one's slot (4008): reconnecting would not help."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"gateway closed the connection: {code} {reason}")
@@ -340,6 +342,9 @@ class DeliveryClient:
             self.close_code = ws.close_code
             self.close_reason = ws.close_reason or ""
             if self.close_code == POLICY_VIOLATION and not welcomed:
+                raise AuthError(self.close_code, self.close_reason)
+            if self.close_code == TOO_MANY_CONNECTIONS:
+                # Reconnecting would close another connection of ours, which would do the same.
                 raise AuthError(self.close_code, self.close_reason)
             return welcomed
 

@@ -50,7 +50,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
             extra["message_id"] = found.group(1)
     out.update({k: (str(v) if not isinstance(v, int | float | bool | None) else v)
                 for k, v in extra.items()})
-    if record.exc_info:
+    if record.exc_text:  # set (scrubbed) by RedactingFilter
+        out["exc"] = record.exc_text
+    elif record.exc_info:
         out["exc"] = logging.Formatter().formatException(record.exc_info)
     return out
 
@@ -94,6 +96,42 @@ def message_log(logger: logging.Logger, message_id: Any, **fields: Any) -> Messa
     return MessageLog(logger, {"message_id": str(message_id), **fields})
 
 
+class RedactingFilter(logging.Filter):
+    """Scrubs a record before any handler formats it: bound parameters and PostgreSQL's echoed
+    values (see :mod:`delivery.redaction`) leave the message, its arguments and the traceback.
+
+    Attached to handlers (it then sees records propagated from any logger, Celery's included).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from delivery.redaction import scrub_text
+
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string: let the handler report it as usual
+            return True
+        clean = scrub_text(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub_text(record.exc_text)
+        return True
+
+
+_FILTER = RedactingFilter("delivery-redaction")
+
+
+def redact_handlers(*loggers: logging.Logger) -> None:
+    """Add the redacting filter to every handler of ``loggers`` (default: the root logger and
+    ours). Idempotent; call it after whatever configured the handlers."""
+    for logger in loggers or [logging.getLogger(), *map(logging.getLogger, OUR_LOGGERS)]:
+        for handler in logger.handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)
+
+
 def make_formatter(fmt: str | None = None) -> logging.Formatter:
     fmt = (fmt or os.environ.get("DELIVERY_LOG_FORMAT") or "kv").lower()
     return JsonFormatter() if fmt == "json" else KeyValueFormatter()
@@ -116,12 +154,13 @@ def setup(level: int | str = logging.INFO, stream: TextIO | None = None,
         logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
+    redact_handlers()
     return handler
 
 
 def install_celery_logging() -> None:
     """Switch our loggers to structured lines once Celery has set up its own logging."""
-    from celery.signals import after_setup_logger
+    from celery.signals import after_setup_logger, after_setup_task_logger
 
     def _after_setup(logger: logging.Logger | None = None, loglevel: Any = None,
                      **_: Any) -> None:
@@ -133,3 +172,9 @@ def install_celery_logging() -> None:
         setup(loglevel or logging.INFO, stream=stream)
 
     after_setup_logger.connect(_after_setup, weak=False)
+    # Celery's task logger has handlers of its own (the "Task ... raised" lines).
+    after_setup_task_logger.connect(_redact_task_logger, weak=False)
+
+
+def _redact_task_logger(logger: logging.Logger | None = None, **_: Any) -> None:
+    redact_handlers(*([logger] if logger is not None else []))

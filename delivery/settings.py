@@ -51,6 +51,7 @@ class Settings:
     fcm_url: str = ""
     push_max_retries: int = 5
     metrics_port: int = 0
+    max_connections_per_user: int = 10
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -108,7 +109,7 @@ class Settings:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_attempts", "max_body_bytes", "sweep_batch"):
+        for name in ("max_attempts", "max_body_bytes", "sweep_batch", "max_connections_per_user"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_var(name)} must be >= 1, got {getattr(self, name)}")
         if self.presence_down_s <= 2 * self.presence_heartbeat_s:

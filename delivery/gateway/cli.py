@@ -15,6 +15,7 @@ from typing import Any
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.server import Gateway
 from delivery.gateway.tokens import issue_token
+from delivery.logs import redact_handlers
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
 
@@ -60,8 +61,10 @@ def gateway_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_handlers()
     settings = get_settings()
-    overrides: dict[str, Any] = {"compression": args.compression}
+    overrides: dict[str, Any] = {"compression": args.compression,
+                                 "max_conns_per_user": settings.max_connections_per_user}
     if args.max_in_flight is not None:
         overrides["max_in_flight"] = args.max_in_flight
     if args.hello_timeout is not None:

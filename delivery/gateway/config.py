@@ -47,6 +47,12 @@ class GatewayConfig:
     # acked again: at-least-once, never a loss). Retries back off up to ack_retry_max_s.
     max_pending_acks: int = 100_000
     ack_retry_max_s: float = 5.0
+    # Live connections of one user on this node (DELIVERY_MAX_CONNECTIONS_PER_USER): a new one
+    # beyond it closes the user's oldest with 4008 (the newest is the likeliest alive).
+    max_conns_per_user: int = 10
+    # Times a frame whose connection is gone is redirected to the user's other connections here
+    # before it goes back to routing (see routing.policy.decide_reroute).
+    max_redirects: int = 2
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -56,7 +62,8 @@ class GatewayConfig:
             if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"GatewayConfig.{f.name} must be a finite number >= 0, got {v!r}")
         for name in ("hello_timeout_s", "max_frame_bytes", "max_in_flight", "rate_per_s",
-                     "rate_burst", "flood_strikes", "ack_batch_max", "ack_flushes", "replay_batch"):
+                     "rate_burst", "flood_strikes", "ack_batch_max", "ack_flushes", "replay_batch",
+                     "max_conns_per_user"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GatewayConfig.{name} must be > 0")
         if self.max_frame_bytes < 256:

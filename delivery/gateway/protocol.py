@@ -37,6 +37,9 @@ CLOSE_INVALID_DATA = 1007  # hello that is not valid JSON / invalid UTF-8 text
 CLOSE_POLICY = 1008  # auth failure, no hello in time, flood
 CLOSE_TOO_BIG = 1009  # frame larger than max_frame_bytes
 CLOSE_INTERNAL = 1011  # unexpected gateway error
+# The user opened more than max_conns_per_user connections on this node: their oldest is closed.
+# Application range (4000-4999): clients must not reconnect on it (that would evict another).
+CLOSE_TOO_MANY_CONNECTIONS = 4008
 
 MAX_ID_LEN = 64
 

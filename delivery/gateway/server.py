@@ -39,6 +39,7 @@ from delivery.gateway import protocol as p
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
 from delivery.gateway.tokens import TokenError, verify_token
+from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
 
 log = logging.getLogger("delivery.gateway")
@@ -67,6 +68,7 @@ class LiveFrame(NamedTuple):
     conns: tuple[str, ...]
     text: str
     arrived: float = 0.0  # monotonic time the frame reached this gateway (ack latency)
+    hops: int = 0  # redirects on this node so far (bounded by GatewayConfig.max_redirects)
 
 
 # An ack waiting to be recorded: message uuid, user, conn, message id, and for metrics the
@@ -237,7 +239,7 @@ class Gateway:
         self.stats: dict[str, int] = dict.fromkeys(
             ("accepted", "rejected", "closed", "frames_sent", "acks", "acks_won", "nacks",
              "redirects", "errors", "node_frames", "dropped", "ack_batches", "ack_flush_us",
-             "ack_retries", "acks_dropped", "owed_replays"), 0)
+             "ack_retries", "acks_dropped", "owed_replays", "evicted"), 0)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sub: Any = None
@@ -355,6 +357,7 @@ class Gateway:
         if user is None:
             self.stats["rejected"] += 1
             return
+        self._admit(user)
         loop = asyncio.get_running_loop()
         conn = Connection(new_conn_id(self.node), user, ws, self.config, loop.time())
         self.conns[conn.id] = conn
@@ -373,6 +376,18 @@ class Gateway:
             await ws.close(p.CLOSE_INTERNAL, "internal error")
         finally:
             self._forget(conn)
+
+    def _admit(self, user: str) -> None:
+        """Make room for one more connection of ``user``: past ``max_conns_per_user`` the oldest
+        are closed (4008). Oldest, not the new one: after a network change a phone's old sockets
+        linger half-open until the ping timeout, and refusing the new one would lock it out."""
+        mine = self.by_user.get(user, {})
+        excess = len(mine) + 1 - self.config.max_conns_per_user
+        for old in list(mine.values())[:max(0, excess)]:  # dicts keep accept order
+            self.stats["evicted"] += 1
+            self._forget(old)  # now: untracked, its unacked frames answered, the count exact
+            self._spawn(old.ws.close(p.CLOSE_TOO_MANY_CONNECTIONS,
+                                     "too many connections for this user"))
 
     async def _handshake(self, ws: ServerConnection) -> str | None:
         cfg = self.config
@@ -568,7 +583,9 @@ class Gateway:
             try:
                 self.deliver(frame)
             except Exception:
-                log.exception("gateway %s: bad node frame %r", self.node, frame)
+                # The frame carries the body: log its id only.
+                log.exception("gateway %s: bad node frame for message %r", self.node,
+                              frame.get("id") if isinstance(frame, dict) else None)
 
     def deliver(self, frame: dict[str, Any]) -> None:
         """Handle one node frame (``{"type": "deliver", ...}``); must run on the loop."""
@@ -611,13 +628,25 @@ class Gateway:
                 now=utcnow(), detail="connection gone")))
 
     def _reroute(self, live: LiveFrame, gone: tuple[str, ...]) -> None:
-        """The frame's connections are gone: redirect to the user's other connection, or nack."""
+        """The frame's connections are gone: keep it where another connection has it, redirect
+        it to the user's other connections (a bounded number of times), or nack."""
         others: list[Connection] = []
         if not self._stopping:
             others = [c for c in self.by_user.get(live.user, {}).values()
                       if c.open and c.id not in gone]
-        if others:
-            self._spawn(self._redirect(live, gone, others))
+        holders = [c for c in others if c.has(live.id)]
+        decision = decide_reroute(live.hops, [c.id for c in holders],
+                                  [c.id for c in others if not c.has(live.id)],
+                                  self.config.max_redirects)
+        if isinstance(decision, Keep):
+            for c in holders:
+                c.offer(live.id, live.text, live)  # track the live frame there (for its nack)
+            self._spawn(self._db_call(partial(
+                nack_attempts, self.runtime.store, live.uuid, live.attempt, gone,
+                now=utcnow(), detail="connection gone; another connection has it")))
+        elif isinstance(decision, Redirect):
+            targets = [c for c in others if c.id in decision.targets]
+            self._spawn(self._redirect(live._replace(hops=live.hops + 1), gone, targets))
         else:
             self._spawn(self._nack(live, gone))
 

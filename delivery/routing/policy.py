@@ -38,8 +38,13 @@ class PolicyConfig:
     # After a gateway reported a connection gone, keep re-checking presence (every
     # retry_backoff_s) this long after the send for the user's new connection before pushing.
     reconnect_window_s: float = 1.0
+    # Connections one attempt goes to: bounds the attempt rows and frames a message costs
+    # whatever number of connections its recipient opens (normal users have a handful).
+    max_targets: int = 16
 
     def __post_init__(self) -> None:
+        if self.max_targets < 1:
+            raise ValueError("max_targets must be >= 1")
         if self.ack_timeout_s <= 0:
             raise ValueError("ack_timeout_s must be > 0")
         if self.max_attempts < 1:
@@ -127,7 +132,7 @@ def decide(
     # Sorted for determinism: the same facts always give the same decision.
     targets = tuple(sorted(
         {c for c in presence.conns if c.conn not in dead_conns}, key=lambda c: (c.node, c.conn)
-    ))
+    ))[:config.max_targets]
     if msg.attempts >= config.max_attempts:
         return _fallback(config, f"{msg.attempts} attempts without an ack")
     if targets:
@@ -151,3 +156,47 @@ def _fallback(config: PolicyConfig, reason: str) -> Decision:
     if config.push_enabled:
         return Push(reason)
     return MarkPending(f"{reason}; push not configured")
+
+
+# -- a gateway whose frame lost its connection ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Keep:
+    """Another live connection of the user on this node already has the frame: nothing to
+    send and nothing to re-route (its ack, or routing's deadline, settles the message)."""
+
+
+@dataclass(frozen=True)
+class Redirect:
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NackBack:
+    """Hand the message back to routing (fresh presence, attempts counted there)."""
+
+    reason: str
+
+
+RerouteDecision = Keep | Redirect | NackBack
+
+
+def decide_reroute(
+    hops: int, holders: Collection[str], free: Sequence[str], max_redirects: int,
+) -> RerouteDecision:
+    """What a gateway does with a frame whose connections are gone.
+
+    ``hops``: redirects this frame has already had on this node; ``holders``: the user's other
+    live connections here that already have it (in flight, queued or acked); ``free``: those
+    that do not. Bounded per message whatever the number of connections: a frame is redirected
+    at most ``max_redirects`` times, and never while a connection still holds it (N connections
+    closing one by one used to redirect it N-1, N-2, ... times: N² attempt rows).
+    """
+    if holders:
+        return Keep()
+    if not free:
+        return NackBack("no other connection of the user on this node")
+    if hops >= max_redirects:
+        return NackBack(f"redirected {hops} times already")
+    return Redirect(tuple(free))

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from delivery.clock import DatabaseAlignedClock, utcnow
+from delivery.routing.prune import maybe_prune
 from delivery.routing.router import Router
 
 log = logging.getLogger("delivery.sweep")
@@ -37,6 +38,7 @@ def sweep_once(router: Router, batch: int, lease_s: float = DEFAULT_LEASE_S) -> 
         except Exception:  # one bad message must not stop the sweep; its claim runs out
             log.exception("sweep: re-routing %s failed", msg.id)
     router.store.expire_pending(utcnow(), batch)
+    maybe_prune(router.store)  # at most once a minute per process
     if stalled:
         log.info("sweep: re-routed %d stalled message(s)", len(stalled))
     return len(stalled)

@@ -19,6 +19,8 @@
 // frames), "status" {status: "connecting"|"open"|"closed"|"failed", code, reason}.
 
 export const POLICY_VIOLATION = 1008;
+// A newer connection of the same user took this one's slot: reconnecting would evict another.
+export const TOO_MANY_CONNECTIONS = 4008;
 
 export function gatewayUrl(loc = globalThis.location) {
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
@@ -126,7 +128,7 @@ export class DeliveryClient extends EventTarget {
     ws.onclose = (ev) => {
       this.ws = null;
       this.conn = null;
-      if (!welcomed && ev.code === POLICY_VIOLATION) {
+      if ((!welcomed && ev.code === POLICY_VIOLATION) || ev.code === TOO_MANY_CONNECTIONS) {
         this._setStatus("failed", { code: ev.code, reason: ev.reason });
         const err = new Error(`gateway refused the connection: ${ev.code} ${ev.reason}`);
         for (const w of this._welcomeWaiters.splice(0)) w.reject(err);

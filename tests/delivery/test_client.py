@@ -131,6 +131,24 @@ def test_bad_token_is_final(sqlite_store: Store) -> None:
     run(main())
 
 
+def test_a_client_evicted_by_a_newer_connection_does_not_reconnect(sqlite_store: Store) -> None:
+    # Reconnecting on 4008 would evict the newer connection, which would do the same: a loop.
+    async def main() -> None:
+        cfg = GatewayConfig(replay_tail_s=0, max_conns_per_user=1)
+        async with gateway_harness(sqlite_store, cfg) as h:
+            old = await DeliveryClient(h.url, h.token("bob"), backoff_initial_s=0.01).connect()
+            new = await DeliveryClient(h.url, h.token("bob"), backoff_initial_s=0.01).connect()
+            with pytest.raises(AuthError) as info:
+                await old.receive(1)
+            assert info.value.code == 4008
+            await asyncio.sleep(0.3)
+            assert old.stats.connects == 1 and list(h.gateway.by_user["bob"]) == [new.conn_id]
+            await old.close()
+            await new.close()
+
+    run(main())
+
+
 def test_error_frames_are_collected(sqlite_store: Store) -> None:
     async def main() -> None:
         async with gateway_harness(sqlite_store) as h:

@@ -26,6 +26,7 @@ def test_values_are_read_and_typed() -> None:
         ({"DELIVERY_ACK_TIMEOUT_S": "-1"}, "DELIVERY_ACK_TIMEOUT_S"),
         ({"DELIVERY_ACK_TIMEOUT_S": "soon"}, "DELIVERY_ACK_TIMEOUT_S"),
         ({"DELIVERY_MAX_ATTEMPTS": "0"}, "DELIVERY_MAX_ATTEMPTS"),
+        ({"DELIVERY_MAX_CONNECTIONS_PER_USER": "0"}, "DELIVERY_MAX_CONNECTIONS_PER_USER"),
         ({"DELIVERY_DATABASE_URL": "not a url"}, "DELIVERY_DATABASE_URL"),
         ({"DELIVERY_REDIS_URL": "redis://:99999999"}, "DELIVERY_REDIS_URL"),
         ({"DELIVERY_ENV": "production"}, "DELIVERY_SECRET"),

@@ -157,12 +157,17 @@ def test_roles_and_their_commands(model: dict[str, Any]) -> None:
 
 def test_flower_has_auth_from_env_and_persistent_state(model: dict[str, Any]) -> None:
     flower = model["services"]["flower"]
-    assert flower["command"][:4] == ["celery", "-A", "workers.app", "flower"]
+    assert flower["command"][:2] == ["delivery", "flower"]  # the read-only launcher
     assert "--persistent=True" in flower["command"]
     assert "--db=/data/flower.db" in flower["command"]
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == env_example()["FLOWER_BASIC_AUTH"]
     assert not any("basic-auth" in part for part in flower["command"])  # not in the file
     assert any(v["target"] == "/data" and v["type"] == "volume" for v in flower["volumes"])
+
+
+def test_flower_is_published_on_loopback_only(model: dict[str, Any]) -> None:
+    ports = model["services"]["flower"]["ports"]
+    assert ports and all(p.get("host_ip") == "127.0.0.1" for p in ports), ports
 
 
 def test_proxy_config_is_valid_haproxy() -> None:

@@ -1,10 +1,12 @@
-"""Flower against a real worker: every task under its stable name, message bodies redacted, and
-the API closed without the basic-auth credentials."""
+"""Flower against a real worker: every task under its stable name, message bodies redacted, the
+API closed without the basic-auth credentials, read-only (no task execution, no worker control),
+and never started behind the placeholder password."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -24,11 +26,11 @@ from tests.support.services import REDIS_URL, ServiceEnv
 
 pytestmark = pytest.mark.slow
 
-USER, PASSWORD = "ops", "s3cret-pw"
+USER, PASSWORD = "ops", "s3cret-pw-4f9c1e"
 
 
-def get(url: str, auth: bool = True) -> tuple[int, str]:
-    req = urllib.request.Request(url)
+def get(url: str, auth: bool = True, data: bytes | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=data)
     if auth:
         token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
@@ -71,10 +73,7 @@ def cluster(pg_url: str, run_prefix: str) -> Iterator[FlowerCluster]:
     env = services.env()
     port = free_port()
     worker = celery_worker(env, "fl1", concurrency=2)
-    flower = Proc("flower", [
-        sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
-        "--address=127.0.0.1", f"--basic-auth={USER}:{PASSWORD}",
-    ], env)
+    flower = flower_proc(env, port)
     try:
         flower.wait_until(lambda: _answers(port), timeout=60)
         time.sleep(1.0)  # let Flower's event receiver attach before tasks run
@@ -82,6 +81,14 @@ def cluster(pg_url: str, run_prefix: str) -> Iterator[FlowerCluster]:
     finally:
         flower.stop()
         worker.stop()
+
+
+def flower_proc(env: dict[str, str], port: int, auth: str = f"{USER}:{PASSWORD}") -> Proc:
+    """Flower as deployed: through ``delivery flower`` (read-only routes, password checked)."""
+    return Proc("flower", [
+        sys.executable, "-m", "workers.cli", "flower", f"--port={port}", "--address=127.0.0.1",
+        f"--basic-auth={auth}",
+    ], env)
 
 
 def _answers(port: int) -> bool:
@@ -124,3 +131,44 @@ def test_flower_task_known_only_from_its_sent_event_is_redacted(cluster: FlowerC
         status, text = get(cluster.url(path))
         assert status == 200
         assert secret not in text, path
+
+
+def test_flower_cannot_run_tasks_or_control_workers(cluster: FlowerCluster) -> None:
+    # The fault: with the password, POST /api/task/async-apply/delivery.send stored a message
+    # "from" anyone. The launcher removes every route that is not read-only.
+    secret = f"spoofed-{uuid.uuid4().hex}"
+    payload = json.dumps({"kwargs": {"sender": "ceo", "recipient": "victim",
+                                     "body": {"text": secret}}}).encode()
+    for path in ["/api/task/async-apply/delivery.send", "/api/task/apply/delivery.send",
+                 "/api/task/send-task/delivery.send",
+                 "/api/task/async-apply/delivery.register_device",
+                 "/api/worker/shutdown/fl1@localhost", "/api/worker/pool/grow/fl1@localhost",
+                 "/api/task/revoke/x", "/api/task/rate-limit/delivery.send"]:
+        status, text = get(cluster.url(path), data=payload)
+        assert status in (403, 404, 405), (path, status, text[:200])
+    # Monitoring still works.
+    assert get(cluster.url("/api/tasks"))[0] == 200
+    assert get(cluster.url("/api/workers"))[0] == 200
+    # Nothing was run: Flower saw no task carrying the spoofed body, the worker ran none.
+    time.sleep(1.0)
+    assert secret not in get(cluster.url("/api/tasks"))[1]
+    assert cluster.flower.popen.poll() is None
+
+
+@pytest.mark.parametrize("auth", ["admin:CHANGE-ME-flower-password", "admin:short", ""])
+def test_flower_refuses_to_start_with_a_placeholder_or_weak_password(auth: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
+    proc = flower_proc(env, free_port(), auth=auth)
+    try:
+        assert proc.popen.wait(60) == 2
+        assert "delivery flower:" in proc.log()
+    finally:
+        proc.stop()
+
+
+def test_the_env_example_flower_password_is_refused() -> None:
+    from tests.ops.test_compose import env_example
+    from workers.flower import check_basic_auth
+
+    assert check_basic_auth(env_example()["FLOWER_BASIC_AUTH"]) is not None
+    assert check_basic_auth(f"{USER}:{PASSWORD}") is None

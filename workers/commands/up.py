@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 
+from delivery.logs import redact_handlers
 from delivery.settings import get_settings
 
 
@@ -27,6 +28,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    redact_handlers()  # no parameters or echoed body values in log lines
     settings = get_settings()
     if not settings.embedded:
         print("delivery up runs the embedded default; with a broker configured, run "

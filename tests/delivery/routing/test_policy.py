@@ -11,15 +11,19 @@ from delivery.routing.policy import (
     Conn,
     Dispatch,
     Expire,
+    Keep,
     MarkPending,
     MessageView,
+    NackBack,
     Nothing,
     PolicyConfig,
     PresenceView,
     Push,
+    Redirect,
     Trigger,
     Wait,
     decide,
+    decide_reroute,
 )
 
 CFG = PolicyConfig()
@@ -272,3 +276,48 @@ def test_recheck_with_only_dead_connections_waits_inside_the_reconnect_window() 
     # No creation time known: the window cannot apply.
     old = MessageView("dispatched", 1, 1000.0)
     assert isinstance(decide(old, stale, Trigger.RECHECK, 10.5, cfg, {"c1"}), Push)
+
+
+# ---------------------------------------------------------------- bounded work per message
+
+
+def test_dispatch_is_capped_at_max_targets_whatever_the_connections() -> None:
+    cfg = PolicyConfig(max_targets=3)
+    conns = [Conn("gw-a", f"c{i:02d}") for i in range(20)]
+    d = decide(msg(), pres(*conns), Trigger.NEW, NOW, cfg)
+    assert isinstance(d, Dispatch)
+    assert d.targets == tuple(conns[:3])  # sorted, deterministic
+
+
+def test_config_rejects_zero_max_targets() -> None:
+    with pytest.raises(ValueError):
+        PolicyConfig(max_targets=0)
+
+
+def test_reroute_keeps_a_frame_another_connection_holds() -> None:
+    # The N=20 case: the closing connection's siblings already have the frame.
+    assert decide_reroute(0, {"c2", "c3"}, ["c4"], max_redirects=2) == Keep()
+
+
+def test_reroute_redirects_to_connections_without_the_frame() -> None:
+    assert decide_reroute(0, set(), ["c4", "c5"], max_redirects=2) == Redirect(("c4", "c5"))
+
+
+def test_reroute_nacks_when_no_other_connection_is_on_the_node() -> None:
+    assert isinstance(decide_reroute(0, set(), [], max_redirects=2), NackBack)
+
+
+def test_reroute_nacks_once_the_redirect_budget_is_spent() -> None:
+    assert isinstance(decide_reroute(2, set(), ["c4"], max_redirects=2), NackBack)
+    assert isinstance(decide_reroute(0, set(), ["c4"], max_redirects=0), NackBack)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 10), st.sets(st.text(min_size=1, max_size=3), max_size=5),
+       st.lists(st.text(min_size=1, max_size=3), max_size=5, unique=True), st.integers(0, 5))
+def test_reroute_never_exceeds_the_redirect_budget(
+    hops: int, holders: set[str], free: list[str], max_redirects: int,
+) -> None:
+    d = decide_reroute(hops, holders, free, max_redirects)
+    if isinstance(d, Redirect):
+        assert hops < max_redirects and not holders and list(d.targets) == free
