@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from delivery.gateway import GatewayConfig, issue_token
 from delivery.models import State
+from delivery.secret import new_secret
 from delivery.store import Store
 from tests.delivery.gateway.conftest import (
     SECRET,
@@ -72,7 +73,7 @@ def test_auth_failures_close_1008_without_presence(sqlite_store: Store, case: st
                 "forged": {"type": "hello", "token": good[:-3] + ("AAA" if good[-3:] != "AAA"
                                                                    else "BBB")},
                 "expired": {"type": "hello", "token": issue_token("bob", SECRET, 1, now=1000.0)},
-                "other-secret": {"type": "hello", "token": issue_token("bob", "nope", 60)},
+                "other-secret": {"type": "hello", "token": issue_token("bob", new_secret(), 60)},
                 "not-hello": {"type": "ack", "id": str(uuid.uuid4())},
                 "empty-token": {"type": "hello", "token": ""},
             }
