@@ -45,6 +45,7 @@ def send_message(
     req = validate_send(
         sender, recipient, body, cmid, ttl_s,
         max_body_bytes=settings.max_body_bytes, default_ttl_s=settings.message_ttl_s,
+        max_body_depth=settings.max_body_depth,
     )
     kwargs: dict[str, Any] = {"sender": req.sender, "recipient": req.recipient, "body": req.body,
                               "client_msg_id": req.client_msg_id}
