@@ -336,6 +336,8 @@ def test_flood_gets_error_then_1008(sqlite_store: Store) -> None:
         cfg = GatewayConfig(rate_per_s=20, rate_burst=10, flood_strikes=20, replay_tail_s=0)
         async with gateway_harness(sqlite_store, cfg) as h:
             ws, w = await h.client("bob")
+            # Else a fast close can fold the join and the leave into one presence delta.
+            await h.wait_presence("bob", {w["conn"]})
             for _ in range(60):
                 try:
                     await ws.send('{"type":"ping"}')
