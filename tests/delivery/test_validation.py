@@ -206,3 +206,19 @@ def test_sqlite_keeps_a_bare_numeric_body_exactly(sqlite_store: Store) -> None:
     msg, _ = sqlite_store.accept_request(req, now=now, deadline=later(60.0, now))
     got = sqlite_store.get(msg.id)
     assert got is not None and got.body == req.body
+
+
+def test_the_api_refuses_before_enqueueing() -> None:
+    """``send_message`` validates in the caller's process: an error, and no task enqueued."""
+    from celery import Celery
+
+    from delivery.api import send_message
+
+    app = Celery("validation-test", broker="memory://", backend="cache+memory://")
+    for kwargs in ({"sender": "al\x00ice", "recipient": "bob", "body": "x"},
+                   {"sender": "alice", "recipient": "bob", "body": "x", "ttl_s": float("inf")},
+                   {"sender": "alice", "recipient": "bob", "body": nested(8000)}):
+        with pytest.raises(InvalidMessage):
+            send_message(app=app, **kwargs)  # type: ignore[arg-type]
+    with app.connection_for_write() as conn:
+        assert conn.default_channel.queue_declare("celery", passive=False).message_count == 0
