@@ -37,8 +37,13 @@ class WeakSecret(ValueError):
     """The secret is missing, short, or published; the message names the variable."""
 
 
+_strong: set[str] = set()  # values that passed: the gateway checks on every hello
+
+
 def check_secret(value: str, var: str = VAR) -> None:
     """Raise :class:`WeakSecret` unless ``value`` may sign tokens. One line, names ``var``."""
+    if value in _strong:
+        return
     if not value:
         raise WeakSecret(f"{var} is empty")
     if value in PUBLISHED or any(m in value.lower() for m in _PLACEHOLDER_MARKS):
@@ -49,13 +54,15 @@ def check_secret(value: str, var: str = VAR) -> None:
         raise WeakSecret(f"{var} must be at least {MIN_BYTES} bytes, got {size}")
     if len(set(value)) < MIN_DISTINCT:
         raise WeakSecret(f"{var} has fewer than {MIN_DISTINCT} distinct characters")
+    if len(_strong) < 64:
+        _strong.add(value)
 
 
 def new_secret() -> str:
     return secrets.token_urlsafe(MIN_BYTES)  # 43 characters, 256 random bits
 
 
-_cache: dict[Path, str] = {}
+_cache: dict[str, str] = {}  # data dir as given -> its secret (no path resolution per hello)
 
 
 def data_dir_secret(data_dir: str) -> str:
@@ -65,10 +72,10 @@ def data_dir_secret(data_dir: str) -> str:
     and no two installations share one. Created atomically (link of a complete temp file), so
     two processes starting together read the same value.
     """
-    path = (Path(data_dir) / SECRET_FILE).resolve()
-    cached = _cache.get(path)
+    cached = _cache.get(data_dir)
     if cached is not None:
         return cached
+    path = (Path(data_dir) / SECRET_FILE).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mkstemp: mode 0600
@@ -85,5 +92,5 @@ def data_dir_secret(data_dir: str) -> str:
                          f"chmod 600 it or set {VAR}")
     value = path.read_text().strip()
     check_secret(value, f"{VAR} (from {path})")
-    _cache[path] = value
+    _cache[data_dir] = value
     return value
