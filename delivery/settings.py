@@ -148,6 +148,8 @@ class Settings:
             raise SettingsError(
                 "DELIVERY_PRESENCE_PURGE_S must be more than DELIVERY_PRESENCE_DOWN_S"
             )
+        if self.max_body_depth > 256:  # json, kombu and the drivers recurse per level
+            raise SettingsError("DELIVERY_MAX_BODY_DEPTH must be at most 256")
         if self.message_ttl_s > MAX_TTL_S:
             raise SettingsError(f"DELIVERY_MESSAGE_TTL_S must be at most {MAX_TTL_S:g}")
         if self.token_ttl_s > MAX_TOKEN_TTL_S:

@@ -43,6 +43,9 @@ def test_values_are_read_and_typed() -> None:
         ({"DELIVERY_ENV": "staging"}, "DELIVERY_ENV"),
         ({"DELIVERY_BROKER_URL": "redis://127.0.0.1:6379/0"}, "DELIVERY_REDIS_URL"),
         ({"DELIVERY_PRESENCE_DOWN_S": "0.3"}, "DELIVERY_PRESENCE_DOWN_S"),
+        ({"DELIVERY_MAX_BODY_DEPTH": "0"}, "DELIVERY_MAX_BODY_DEPTH"),
+        ({"DELIVERY_MAX_BODY_DEPTH": "5000"}, "DELIVERY_MAX_BODY_DEPTH"),
+        ({"DELIVERY_TOKEN_TTL_S": "inf"}, "DELIVERY_TOKEN_TTL_S"),
         (
             {"DELIVERY_ENV": "production", "DELIVERY_SECRET": STRONG},
             "DELIVERY_DATABASE_URL",
