@@ -82,6 +82,7 @@ def send_message(
     req = validate_send(
         sender, recipient, body, cmid, ttl_s,
         max_body_bytes=settings.max_body_bytes, default_ttl_s=settings.message_ttl_s,
+        max_body_depth=settings.max_body_depth,
     )
     msg_id = str(message_id_for(req.sender, req.client_msg_id))
     kwargs: dict[str, Any] = {"sender": req.sender, "recipient": req.recipient, "body": req.body,

@@ -7,6 +7,7 @@ demo works where neither Redis nor PostgreSQL is installed.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -14,8 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from delivery.secret import WeakSecret, check_secret, data_dir_secret
+
 PREFIX = "DELIVERY_"
-DEV_SECRET = "dev-insecure-secret"
+# Message TTLs (the send's ``ttl_s`` and DELIVERY_MESSAGE_TTL_S) lie in (0, MAX_TTL_S].
+MAX_TTL_S = 366 * 24 * 3600.0
+# Token lifetimes (``delivery token --ttl``, DELIVERY_TOKEN_TTL_S) lie in (0, MAX_TOKEN_TTL_S].
+MAX_TOKEN_TTL_S = 366 * 24 * 3600.0
 
 
 class SettingsError(ValueError):
@@ -38,6 +44,7 @@ class Settings:
     reconnect_window_s: float = 1.0
     message_ttl_s: float = 7 * 24 * 3600.0
     max_body_bytes: int = 16 * 1024
+    max_body_depth: int = 64
     sweep_interval_s: float = 0.5
     sweep_batch: int = 200
     sweep_lease_s: float = 5.0
@@ -52,6 +59,7 @@ class Settings:
     push_max_retries: int = 5
     metrics_port: int = 0
     max_connections_per_user: int = 10
+    allowed_origins: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -70,8 +78,27 @@ class Settings:
         return self.broker_url or "memory://localhost/"
 
     @property
+    def shared(self) -> bool:
+        """True when this process talks to a shared service (PostgreSQL, a broker, Redis):
+        then tokens must be signed with an explicit DELIVERY_SECRET."""
+        db = self.database_url and not self.database_url.startswith("sqlite")
+        return bool(db or not self.embedded or self.redis_url)
+
+    @property
     def effective_secret(self) -> str:
-        return self.secret or DEV_SECRET
+        """DELIVERY_SECRET; in the embedded default, a random secret kept in the data dir."""
+        if self.secret:
+            check_secret(self.secret)
+            return self.secret
+        if self.shared:
+            raise SettingsError(f"{PREFIX}SECRET is required with a shared database, broker or "
+                                "Redis URL")
+        return data_dir_secret(self.data_dir)
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """DELIVERY_ALLOWED_ORIGINS split on commas; empty: any Origin (see docs/security.md)."""
+        return tuple(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +117,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingsError(f"{_var(f.name)} must be a finite number, got {value}")
         if self.env not in ("dev", "production"):
             raise SettingsError(f"DELIVERY_ENV must be 'dev' or 'production', got {self.env!r}")
         for name in ("database_url", "broker_url", "redis_url", "fcm_url"):
@@ -109,7 +140,8 @@ class Settings:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_attempts", "max_body_bytes", "sweep_batch", "max_connections_per_user"):
+        for name in ("max_attempts", "max_body_bytes", "max_body_depth", "sweep_batch",
+                     "max_connections_per_user"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_var(name)} must be >= 1, got {getattr(self, name)}")
         if self.presence_down_s <= 2 * self.presence_heartbeat_s:
@@ -120,8 +152,14 @@ class Settings:
             raise SettingsError(
                 "DELIVERY_PRESENCE_PURGE_S must be more than DELIVERY_PRESENCE_DOWN_S"
             )
+        if self.max_body_depth > 256:  # json, kombu and the drivers recurse per level
+            raise SettingsError("DELIVERY_MAX_BODY_DEPTH must be at most 256")
+        if self.message_ttl_s > MAX_TTL_S:
+            raise SettingsError(f"DELIVERY_MESSAGE_TTL_S must be at most {MAX_TTL_S:g}")
+        if self.token_ttl_s > MAX_TOKEN_TTL_S:
+            raise SettingsError(f"DELIVERY_TOKEN_TTL_S must be at most {MAX_TOKEN_TTL_S:g}")
         if self.env == "production":
-            if not self.secret or self.secret == DEV_SECRET:
+            if not self.secret:
                 raise SettingsError("DELIVERY_SECRET is required when DELIVERY_ENV=production")
             for name in ("database_url", "broker_url", "redis_url"):
                 if not getattr(self, name):
@@ -132,6 +170,16 @@ class Settings:
             raise SettingsError(
                 "DELIVERY_REDIS_URL is required when DELIVERY_BROKER_URL names a real broker "
                 "(presence and gateway channels travel over Redis)"
+            )
+        if self.secret:
+            try:
+                check_secret(self.secret)
+            except WeakSecret as exc:
+                raise SettingsError(str(exc)) from None
+        elif self.shared:
+            raise SettingsError(
+                "DELIVERY_SECRET is required when a database, broker or Redis URL is set "
+                "(anyone could mint tokens with a built-in one)"
             )
 
 

@@ -52,6 +52,7 @@ def send(
     req = validate_send(
         sender, recipient, body, client_msg_id, ttl_s,
         max_body_bytes=rt.settings.max_body_bytes, default_ttl_s=rt.settings.message_ttl_s,
+        max_body_depth=rt.settings.max_body_depth,
     )
     try:
         return _store_and_route(rt, req, stored=bool(stored))

@@ -1,7 +1,7 @@
 """Client load for ``delivery bench e2e``: K WebSocket users in one process.
 
     python -m workers.bench_clients --urls ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws \
-        --secret S --prefix bench-u --first 0 --count 100
+        --prefix bench-u --first 0 --count 100
 
 User ``{prefix}{i}`` connects to ``urls[i % len(urls)]`` with the real ``DeliveryClient``
 (which acks each message as it is yielded). Every message body carries the enqueue wall-clock
@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -107,7 +108,9 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.bench_clients")
     parser.add_argument("--urls", required=True, help="comma-separated gateway ws:// URLs")
-    parser.add_argument("--secret", required=True)
+    # From the environment, not argv: a command line is visible to every local user.
+    parser.add_argument("--secret", default=os.environ.get("DELIVERY_SECRET", ""),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="bench-u")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, required=True)

@@ -52,6 +52,7 @@ from typing import Any
 import psycopg
 import redis
 
+from delivery.secret import new_secret
 from workers.procs import ROOT
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -59,7 +60,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 SENDER = "bench-sender"
 ONLINE = "bench-u"
 OFFLINE = "bench-off"
-SECRET = "bench-secret"
+SECRET = new_secret()  # random per run; children get it as DELIVERY_SECRET
 SENDER_THREADS = 4
 
 # Set by SIGTERM/SIGINT; long loops check it, so an interrupt swallowed by a library (kombu's
@@ -238,7 +239,7 @@ class ClientProcs:
             self.logs.append(log)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "workers.bench_clients", "--urls", ",".join(urls),
-                 "--secret", SECRET, "--prefix", ONLINE, "--first", str(first),
+                 "--prefix", ONLINE, "--first", str(first),
                  "--count", str(count)],
                 cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log.open("wb"), text=True, bufsize=1, start_new_session=True)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from delivery.secret import check_secret
 from workers.procs import Proc
 
 _LISTENING = re.compile(r"listening on (ws://\S+)")
@@ -32,6 +33,10 @@ class LocalCluster:
     gateways: dict[str, Gateway] = field(default_factory=dict)
     workers: dict[str, Proc] = field(default_factory=dict)
     others: list[Proc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Every role here talks to shared services: refuse once, before starting any of them.
+        check_secret(self.env.get("DELIVERY_SECRET", ""))
 
     def with_env(self, extra: Mapping[str, str]) -> None:
         self.env = {**self.env, **extra}

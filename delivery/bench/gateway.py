@@ -52,8 +52,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from delivery.channels import BROADCAST
+from delivery.secret import new_secret
 
-SECRET = "bench-secret"
+SECRET = new_secret()  # random per run: a bench secret is never a published one
 ECHO_FRAME = json.dumps({
     "type": "message", "id": str(uuid.uuid4()), "from": "alice",
     "body": {"text": "hello, this is a benchmark message"}, "sent_at": "2024-01-01T00:00:00+00:00",

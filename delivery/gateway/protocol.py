@@ -10,6 +10,8 @@ import json
 import uuid
 from typing import Any
 
+from delivery.jsondepth import too_deep
+
 # -- frame types --------------------------------------------------------------------------------
 HELLO = "hello"  # client -> gateway, first frame: {"type", "token"}
 WELCOME = "welcome"  # gateway -> client: {"type", "conn", "user"}
@@ -42,6 +44,7 @@ CLOSE_INTERNAL = 1011  # unexpected gateway error
 CLOSE_TOO_MANY_CONNECTIONS = 4008
 
 MAX_ID_LEN = 64
+MAX_FRAME_DEPTH = 32  # client frames are flat objects; unknown fields may nest this deep
 
 
 class FrameError(ValueError):
@@ -58,9 +61,14 @@ def parse_client_frame(data: str | bytes) -> dict[str, Any]:
     """Decode and validate one client frame; raises :class:`FrameError`."""
     if isinstance(data, bytes | bytearray | memoryview):
         raise FrameError(E_BINARY, "binary frames are not supported; send JSON text frames")
+    # Client frames are flat; json recurses, so 8,000 levels used to escape as RecursionError
+    # (a traceback and close 1011). Checked before parsing, at C speed for ordinary frames.
+    if too_deep(data, MAX_FRAME_DEPTH):
+        raise FrameError(E_INVALID_JSON,
+                         f"frame is not valid JSON (nested deeper than {MAX_FRAME_DEPTH} levels)")
     try:
         frame = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise FrameError(E_INVALID_JSON, "frame is not valid JSON") from None
     if not isinstance(frame, dict):
         raise FrameError(E_INVALID_FRAME, "frame must be a JSON object")

@@ -37,8 +37,9 @@ from delivery.channels import BROADCAST, OWED
 from delivery.clock import utcnow
 from delivery.gateway import protocol as p
 from delivery.gateway.config import GatewayConfig
+from delivery.gateway.guard import RateBudget, guarded_connection_class, origin_allowed
 from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
-from delivery.gateway.tokens import TokenError, verify_token
+from delivery.gateway.tokens import TokenError, verify_claims
 from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
 
@@ -86,6 +87,7 @@ class Connection:
 
     __slots__ = (
         "acked",
+        "budget",
         "cfg",
         "dropped",
         "id",
@@ -98,9 +100,6 @@ class Connection:
         "replayer",
         "sent",
         "space",
-        "strikes",
-        "t_tokens",
-        "tokens",
         "user",
         "wake",
         "writer",
@@ -122,9 +121,10 @@ class Connection:
         self.space = asyncio.Event()
         self.open = True
         self.last_rx = now
-        self.tokens = float(cfg.rate_burst)
-        self.t_tokens = now
-        self.strikes = 0
+        # The socket's budget, which its pings and pongs also draw on (guard.py).
+        budget = getattr(ws, "budget", None)
+        self.budget = (budget if isinstance(budget, RateBudget)
+                       else RateBudget(cfg.rate_per_s, cfg.rate_burst, now))
         self.sent = 0
         self.acked = 0
         self.dropped = 0
@@ -170,17 +170,8 @@ class Connection:
         return live
 
     def allow(self, now: float) -> bool:
-        """Token bucket on client frames."""
-        cfg = self.cfg
-        refill = (now - self.t_tokens) * cfg.rate_per_s
-        self.tokens = min(float(cfg.rate_burst), self.tokens + refill)
-        self.t_tokens = now
-        if self.tokens >= cfg.rate_burst:
-            self.strikes = 0
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+        """Token bucket on client frames, shared with the socket's control frames."""
+        return self.budget.take(now)
 
     def unacked_live(self) -> list[LiveFrame]:
         frames = [f for f in self.in_flight.values() if f is not None]
@@ -277,6 +268,7 @@ class Gateway:
         self._server = await serve(
             self._handle, host, port,
             process_request=self._process_request,
+            create_connection=guarded_connection_class(cfg),
             compression="deflate" if cfg.compression else None,
             max_size=cfg.max_frame_bytes,
             ping_interval=cfg.ping_interval_s,
@@ -328,10 +320,17 @@ class Gateway:
     # -- HTTP: demo page and client ----------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.method != "GET":
+            resp = connection.respond(405, "method not allowed\n")
+            resp.headers["Allow"] = "GET"
+            return resp
         path = request.path.split("?", 1)[0]
         if path == "/ws":
             if self._stopping:
                 return connection.respond(503, "gateway shutting down\n")
+            if not origin_allowed(request.headers.get("Origin"),
+                                  self.runtime.settings.origins):
+                return connection.respond(403, "origin not allowed\n")
             return None
         if path == "/healthz":
             return connection.respond(200, f"ok {self.node} {len(self.conns)}\n")
@@ -403,33 +402,54 @@ class Gateway:
             frame = p.parse_client_frame(raw)
         except p.FrameError as exc:
             code = p.CLOSE_INVALID_DATA if exc.code == p.E_INVALID_JSON else p.CLOSE_POLICY
+            with contextlib.suppress(ConnectionClosed):  # the error frame, then the close
+                await ws.send(p.error_frame(exc.code, exc.message, exc.ref))
             await close_draining(ws, code, f"first frame must be a hello: {exc.message}"[:120])
             return None
         if frame["type"] != p.HELLO:
             await close_draining(ws, p.CLOSE_POLICY, "first frame must be a hello")
             return None
         try:
-            user = verify_token(frame.get("token"), self.runtime.settings.effective_secret)
+            claims = verify_claims(frame.get("token"), self.runtime.settings.effective_secret)
         except TokenError as exc:
             await close_draining(ws, p.CLOSE_POLICY, exc.reason)
             return None
         if self._stopping:
             await ws.close(p.CLOSE_GOING_AWAY, "gateway shutting down")
             return None
-        return user
+        ws.token_exp = claims.exp  # type: ignore[attr-defined]  # _receive closes then
+        return claims.user
 
     async def _receive(self, conn: Connection) -> None:
+        ws = conn.ws
+        # The session lasts as long as its token: close with 1008 "token expired" then (the
+        # clients reconnect with a fresh token from their token source).
+        exp = getattr(ws, "token_exp", None)
+        expiry = None
+        if exp is not None:
+            loop = asyncio.get_running_loop()
+            # A plain close: the loop below keeps reading, so the close handshake completes.
+            expiry = loop.call_later(max(0.0, exp - time.time()),
+                                     lambda: self._spawn(ws.close(p.CLOSE_POLICY,
+                                                                  "token expired")))
+        try:
+            await self._receive_frames(conn)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+
+    async def _receive_frames(self, conn: Connection) -> None:
         ws, cfg = conn.ws, self.config
         loop = asyncio.get_running_loop()
         async for raw in ws:
             now = loop.time()
             conn.last_rx = now
             if not conn.allow(now):
-                conn.strikes += 1
-                if conn.strikes >= cfg.flood_strikes:
+                if conn.budget.strikes >= cfg.flood_strikes:
                     await close_draining(ws, p.CLOSE_POLICY, "rate limit exceeded")
                     return
-                if conn.strikes == 1:
+                if not conn.budget.warned:
+                    conn.budget.warned = True
                     await ws.send(p.error_frame(
                         p.E_RATE_LIMITED,
                         f"too many frames (limit {cfg.rate_per_s:g}/s); frames are being dropped",

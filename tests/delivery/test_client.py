@@ -17,6 +17,7 @@ from delivery.client_dedupe import MemorySeenStore
 from delivery.gateway import Gateway, GatewayConfig, issue_token
 from delivery.models import State
 from delivery.runtime import Runtime
+from delivery.secret import new_secret
 from delivery.settings import Settings
 from delivery.store import Store
 from tests.delivery.gateway.conftest import SECRET, gateway_harness, presence_nodes, run
@@ -120,7 +121,7 @@ def test_reconnects_after_gateway_restart(sqlite_store: Store) -> None:
 def test_bad_token_is_final(sqlite_store: Store) -> None:
     async def main() -> None:
         async with gateway_harness(sqlite_store) as h:
-            client = DeliveryClient(h.url, issue_token("bob", "wrong-secret", 60))
+            client = DeliveryClient(h.url, issue_token("bob", new_secret(), 60))
             with pytest.raises(AuthError) as info:
                 await client.connect()
             assert info.value.code == 1008 and "invalid token" in info.value.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ PG_ADMIN_URL = os.environ.get(
     "DELIVERY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("DELIVERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# A fresh random token secret per test run: no secret of ours is ever a published value.
+RUN_SECRET = secrets.token_urlsafe(32)
 
 
 def _with_db(url: str, name: str) -> str:
@@ -52,7 +55,7 @@ class ServiceEnv:
     database_url: str
     redis_url: str
     key_prefix: str
-    secret: str = "test-secret"
+    secret: str = RUN_SECRET
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DELIVERY_")}

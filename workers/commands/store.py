@@ -8,6 +8,7 @@ import sys
 import uuid
 
 from delivery import migrate
+from delivery.jsondepth import too_deep
 from delivery.runtime import get_runtime
 from delivery.settings import get_settings
 from delivery.validation import InvalidMessage
@@ -38,9 +39,14 @@ def send_main(argv: list[str]) -> int:
     parser.add_argument("--json-body", action="store_true", help="TEXT is a JSON document")
     parser.add_argument("text")
     args = parser.parse_args(argv)
+    depth = get_settings().max_body_depth
+    if args.json_body and too_deep(args.text, depth):  # json.loads would recurse and crash
+        print(f"delivery send: invalid body: is nested deeper than {depth} levels "
+              "(DELIVERY_MAX_BODY_DEPTH)", file=sys.stderr)
+        return 2
     try:
         body = json.loads(args.text) if args.json_body else {"text": args.text}
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         print(f"delivery send: TEXT is not JSON: {exc}", file=sys.stderr)
         return 2
     from delivery.api import send_message

@@ -23,8 +23,9 @@ from delivery.runtime import Runtime
 from delivery.settings import Settings
 from delivery.store import MessageRecord, Store, Target
 from presence.runtime import MemoryNetwork, Presence, PresenceConfig, PresenceNode
+from tests.support.services import RUN_SECRET
 
-SECRET = "test-secret"
+SECRET = RUN_SECRET  # random per run
 T = TypeVar("T")
 
 

@@ -10,6 +10,7 @@ import random
 import threading
 import uuid
 from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
@@ -45,7 +46,32 @@ typed = st.fixed_dictionaries(
               "token": st.one_of(json_value, st.just(issue_token("mallory", SECRET, 600))),
               "body": json_value},
 )
+
+
+@dataclass(frozen=True)
+class ControlFlood:
+    """``count`` WebSocket control frames (pings, or unsolicited pongs) sent back to back."""
+
+    kind: str
+    count: int
+
+
+def _deep(n: int, kind: int) -> str:
+    """JSON nested ``n`` deep (issue 13: 8,000 levels once escaped as a RecursionError)."""
+    if kind == 0:
+        return "[" * n + "]" * n
+    if kind == 1:
+        return '{"a":' * n + "1" + "}" * n
+    return '{"type":"ack","id":' + "[" * n + "]" * n + "}"
+
+
+Frame = str | bytes | ControlFlood
+deep = st.builds(_deep, st.integers(30, 2000), st.integers(0, 2)).filter(
+    lambda f: len(f) <= MAX_FRAME)
+control_flood = st.builds(ControlFlood, st.sampled_from(["ping", "pong"]), st.integers(1, 300))
 frame = st.one_of(
+    deep,
+    control_flood,
     typed.map(json.dumps),
     json_value.map(json.dumps),
     st.text(max_size=60),
@@ -56,8 +82,9 @@ frame = st.one_of(
 MUTANTS = 40  # derived frames per example, besides the drawn ones
 
 
-def mutate(rng: random.Random, pool: list[str | bytes]) -> str | bytes:
+def mutate(rng: random.Random, drawn: list[Frame]) -> str | bytes:
     """A frame derived from the drawn ones: truncated, spliced, bit-flipped, re-typed."""
+    pool = [f for f in drawn if not isinstance(f, ControlFlood)] or ['{"type":"ping"}']
     base = rng.choice(pool)
     text = base if isinstance(base, str) else base.decode("latin-1")
     op = rng.randrange(7)
@@ -89,6 +116,7 @@ class Fuzzer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.frames = 0
+        self.control_frames = 0
         self.hostile_closes: dict[int | None, int] = {}
         self.checks = 0
         self.victims: list[uuid.UUID] = []
@@ -114,7 +142,7 @@ class Fuzzer:
         if self._cm is not None:
             await self._cm.__aexit__(None, None, None)
 
-    async def hostile(self, frames: list[str | bytes], authenticate: bool) -> None:
+    async def hostile(self, frames: list[Frame], authenticate: bool) -> None:
         """Send every frame, each one processed by the gateway: a frame that ends the socket
         (oversized, or a bad first frame) is awaited until the close, then the rest goes on a
         new socket. The first socket says hello only if ``authenticate``; later ones always do.
@@ -132,6 +160,11 @@ class Fuzzer:
                 authenticate = True
                 while todo:
                     f = todo.pop(0)
+                    if isinstance(f, ControlFlood):  # the gateway answers (or drops) these
+                        for _ in range(f.count):
+                            await (ws.ping() if f.kind == "ping" else ws.pong())
+                            self.control_frames += 1
+                        continue
                     await ws.send(f)
                     self.frames += 1
                     size = len(f.encode() if isinstance(f, str) else f)
@@ -204,9 +237,9 @@ def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzer]:
 @given(drawn=st.lists(frame, min_size=5, max_size=12), authenticate=st.booleans(),
        rng=st.randoms(use_true_random=False))
 def test_fuzz_frames_do_not_disturb_others(
-    fuzzer: Fuzzer, drawn: list[str | bytes], authenticate: bool, rng: random.Random
+    fuzzer: Fuzzer, drawn: list[Frame], authenticate: bool, rng: random.Random
 ) -> None:
-    frames = drawn + [mutate(rng, drawn) for _ in range(MUTANTS)]
+    frames: list[Frame] = [*drawn, *(mutate(rng, drawn) for _ in range(MUTANTS))]
     rng.shuffle(frames)
     fuzzer.call(fuzzer.hostile(frames, authenticate))
     if fuzzer.frames // 1000 != (fuzzer.frames - len(frames)) // 1000 or fuzzer.checks == 0:
@@ -224,7 +257,8 @@ def test_fuzz_summary(fuzzer: Fuzzer) -> None:
     h = fuzzer.h
     assert h.conns_seen("mallory", h.presence) <= set(h.gateway.conns)
     fuzzer.call(h.wait_for(lambda: h.conns_seen("mallory") <= set(h.gateway.conns)))
-    print(f"\nfuzz: {fuzzer.frames} generated frames sent on "
+    print(f"\nfuzz: {fuzzer.frames} generated frames and {fuzzer.control_frames} control "
+          f"frames sent on "
           f"{sum(fuzzer.hostile_closes.values())} hostile connections "
           f"(close codes {fuzzer.hostile_closes}); {fuzzer.checks} good-connection checks")
     assert fuzzer.frames >= MIN_FRAMES

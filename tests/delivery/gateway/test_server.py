@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from delivery.gateway import GatewayConfig, issue_token
 from delivery.models import State
+from delivery.secret import new_secret
 from delivery.store import Store
 from tests.delivery.gateway.conftest import (
     SECRET,
@@ -72,7 +73,7 @@ def test_auth_failures_close_1008_without_presence(sqlite_store: Store, case: st
                 "forged": {"type": "hello", "token": good[:-3] + ("AAA" if good[-3:] != "AAA"
                                                                    else "BBB")},
                 "expired": {"type": "hello", "token": issue_token("bob", SECRET, 1, now=1000.0)},
-                "other-secret": {"type": "hello", "token": issue_token("bob", "nope", 60)},
+                "other-secret": {"type": "hello", "token": issue_token("bob", new_secret(), 60)},
                 "not-hello": {"type": "ack", "id": str(uuid.uuid4())},
                 "empty-token": {"type": "hello", "token": ""},
             }
@@ -335,7 +336,8 @@ def test_flood_gets_error_then_1008(sqlite_store: Store) -> None:
         cfg = GatewayConfig(rate_per_s=20, rate_burst=10, flood_strikes=20, replay_tail_s=0)
         async with gateway_harness(sqlite_store, cfg) as h:
             ws, w = await h.client("bob")
-            await h.wait_presence("bob", {w["conn"]})  # so the worker's replica sees it leave
+            # Else a fast close can fold the join and the leave into one presence delta.
+            await h.wait_presence("bob", {w["conn"]})
             for _ in range(60):
                 try:
                     await ws.send('{"type":"ping"}')
