@@ -33,6 +33,7 @@ class Traffic:
         self.clients: dict[str, DeliveryClient] = {}
         self.received: dict[str, Counter[str]] = {u: Counter() for u in self.users}
         self.sent: dict[str, str] = {}
+        self.shown_at: dict[str, float] = {}  # message id -> monotonic time first shown
 
     async def connect(self) -> None:
         for i, u in enumerate(self.users):
@@ -48,6 +49,7 @@ class Traffic:
     async def _drain(self, u: str, c: DeliveryClient) -> None:
         async for m in c:
             self.received[u][m.id] += 1
+            self.shown_at.setdefault(m.id, time.monotonic())
 
     async def send(self, n: int, rate: float) -> None:
         for i in range(n):

@@ -50,10 +50,11 @@ def _rabbitmqctl(*args: str) -> str:
 
 
 def rabbitmq_queues(url: str) -> list[dict[str, Any]]:
-    """The queues of the vhost in broker ``url``: name, durable, type, messages_persistent."""
+    """The queues of the vhost in broker ``url``: name, durable, type, messages,
+    messages_persistent, messages_unacknowledged."""
     vhost = unquote(urlsplit(url).path.lstrip("/")) or "/"
     out = _rabbitmqctl("list_queues", "-p", vhost, "name", "durable", "type", "messages",
-                       "messages_persistent", "--formatter", "json")
+                       "messages_persistent", "messages_unacknowledged", "--formatter", "json")
     queues: list[dict[str, Any]] = json.loads(out or "[]")
     return queues
 
