@@ -13,8 +13,9 @@ Configuration choices (documented in the README's operations section and docs/op
 - Redis: ``visibility_timeout`` (DELIVERY_VISIBILITY_TIMEOUT_S) is how long a task fetched by a
   worker that vanished stays invisible; it must exceed the longest countdown (push backoff is
   capped at a fifth of it). kombu scans for such tasks every ``RESTORE_INTERVAL_S`` (its default
-  is 10 s x a throttle of 10). Messages never wait for it: every task whose loss would delay a
-  message is backed by an ack deadline in the database, which the recovery sweep acts on.
+  is 10 s x a throttle of 10). Stored messages never wait for it: every task whose loss would
+  delay a stored message is backed by an ack deadline in the database, which the recovery sweep
+  acts on. A send task whose message is not stored yet is the broker's alone.
 - Task events on, so Flower shows every task under its stable name; message bodies are replaced
   by ``<redacted>`` in the task headers that Flower and the logs read.
 """
