@@ -1,19 +1,29 @@
 """Celery app factory (``workers.app`` builds the app the ``celery`` command uses).
 
-Configuration choices (documented in the README's operations section):
-- JSON only; ``acks_late`` with ``task_reject_on_worker_lost``: a task is removed from Redis only
+Configuration choices (documented in the README's operations section and docs/operations.md):
+- JSON only; ``acks_late`` with ``task_reject_on_worker_lost``: a task leaves the broker only
   after it ran, and a worker killed mid-task gives it back. Tasks are idempotent by message id.
-- Redis ``visibility_timeout`` (DELIVERY_VISIBILITY_TIMEOUT_S, default 300 s): how long a task
-  fetched by a worker that vanished stays invisible. It must exceed the longest countdown we use
-  (push retry backoff is capped well below it), or Redis would hand the task out twice early.
-  Messages never wait for it: the recovery sweep re-routes anything whose ack deadline passed.
+- RabbitMQ (``amqp://``, ``pyamqp://``; the production recommendation): publisher confirms (a
+  publish returns only once the broker has the message), persistent messages on durable
+  *classic* queues. Not quorum queues: Celery sends countdown tasks on quorum queues through
+  its native delayed delivery, which rejects sub-second countdowns (our re-checks wait 0.2-1 s)
+  and needs topic exchanges; on the default direct exchange the worker holds each countdown
+  task inside a fixed prefetch window instead. A killed worker's unacked tasks are requeued by
+  RabbitMQ the moment its connection drops.
+- Redis: ``visibility_timeout`` (DELIVERY_VISIBILITY_TIMEOUT_S) is how long a task fetched by a
+  worker that vanished stays invisible; it must exceed the longest countdown (push backoff is
+  capped at a fifth of it). kombu scans for such tasks every ``RESTORE_INTERVAL_S`` (its default
+  is 10 s x a throttle of 10). Stored messages never wait for it: every task whose loss would
+  delay a stored message is backed by an ack deadline in the database, which the recovery sweep
+  acts on. A send task whose message is not stored yet is the broker's alone.
 - Task events on, so Flower shows every task under its stable name; message bodies are replaced
   by ``<redacted>`` in the task headers that Flower and the logs read.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.app.amqp import AMQP
@@ -23,6 +33,44 @@ from delivery.settings import Settings, get_settings
 
 REDACTED_FIELDS = ("body",)
 TASK_MODULES = ["delivery.tasks", "delivery.routing.tasks", "delivery.push.tasks"]
+# Seconds between kombu's scans for tasks of vanished Redis consumers (see the module doc).
+RESTORE_INTERVAL_S = 5
+
+BrokerKind = Literal["amqp", "redis", "other"]
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+_REDIS_SCHEMES = ("redis", "rediss", "sentinel")
+
+
+def broker_kind(url: str) -> BrokerKind:
+    """Which family of broker ``url`` names (the options below differ per family)."""
+    scheme = urlsplit(url).scheme.split("+")[0]
+    if scheme in _AMQP_SCHEMES:
+        return "amqp"
+    if scheme in _REDIS_SCHEMES:
+        return "redis"
+    return "other"  # memory:// (embedded) or a transport we do not tune
+
+
+def broker_conf(settings: Settings) -> dict[str, Any]:
+    """The Celery settings that depend on the broker (pure: no connection is made)."""
+    kind = broker_kind(settings.effective_broker_url)
+    if kind == "amqp":
+        return {
+            "broker_transport_options": {"confirm_publish": True},
+            "task_default_queue_type": "classic",
+            "task_create_missing_queue_type": "classic",
+            # Survives a broker restart: persistent messages on the (durable) default queue.
+            "task_default_delivery_mode": "persistent",
+        }
+    if kind == "redis":
+        return {"broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": RESTORE_INTERVAL_S,
+            "unacked_restore_throttle": 1,
+            # Keeps every Celery key of one deployment (or one test run) apart on a shared Redis.
+            "global_keyprefix": f"{settings.key_prefix}:celery:",
+        }}
+    return {"broker_transport_options": {}}
 
 
 class RedactingAMQP(AMQP):
@@ -42,11 +90,6 @@ def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("delivery", amqp=RedactingAMQP, include=TASK_MODULES)
     redaction.install(app)  # task failures reach the backend, Flower and logs scrubbed
-    transport_options: dict[str, Any] = {
-        "visibility_timeout": settings.visibility_timeout_s,
-        # Keeps every Celery key of one deployment (or one test run) apart on a shared Redis.
-        "global_keyprefix": f"{settings.key_prefix}:celery:",
-    }
     result_backend = (
         settings.redis_url if settings.redis_url and not settings.embedded else "cache+memory://"
     )
@@ -56,7 +99,6 @@ def make_app(settings: Settings | None = None) -> Celery:
         result_expires=3600,
         task_store_errors_even_if_ignored=True,
         result_backend_transport_options={"global_keyprefix": f"{settings.key_prefix}:celery:"},
-        broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         result_serializer="json",
@@ -75,6 +117,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         timezone="UTC",
         enable_utc=True,
     )
+    app.conf.update(broker_conf(settings))
     return app
 
 

@@ -1,7 +1,9 @@
-"""Shared fixtures: this run's PostgreSQL database and Redis key space, cleaned up after."""
+"""Shared fixtures: this run's PostgreSQL database, Redis key space and RabbitMQ vhosts,
+cleaned up after."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,8 @@ from tests.support.services import (
     ServiceEnv,
     clear_redis_prefix,
     fresh_pg_database,
+    fresh_rabbitmq_vhost,
+    rabbitmq_available,
 )
 
 
@@ -34,6 +38,23 @@ def run_prefix() -> Iterator[str]:
     prefix = f"dtest-{uuid.uuid4().hex[:8]}"
     yield prefix
     clear_redis_prefix(REDIS_URL, prefix)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> None:
+    """RabbitMQ can give this run vhosts; skips otherwise (fails on CI, which must have it)."""
+    why = rabbitmq_available()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"RabbitMQ is required on CI: {why}")
+        pytest.skip(f"RabbitMQ unavailable: {why}")
+
+
+@pytest.fixture
+def amqp_url(rabbitmq: None) -> Iterator[str]:
+    """A broker URL on a RabbitMQ vhost of this test's own, deleted afterwards."""
+    with fresh_rabbitmq_vhost() as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Faults beyond crashes, mid-traffic on a real cluster (2 gateways, 2 workers, a private
-Redis as broker, PostgreSQL): a database outage, with sends stored first by the producer (the
+Redis, PostgreSQL; the Celery broker is the private Redis or a private RabbitMQ vhost): a database outage, with sends stored first by the producer (the
 default) and with sends that only enqueue; a worker paused (SIGSTOP) while it holds tasks and
 sweep claims. After each: every message the producer got an id for is shown on its client,
 ends ``delivered`` and has one outcome; sends refused during the outage raised."""
@@ -12,12 +12,20 @@ from celery import Celery
 
 from delivery.push.stub import FcmStub
 from delivery.store import Store
-from tests.e2e.test_crashes import crash_cluster, crash_env, private_redis, stub
+from tests.e2e.test_crashes import (
+    broker,
+    crash_cluster,
+    crash_env,
+    private_redis,
+    stub,
+    visibility_timeout,
+)
 from tests.e2e.traffic import Traffic
 from tests.support.faults import allow_connections, refuse_connections
 from workers.cluster import LocalCluster
 
-__all__ = ["crash_cluster", "crash_env", "private_redis", "stub"]  # fixtures used here
+# The crash tests' cluster, on each broker (Redis and RabbitMQ).
+__all__ = ["broker", "crash_cluster", "crash_env", "private_redis", "stub", "visibility_timeout"]
 
 
 def _outage(pg_url: str, seconds: float):  # type: ignore[no-untyped-def]

@@ -34,6 +34,7 @@ class Traffic:
         self.received: dict[str, Counter[str]] = {u: Counter() for u in self.users}
         self.sent: dict[str, str] = {}
         self.refused = 0  # sends that raised: never accepted, so never owed
+        self.shown_at: dict[str, float] = {}  # message id -> monotonic time first shown
 
     async def connect(self) -> None:
         for i, u in enumerate(self.users):
@@ -49,6 +50,7 @@ class Traffic:
     async def _drain(self, u: str, c: DeliveryClient) -> None:
         async for m in c:
             self.received[u][m.id] += 1
+            self.shown_at.setdefault(m.id, time.monotonic())
 
     async def send(self, n: int, rate: float) -> None:
         for i in range(n):

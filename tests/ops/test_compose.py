@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -59,7 +60,7 @@ def run(compose: list[str], *args: str, env_file: Path | None = ENV_EXAMPLE,
     if env_file is not None:
         cmd += ["--env-file", str(env_file)]
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DELIVERY_", "POSTGRES_", "FLOWER_"))}
+           if not k.startswith(("DELIVERY_", "POSTGRES_", "FLOWER_", "RABBITMQ_"))}
     return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=60,
                           cwd=ROOT)
 
@@ -103,8 +104,8 @@ def test_secrets_are_required_from_the_env_file(compose: list[str], tmp_path: Pa
 
 def test_every_service_has_a_health_check(model: dict[str, Any]) -> None:
     services = model["services"]
-    assert set(services) >= {"redis", "postgres", "migrate", "gateway", "proxy", "worker",
-                             "flower"}
+    assert set(services) >= {"rabbitmq", "redis", "postgres", "migrate", "gateway", "proxy",
+                             "worker", "flower"}
     for name, svc in services.items():
         hc = svc.get("healthcheck")
         assert hc, f"{name} has no healthcheck"
@@ -123,6 +124,24 @@ def test_migrate_gates_our_services(model: dict[str, Any]) -> None:
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["redis"]["condition"] == "service_healthy", name
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_rabbitmq_is_the_broker_and_redis_the_rest(model: dict[str, Any]) -> None:
+    services = model["services"]
+    rabbit = services["rabbitmq"]
+    assert re.fullmatch(r"rabbitmq:\d+\.\d+\.\d+(-[a-z]+)?", rabbit["image"]), rabbit["image"]
+    assert rabbit["hostname"] == "rabbitmq"  # the node name, hence its data directory
+    assert any(v["target"] == "/var/lib/rabbitmq" and v["type"] == "volume"
+               for v in rabbit["volumes"])
+    password = env_example()["RABBITMQ_PASSWORD"]
+    assert rabbit["environment"]["RABBITMQ_DEFAULT_PASS"] == password
+    for name in OURS:
+        env = services[name]["environment"]
+        assert env["DELIVERY_BROKER_URL"] == (
+            f"amqp://delivery:{password}@rabbitmq:5672/delivery"), name
+        assert env["DELIVERY_REDIS_URL"].startswith("redis://redis:"), name
+    for name in ("gateway", "worker", "flower"):
+        assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy", name
 
 
 def test_gateways_and_workers_scale(model: dict[str, Any]) -> None:

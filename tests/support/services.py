@@ -1,13 +1,19 @@
-"""Real Redis and PostgreSQL for tests: a database and a Redis key space per test run."""
+"""Real Redis, PostgreSQL and RabbitMQ for tests: a database, a Redis key space and a RabbitMQ
+vhost per test run, each removed afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import redis
@@ -18,6 +24,8 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("DELIVERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # A fresh random token secret per test run: no secret of ours is ever a published value.
 RUN_SECRET = secrets.token_urlsafe(32)
+# Without a vhost: each run adds its own (needs rabbitmqctl on this machine, as CI has).
+AMQP_URL = os.environ.get("DELIVERY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 
 
 def _with_db(url: str, name: str) -> str:
@@ -38,6 +46,47 @@ def fresh_pg_database(prefix: str = "delivery_test") -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _rabbitmqctl(*args: str) -> str:
+    res = subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True,
+                         text=True, timeout=60)
+    return res.stdout
+
+
+def rabbitmq_queues(url: str) -> list[dict[str, Any]]:
+    """The queues of the vhost in broker ``url``: name, durable, type, messages,
+    messages_persistent, messages_unacknowledged."""
+    vhost = unquote(urlsplit(url).path.lstrip("/")) or "/"
+    out = _rabbitmqctl("list_queues", "-p", vhost, "name", "durable", "type", "messages",
+                       "messages_persistent", "messages_unacknowledged", "--formatter", "json")
+    queues: list[dict[str, Any]] = json.loads(out or "[]")
+    return queues
+
+
+def rabbitmq_available() -> str | None:
+    """None when RabbitMQ vhosts can be made here, else why not."""
+    if shutil.which("rabbitmqctl") is None:
+        return "rabbitmqctl is not installed"
+    try:
+        _rabbitmqctl("status")
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"rabbitmqctl status failed: {exc}"
+    return None
+
+
+@contextmanager
+def fresh_rabbitmq_vhost(prefix: str = "delivery_test") -> Iterator[str]:
+    """Create a vhost the AMQP_URL user may use, yield its broker URL, delete it afterwards
+    (with every queue and exchange in it)."""
+    user = urlsplit(AMQP_URL).username or "guest"
+    vhost = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield f"{AMQP_URL.rstrip('/')}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
 def clear_redis_prefix(url: str, prefix: str) -> int:
     client = redis.Redis.from_url(url)
     n = 0
@@ -56,12 +105,14 @@ class ServiceEnv:
     redis_url: str
     key_prefix: str
     secret: str = RUN_SECRET
+    secret: str = "test-secret"
+    broker_url: str = ""  # empty: the Celery broker is redis_url
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DELIVERY_")}
         env.update({
             "DELIVERY_DATABASE_URL": self.database_url,
-            "DELIVERY_BROKER_URL": self.redis_url,
+            "DELIVERY_BROKER_URL": self.broker_url or self.redis_url,
             "DELIVERY_REDIS_URL": self.redis_url,
             "DELIVERY_KEY_PREFIX": self.key_prefix,
             "DELIVERY_SECRET": self.secret,
