@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 from celery import Celery
 
 from delivery.celery_app import make_app

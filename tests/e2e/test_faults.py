@@ -1,8 +1,9 @@
 """Faults beyond crashes, mid-traffic on a real cluster (2 gateways, 2 workers, a private
-Redis, PostgreSQL; the Celery broker is the private Redis or a private RabbitMQ vhost): a database outage, with sends stored first by the producer (the
-default) and with sends that only enqueue; a worker paused (SIGSTOP) while it holds tasks and
-sweep claims. After each: every message the producer got an id for is shown on its client,
-ends ``delivered`` and has one outcome; sends refused during the outage raised."""
+Redis, PostgreSQL; the Celery broker is the private Redis or a private RabbitMQ vhost): a
+database outage, with sends stored first by the producer (the default) and with sends that
+only enqueue; a worker paused (SIGSTOP) while it holds tasks and sweep claims. After each:
+every message the producer got an id for is shown on its client, ends ``delivered`` and has
+one outcome; sends refused during the outage raised."""
 
 from __future__ import annotations
 
