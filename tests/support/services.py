@@ -105,7 +105,6 @@ class ServiceEnv:
     redis_url: str
     key_prefix: str
     secret: str = RUN_SECRET
-    secret: str = "test-secret"
     broker_url: str = ""  # empty: the Celery broker is redis_url
 
     def env(self, **extra: str) -> dict[str, str]:
