@@ -259,14 +259,24 @@ def main(argv: list[str]) -> int:
     settings = get_settings()
     distributed = bool(settings.redis_url and settings.database_url and not settings.embedded)
     if distributed:
-        from workers.demo_cluster import run_distributed
-
-        result, mode = run_distributed(settings, args)
+        result, mode = _distributed(settings, args)
     else:
         result, mode = asyncio.run(_embedded(settings, args))
     print(json.dumps(result, indent=2) if args.json else report(result, mode))
     ok = result["lost"] == 0 and result["duplicate_outcomes"] == 0
     return 0 if ok and result["duplicate_pushes"] == 0 else 1
+
+
+def _distributed(settings: Settings, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from workers.demo_cluster import cluster_stack
+
+    with cluster_stack(settings) as (stack, mode):
+        result = asyncio.run(drive(
+            stack, settings, messages=args.messages, users=args.users,
+            offline=args.offline, rate=args.rate, race_every=args.race_every,
+            seed=args.seed, progress=True,
+        ))
+    return result, mode
 
 
 async def _embedded(settings: Settings, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
