@@ -40,7 +40,7 @@ def send(
     return str(msg.id)
 
 
-# The raw-Celery baseline of the end-to-end benchmark (workers/bench_e2e.py): an empty task on
+# The raw-Celery baseline of the end-to-end benchmark (bench/e2e.py): an empty task on
 # the same broker, pool and workers, so the pipeline's throughput can be given as a ratio.
 @shared_task(name="delivery.noop", ignore_result=True)
 def noop() -> None:

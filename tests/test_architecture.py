@@ -1,6 +1,7 @@
-"""The house rules, checked on the source: no import cycles, and dependencies point one way
-(workers/ -> delivery/ -> presence/). Every import counts, including those inside functions:
-a lazy import is still a dependency, only hidden from the reader.
+"""The house rules, checked on the source: no import cycles, dependencies point one way
+(workers/ -> delivery/ -> presence/), and tooling (bench/, tests/) stays out of the runtime
+packages. Every import counts, including those inside functions: a lazy import is still a
+dependency, only hidden from the reader.
 """
 
 from __future__ import annotations
@@ -10,8 +11,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ("presence", "delivery", "workers")
-# What each runtime package may import from the project (besides itself).
-ALLOWED = {"presence": set(), "delivery": {"presence"}, "workers": {"delivery", "presence"}}
+PACKAGES = (*RUNTIME, "bench")
+TOOLING = {"bench", "tests"}
+# What each package may import from the project (besides itself).
+ALLOWED = {
+    "presence": set(),
+    "delivery": {"presence"},
+    "workers": {"delivery", "presence"},
+    "bench": {"workers", "delivery", "presence"},
+}
 
 
 def _module_name(path: Path) -> str:
@@ -22,7 +30,7 @@ def _module_name(path: Path) -> str:
 
 
 def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for pkg in RUNTIME for p in sorted((ROOT / pkg).rglob("*.py"))}
+    return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
 
 
 def _imported(name: str, path: Path, node: ast.Import | ast.ImportFrom,
@@ -104,8 +112,9 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_graph_sees_the_packages() -> None:
     graph = import_graph()
-    assert "workers.app" in graph and "presence.state" in graph
+    assert "workers.app" in graph and "presence.state" in graph and "bench.e2e" in graph
     assert "delivery.celery_app" in graph["workers.app"]
+    assert {"workers", "psycopg"} <= all_imports()["bench.e2e"]
 
 
 def test_no_import_cycles() -> None:
@@ -119,5 +128,14 @@ def test_dependencies_point_one_way() -> None:
         for dep in deps
         if (top := dep.split(".")[0]) != mod.split(".")[0]
         and top not in ALLOWED[mod.split(".")[0]]
+    )
+    assert wrong == []
+
+
+def test_runtime_packages_import_no_tooling() -> None:
+    wrong = sorted(
+        f"{mod} imports {', '.join(sorted(tops & TOOLING))}"
+        for mod, tops in all_imports().items()
+        if mod.split(".")[0] in RUNTIME and tops & TOOLING
     )
     assert wrong == []

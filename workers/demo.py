@@ -26,6 +26,7 @@ from delivery.client import DeliveryClient
 from delivery.clock import utcnow
 from delivery.gateway.tokens import issue_token
 from delivery.settings import Settings, get_settings
+from delivery.stats import nearest_rank
 from delivery.store import Store
 
 
@@ -204,7 +205,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0}
 
     def pick(q: float) -> float:
-        return round(values[min(len(values) - 1, int(q * len(values)))], 2)
+        return round(nearest_rank(values, q), 2)
 
     return {"p50": pick(0.5), "p99": pick(0.99), "max": round(values[-1], 2)}
 

@@ -44,6 +44,7 @@ from delivery.routing.policy import (
     decide,
 )
 from delivery.routing.policy import Conn as PConn
+from delivery.stats import nearest_rank
 from presence.config import PresenceConfig
 from presence.replica import Out, Replica
 from presence.state import Presence
@@ -173,7 +174,7 @@ class StrategyStats:
         n = len(lat)
 
         def pct(q: float) -> float:
-            return round(lat[min(n - 1, int(q * n))] * 1000.0, 3) if n else 0.0
+            return round(nearest_rank(lat, q) * 1000.0, 3) if n else 0.0
 
         msgs = self.messages
         return {

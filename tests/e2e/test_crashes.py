@@ -5,7 +5,6 @@ be sent twice, and every message ends delivered once the clients are back."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,15 +21,9 @@ from tests.e2e.conftest import FAST
 from tests.e2e.traffic import Traffic
 from tests.support.services import ServiceEnv
 from workers.cluster import LocalCluster
-from workers.procs import Proc
+from workers.procs import Proc, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateRedis:

@@ -273,7 +273,7 @@ def spawn(mode: str, *args: str) -> Child:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "delivery.bench.gateway", "--_child", mode, *args],
+        [sys.executable, "-m", "bench.gateway", "--_child", mode, *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()

@@ -1,6 +1,6 @@
 """Client load for ``delivery bench e2e``: K WebSocket users in one process.
 
-    python -m workers.bench_clients --urls ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws \
+    python -m bench.clients --urls ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws \
         --secret S --prefix bench-u --first 0 --count 100
 
 User ``{prefix}{i}`` connects to ``urls[i % len(urls)]`` with the real ``DeliveryClient``
@@ -105,7 +105,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers.bench_clients")
+    parser = argparse.ArgumentParser(prog="delivery bench clients")
     parser.add_argument("--urls", required=True, help="comma-separated gateway ws:// URLs")
     parser.add_argument("--secret", required=True)
     parser.add_argument("--prefix", default="bench-u")

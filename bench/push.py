@@ -1,6 +1,6 @@
 """Throughput of the push path against the in-process FCM stub.
 
-``python -m delivery.push.bench [--n 500] [--devices 1] [--database-url URL]`` prints:
+``delivery bench push [--n 500] [--devices 1] [--database-url URL]`` prints:
 
 - ``sender``: ``FcmSender.send`` (firebase-admin ``send_each``) of one message per call;
 - ``batch``: ``send_each`` of ``--devices`` messages per call (one thread per message);
@@ -36,7 +36,7 @@ def _msg(token: str) -> messaging.Message:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m delivery.push.bench")
+    ap = argparse.ArgumentParser(prog="delivery bench push")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--database-url", default="")
