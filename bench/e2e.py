@@ -52,6 +52,8 @@ import psycopg
 import redis
 
 from delivery.stats import percentile
+from delivery.task_names import NOOP_TASK
+from delivery.vocabulary import Result, State
 from workers.procs import ROOT, free_port
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -538,7 +540,7 @@ class Bench:
         with self.app.producer_or_acquire() as prod:
             for _ in range(n):
                 check_stop()
-                self.app.send_task("delivery.noop", producer=prod)
+                self.app.send_task(NOOP_TASK, producer=prod)
         roles = self.role_pids()
         cpu0 = cpu_by_pid(roles)
         t0 = self.resume()
@@ -665,7 +667,7 @@ class Bench:
         deadline = time.monotonic() + 60
         pushed = 0
         while time.monotonic() < deadline:
-            pushed = self._count_states(ids).get("pushed", 0)
+            pushed = self._count_states(ids).get(State.PUSHED, 0)
             if pushed == n:
                 break
             check_stop()
@@ -695,15 +697,16 @@ class Bench:
                     "SELECT id::text, state FROM messages WHERE id = ANY(%s::uuid[])",
                     (ids,)).fetchall()
             state: dict[str, str] = {str(a): str(b) for a, b in rows}
-            ok_online = sum(1 for i in online if state.get(i) == "delivered")
-            ok_offline = sum(1 for i in offline if state.get(i) in ("pushed", "delivered"))
+            ok_online = sum(1 for i in online if state.get(i) == State.DELIVERED)
+            ok_offline = sum(1 for i in offline if state.get(i) in (State.PUSHED, State.DELIVERED))
             if ok_online + ok_offline == len(ids) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             dup_acks = conn.execute(
                 "SELECT count(*) FROM (SELECT message_id FROM delivery_attempts "
-                "WHERE result = 'acked' GROUP BY message_id HAVING count(*) > 1) d").fetchone()
+                f"WHERE result = '{Result.ACKED}' GROUP BY message_id HAVING count(*) > 1) d"
+            ).fetchone()
         with urllib.request.urlopen(f"{self.fcm_url}/_requests", timeout=10) as resp:
             sends = json.load(resp)
         pairs: Counter[tuple[str, str]] = Counter()

@@ -51,6 +51,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from delivery.vocabulary import State
+
 SECRET = "bench-secret"
 ECHO_FRAME = json.dumps({
     "type": "message", "id": str(uuid.uuid4()), "from": "alice",
@@ -193,7 +195,7 @@ async def _gateway_server(db_dir: str, feed: int, url: str) -> None:
                     body = {"text": "hello, this is a benchmark message", "n": i}
                     rows.append({"id": mid, "sender": "alice", "recipient": user,
                                  "client_msg_id": None, "body": body, "created_at": now,
-                                 "expires_at": now + timedelta(hours=1), "state": "dispatched",
+                                 "expires_at": now + timedelta(hours=1), "state": State.DISPATCHED,
                                  "attempts": 1, "ack_deadline": now + timedelta(hours=1)})
                     q.append(json.dumps({
                         "type": "deliver", "id": str(mid), "user": user, "from": "alice",
@@ -442,7 +444,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             s1 = json.loads(await asyncio.to_thread(gw.command, "STATS", "STATS "))
             await asyncio.sleep(0.3)
             counts = json.loads(await asyncio.to_thread(gw.command, "COUNT", "COUNT "))
-            result["delivered_in_store"] = counts.get("delivered", 0)
+            result["delivered_in_store"] = counts.get(State.DELIVERED, 0)
             result["gateway_rss_mb_throughput"] = round(rss_mb(gw.proc.pid), 1)
             await close_many(echo_conns)
             await close_many(conns)

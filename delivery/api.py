@@ -11,7 +11,7 @@ from delivery.clock import later, utcnow
 from delivery.runtime import get_runtime
 from delivery.settings import get_settings
 from delivery.store import Store
-from delivery.tasks import SEND
+from delivery.task_names import SEND_TASK
 from delivery.validation import message_id_for, validate_send
 
 # Flower and logs see this instead of the message body.
@@ -56,5 +56,5 @@ def send_message(
             req, now=now, deadline=later(settings.ack_timeout_s, now))
     # ignore_result: nobody waits for it, and the Redis result backend would otherwise
     # subscribe to (and later unsubscribe from) a result channel per message.
-    (app or current_app).send_task(SEND, kwargs=kwargs, ignore_result=True)
+    (app or current_app).send_task(SEND_TASK, kwargs=kwargs, ignore_result=True)
     return str(message_id_for(req.sender, req.client_msg_id))

@@ -8,15 +8,14 @@ from celery import shared_task
 
 from delivery.clock import later, utcnow
 from delivery.runtime import get_runtime
+from delivery.task_names import NOOP_TASK, SEND_TASK
 from delivery.validation import InvalidMessage, validate_send
-
-SEND = "delivery.send"
 
 
 # No result on success: the id is known to the caller (derived from client_msg_id), and a
 # result write per message would be one more Redis round trip on the hot path. Failures are
 # still stored (task_store_errors_even_if_ignored), so a caller can see why a send failed.
-@shared_task(name=SEND, throws=(InvalidMessage,), ignore_result=True)
+@shared_task(name=SEND_TASK, throws=(InvalidMessage,), ignore_result=True)
 def send(
     sender: Any,
     recipient: Any,
@@ -42,6 +41,6 @@ def send(
 
 # The raw-Celery baseline of the end-to-end benchmark (bench/e2e.py): an empty task on
 # the same broker, pool and workers, so the pipeline's throughput can be given as a ratio.
-@shared_task(name="delivery.noop", ignore_result=True)
+@shared_task(name=NOOP_TASK, ignore_result=True)
 def noop() -> None:
     return None

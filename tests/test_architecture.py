@@ -139,3 +139,26 @@ def test_runtime_packages_import_no_tooling() -> None:
         if mod.split(".")[0] in RUNTIME and tops & TOOLING
     )
     assert wrong == []
+
+
+def test_vocabulary_needs_nothing() -> None:
+    # The pure policy and the simulation import it: it must not drag in the store or Celery.
+    assert all_imports()["delivery.vocabulary"] <= {"__future__", "enum"}
+    assert all_imports()["delivery.task_names"] <= {"__future__"}
+
+
+def test_task_names_are_spelt_once() -> None:
+    from delivery import task_names
+
+    names = {v for k, v in vars(task_names).items() if k.endswith("_TASK")}
+    assert {"delivery.send", "delivery.route", "delivery.push"} <= names
+    found = []
+    for mod, path in _modules().items():
+        if mod == "delivery.task_names":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+        found += [f"{mod}:{n.lineno} {n.value!r}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and n.value in names
+                  and id(n) not in docstrings]
+    assert found == []

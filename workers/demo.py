@@ -28,6 +28,7 @@ from delivery.gateway.tokens import issue_token
 from delivery.settings import Settings, get_settings
 from delivery.stats import nearest_rank
 from delivery.store import Store
+from delivery.vocabulary import State
 
 
 class Stack(Protocol):
@@ -139,7 +140,7 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
     settle_deadline = time.monotonic() + settings.ack_timeout_s * (settings.max_attempts + 2) + 5
     while time.monotonic() < settle_deadline:
         states = await _outcomes(stack.store, run)
-        if states.get("accepted", 0) + states.get("dispatched", 0) == 0:
+        if states.get(State.ACCEPTED, 0) + states.get(State.DISPATCHED, 0) == 0:
             break
         if progress:
             _progress(messages, messages, len(pop.shown_at), started, " settling")
@@ -157,7 +158,7 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
     ack_deadline = time.monotonic() + 20
     while time.monotonic() < ack_deadline:
         states = await _outcomes(stack.store, run)
-        if sum(n for s, n in states.items() if s != "delivered") == 0:
+        if sum(n for s, n in states.items() if s != State.DELIVERED) == 0:
             break
         await asyncio.sleep(0.2)
     await pop.close_all()
@@ -171,11 +172,11 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
         stack.store.duplicate_outcomes, [uuid.UUID(m) for m in run.sent])
     return {
         "messages": len(run.sent),
-        "delivered_ws": outcomes.get("delivered", 0),
-        "pushed": outcomes.get("pushed", 0),
-        "pending": outcomes.get("pending", 0),
-        "expired": outcomes.get("expired", 0),
-        "in_flight_at_end": outcomes.get("accepted", 0) + outcomes.get("dispatched", 0),
+        "delivered_ws": outcomes.get(State.DELIVERED, 0),
+        "pushed": outcomes.get(State.PUSHED, 0),
+        "pending": outcomes.get(State.PENDING, 0),
+        "expired": outcomes.get(State.EXPIRED, 0),
+        "in_flight_at_end": outcomes.get(State.ACCEPTED, 0) + outcomes.get(State.DISPATCHED, 0),
         "replayed_in_final_phase": len(run.sent) - len(shown_during_traffic),
         "lost": len(lost),
         "lost_ids": lost[:10],

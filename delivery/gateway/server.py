@@ -39,10 +39,10 @@ from delivery.gateway.config import GatewayConfig
 from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
 from delivery.gateway.tokens import TokenError, verify_token
 from delivery.runtime import Runtime
+from delivery.task_names import ROUTE_TASK
 
 log = logging.getLogger("delivery.gateway")
 
-ROUTE_TASK = "delivery.route"
 T = TypeVar("T")
 
 

@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from delivery.routing.policy import (
-    IN_FLIGHT,
     Conn,
     Dispatch,
     Expire,
@@ -21,6 +20,7 @@ from delivery.routing.policy import (
     Wait,
     decide,
 )
+from delivery.vocabulary import IN_FLIGHT, State
 
 CFG = PolicyConfig()
 NOW = 1000.0
@@ -135,7 +135,7 @@ def test_recheck_finds_the_reconnected_user() -> None:
 
 # ---------------------------------------------------------------- properties
 
-STATES = ["accepted", "dispatched", "delivered", "pushed", "pending", "expired"]
+STATES = [s.value for s in State]
 conns_st = st.lists(
     st.builds(Conn, st.sampled_from(["gw-a", "gw-b", "gw-c"]),
               st.sampled_from([f"c{i}" for i in range(6)])),
