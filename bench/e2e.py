@@ -1,16 +1,986 @@
-"""``python bench/e2e.py [--quick] [--json] ...``: the end-to-end benchmark as a script.
+"""``delivery bench e2e``: the whole pipeline against raw Celery, in one run.
 
-Same as ``delivery bench e2e``; see ``workers/bench_e2e.py`` and ``bench/README.md``.
+Starts (or reuses) Redis and PostgreSQL, creates a fresh database and key prefix, starts N
+Celery workers, M gateways, the FCM stub and K WebSocket users (in 1-2 ``bench.clients``
+subprocesses), then measures, in this order:
+
+1. raw Celery: consumers cancelled, B ``delivery.noop`` tasks pre-filled, consumers resumed, the
+   drain timed (queue list and unacked hash empty) -> ``raw_celery_per_s``;
+2. the pipeline the same way: B ``delivery.send`` tasks to online users, timed until the clients
+   have every message (and acked it) -> ``pipeline_drain_per_s``; ``ratio`` = pipeline / raw;
+3. offered-load steps paced from this process, as fractions of the pipeline drain rate; the
+   highest step where every message was acked within 1 s -> ``acked_per_s``;
+4. enqueue->ack latency at 50 % and 90 % of that rate (``latency_ms`` is the 50 % one);
+5. push: B' messages to offline users with a registered device, against the FCM stub, timed
+   until every one is ``pushed`` -> ``push_per_s``;
+6. lost (every sent message must end ``delivered`` or ``pushed``) and duplicate outcomes (two
+   ``acked`` attempt rows for one message, or one device pushed twice for one message).
+
+Phases 2-4 form the measured window of ``broker_round_trips_per_message`` (Redis
+``INFO commandstats`` call deltas, every command but INFO, per delivered message) and
+``db_writes_per_message`` (``pg_stat_database`` deltas of the bench database: commits, and
+inserted + updated tuples, per delivered message).
+
+Progress goes to stderr; ``--json`` prints one object on stdout; the JSON and a PNG plot are
+written to ``--out`` (default ``bench/results``). Every process started is stopped and the
+database and key prefix are removed at the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import psycopg
+import redis
 
-from workers.bench_e2e import main
+from delivery.secret import new_secret
+from delivery.stats import percentile
+from delivery.task_names import NOOP_TASK
+from delivery.vocabulary import Result, State
+from workers.procs import ROOT, free_port
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SENDER = "bench-sender"
+ONLINE = "bench-u"
+OFFLINE = "bench-off"
+SECRET = new_secret()  # random per run; children get it as DELIVERY_SECRET
+SENDER_THREADS = 4
+
+# Set by SIGTERM/SIGINT; long loops check it, so an interrupt swallowed by a library (kombu's
+# publish retry, Celery's reply collection) still ends the run and its clean-up.
+STOP = threading.Event()
+
+
+def check_stop() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt
+
+
+@dataclass(frozen=True)
+class Params:
+    workers: int = 2
+    gateways: int = 2
+    clients: int = 200
+    concurrency: int = 8
+    drain_n: int = 2000
+    step_s: float = 5.0
+    fractions: tuple[float, ...] = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3)
+    latency_step_s: float = 10.0
+    push_users: int = 100
+    push_n: int = 500
+    settle_s: float = 2.0
+
+    @classmethod
+    def quick(cls, **kw: Any) -> Params:
+        base = cls(drain_n=500, step_s=2.0, fractions=(0.7, 0.9, 1.05), latency_step_s=3.0,
+                   push_users=30, push_n=120, settle_s=1.5)
+        return cls(**{**asdict(base), **kw})
+
+
+def tiny_params(**kw: Any) -> Params:
+    """The smoke test's run: a handful of messages per phase, one load step."""
+    base = Params.quick(drain_n=100, step_s=1.0, fractions=(0.8,), latency_step_s=1.0,
+                        push_users=5, push_n=20, settle_s=1.0)
+    return Params(**{**asdict(base), **kw})
+
+
+def progress(text: str) -> None:
+    print(f"[bench e2e {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def lat_summary(values: list[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 2), "p99": round(percentile(values, 99), 2),
+            "p999": round(percentile(values, 99.9), 2),
+            "max": round(max(values), 2) if values else float("nan"), "n": len(values)}
+
+
+# -- services ---------------------------------------------------------------------------------
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
+
+
+def _redis_up(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _pg_up(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def ensure_services(redis_url: str, pg_admin_url: str) -> None:
+    """Reuse Redis and PostgreSQL if they answer, start the local ones if not."""
+    if not _redis_up(redis_url):
+        progress("starting redis-server")
+        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port",
+                        "6379", "--save", "", "--appendonly", "no"], check=True)
+        _wait(lambda: _redis_up(redis_url), 15, "Redis")
+    if not _pg_up(pg_admin_url):
+        progress("starting PostgreSQL")
+        versions = sorted(os.listdir("/etc/postgresql"))
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main",
+                        "start"], check=True)
+        _wait(lambda: _pg_up(pg_admin_url), 30, "PostgreSQL")
+
+
+def _with_db(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+class PrivateRedis:
+    """A throw-away redis-server on a free port: INFO commandstats then count only this run."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        _wait(lambda: _redis_up(self.url), 15, "private Redis")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- client subprocesses ------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """What the client subprocesses reported: message id -> latency (ms)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    queue_ms: dict[str, float] = field(default_factory=dict)
+    repeats: int = 0
+    stats: list[dict[str, Any]] = field(default_factory=list)
+    ready: list[int] = field(default_factory=list)
+
+    def add(self, rows: list[list[Any]]) -> None:
+        with self.lock:
+            for mid, lat, queued in rows:
+                if mid in self.latency_ms:
+                    self.repeats += 1
+                else:
+                    self.latency_ms[mid] = float(lat)
+                    self.queue_ms[mid] = float(queued)
+
+    def count_of(self, ids: list[str]) -> int:
+        with self.lock:
+            return sum(1 for i in ids if i in self.latency_ms)
+
+
+class ClientProcs:
+    def __init__(self, urls: list[str], clients: int, procs: int, env: dict[str, str]) -> None:
+        self.received = Received()
+        self.procs: list[subprocess.Popen[str]] = []
+        self.threads: list[threading.Thread] = []
+        self.logs: list[Path] = []
+        per = -(-clients // procs)
+        for p in range(procs):
+            first, count = p * per, min(per, clients - p * per)
+            if count <= 0:
+                continue
+            log = Path(tempfile.mkstemp(prefix=f"bench-clients-{p}-", suffix=".log")[1])
+            self.logs.append(log)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.clients", "--urls", ",".join(urls),
+                 "--prefix", ONLINE, "--first", str(first),
+                 "--count", str(count)],
+                cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log.open("wb"), text=True, bufsize=1, start_new_session=True)
+            self.procs.append(proc)
+            t = threading.Thread(target=self._read, args=(proc,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            kind = obj.get("type")
+            if kind == "recv":
+                self.received.add(obj["r"])
+            elif kind == "ready":
+                with self.received.lock:
+                    self.received.ready.append(int(obj["connected"]))
+            elif kind == "stats":
+                with self.received.lock:
+                    self.received.stats.append(obj)
+
+    def wait_ready(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.received.lock:
+                if len(self.received.ready) == len(self.procs):
+                    return sum(self.received.ready)
+            for p, log in zip(self.procs, self.logs, strict=True):
+                if p.poll() is not None:
+                    raise RuntimeError(f"client process exited:\n{log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        raise TimeoutError("client processes did not connect in time")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                assert p.stdin is not None
+                p.stdin.close()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        for t in self.threads:
+            t.join(2)
+        for log in self.logs:
+            log.unlink(missing_ok=True)
+
+
+# -- counters -----------------------------------------------------------------------------------
+
+
+def redis_calls(client: redis.Redis) -> Counter[str]:
+    stats = client.info("commandstats")
+    out: Counter[str] = Counter()
+    for key, value in stats.items():
+        name = key.removeprefix("cmdstat_")
+        if name in ("info",):
+            continue
+        out[name] = int(value["calls"])
+    return out
+
+
+def pg_counters(admin_url: str, dbname: str) -> dict[str, int]:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted "
+            "FROM pg_stat_database WHERE datname = %s", (dbname,)).fetchone()
+    assert row is not None
+    return dict(zip(("xact_commit", "xact_rollback", "tup_inserted", "tup_updated",
+                     "tup_deleted"), (int(v) for v in row), strict=True))
+
+
+def _cpu_of(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads), None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_pid(roles: dict[str, list[int]]) -> dict[tuple[str, int], float]:
+    out: dict[tuple[str, int], float] = {}
+    for role, pids in roles.items():
+        for pid in pids:
+            v = _cpu_of(pid)
+            if v is not None:
+                out[(role, pid)] = v
+    return out
+
+
+def cpu_delta_ms(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float],
+                 messages: int) -> dict[str, float]:
+    """CPU milliseconds per message by role, over processes alive at both snapshots."""
+    per_role: dict[str, float] = {}
+    for key, v in after.items():
+        if key in before:
+            per_role[key[0]] = per_role.get(key[0], 0.0) + v - before[key]
+    result = {role: round(sec * 1000.0 / messages, 3) for role, sec in per_role.items()}
+    result["total"] = round(sum(per_role.values()) * 1000.0 / messages, 3)
+    return result
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, params: Params, *, private_redis: bool, py_spy: Path | None) -> None:
+        from celery import Celery
+
+        self.p = params
+        self.private_redis = private_redis
+        self.py_spy = py_spy
+        self.tag = uuid.uuid4().hex[:10]
+        self.key_prefix = f"bench-{self.tag}"
+        self.dbname = f"delivery_bench_{self.tag}"
+        self.pg_admin = PG_ADMIN_URL
+        self.own_db = False
+        self.redis_srv: PrivateRedis | None = None
+        self.cluster: Any = None
+        self.clients: ClientProcs | None = None
+        self.app: Celery | None = None
+        self.engine: Any = None
+        self.sent: dict[str, tuple[str, float]] = {}  # message id -> (phase, enqueue wall time)
+        self.fcm_url = ""
+        self.result: dict[str, Any] = {}
+        self.profiles: list[subprocess.Popen[bytes]] = []
+        self.profile_s = 8.0
+        self.cpu_ms: dict[str, dict[str, float]] = {}
+
+    # -- setup / teardown ---------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from delivery import migrate
+        from delivery.celery_app import make_app
+        from delivery.db import make_engine
+        from delivery.settings import Settings
+        from workers.cluster import LocalCluster
+
+        redis_url = os.environ.get("DELIVERY_REDIS_URL") or REDIS_URL
+        db_url = os.environ.get("DELIVERY_DATABASE_URL")
+        if db_url:
+            self.pg_admin = _with_db(db_url, "postgres")
+        ensure_services(redis_url if not self.private_redis else REDIS_URL, self.pg_admin)
+        if self.private_redis:
+            self.redis_srv = PrivateRedis()
+            redis_url = self.redis_srv.url
+        with psycopg.connect(self.pg_admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.dbname}"')
+        self.own_db = True
+        self.db_url = _with_db(self.pg_admin, self.dbname)
+        self.redis_url = redis_url
+        progress(f"database {self.dbname}, key prefix {self.key_prefix}, redis {redis_url}")
+        migrate.upgrade(self.db_url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DELIVERY_")}
+        env.update({
+            "DELIVERY_DATABASE_URL": self.db_url, "DELIVERY_BROKER_URL": redis_url,
+            "DELIVERY_REDIS_URL": redis_url, "DELIVERY_KEY_PREFIX": self.key_prefix,
+            "DELIVERY_SECRET": SECRET, "PYTHONUNBUFFERED": "1",
+        })
+        self.env = env
+        self.settings = Settings.from_env(env)
+        self.app = make_app(self.settings)
+        self.engine = make_engine(self.db_url)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.cluster = LocalCluster(env)
+        self.fcm_url = self.cluster.start_fcm_stub()
+        self.cluster.with_env({"DELIVERY_FCM_URL": self.fcm_url, "DELIVERY_FCM_PROJECT": "bench"})
+        progress(f"FCM stub at {self.fcm_url}; starting {self.p.gateways} gateways, "
+                 f"{self.p.workers} workers")
+        threads = [threading.Thread(target=self.cluster.start_gateway, args=(f"gw-{i}",))
+                   for i in range(self.p.gateways)]
+        threads += [threading.Thread(target=self.cluster.start_worker, args=(f"w{i}",),
+                                     kwargs={"concurrency": self.p.concurrency})
+                    for i in range(self.p.workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if (len(self.cluster.gateways) != self.p.gateways
+                or len(self.cluster.workers) != self.p.workers):
+            raise RuntimeError("some roles failed to start (see the logs above)")
+        urls = [gw.url for gw in self.cluster.gateways.values()]
+        nprocs = 1 if self.p.clients <= 100 else 2
+        progress(f"connecting {self.p.clients} clients from {nprocs} processes")
+        self.clients = ClientProcs(urls, self.p.clients, nprocs, env)
+        n = self.clients.wait_ready(60)
+        progress(f"{n} clients connected")
+
+    def teardown(self) -> None:
+        if self.clients is not None:
+            with contextlib.suppress(Exception):
+                self.clients.stop()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.stop()
+        if self.app is not None:
+            with contextlib.suppress(Exception):
+                self.app.close()
+        if self.engine is not None:
+            with contextlib.suppress(Exception):
+                self.engine.dispose()
+        if self.redis_srv is not None:
+            self.redis_srv.stop()
+        elif getattr(self, "redis", None) is not None:
+            with contextlib.suppress(Exception):
+                n = 0
+                for key in self.redis.scan_iter(match=f"{self.key_prefix}:*", count=1000):
+                    self.redis.delete(key)
+                    n += 1
+                progress(f"removed {n} keys under {self.key_prefix}:")
+        if self.own_db:
+            with contextlib.suppress(Exception):
+                with psycopg.connect(self.pg_admin, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+                progress(f"dropped {self.dbname}")
+
+    # -- sending --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def producer(self) -> Iterator[Callable[[str, str, str], str]]:
+        """Sends the way the chat application does: ``delivery.api.send_message``."""
+        from delivery.api import send_message
+
+        assert self.app is not None
+        app = self.app
+
+        def send(phase: str, recipient: str, cmid: str) -> str:
+            check_stop()
+            t = time.time()
+            mid = send_message(SENDER, recipient, {"t": t}, client_msg_id=cmid, app=app)
+            self.sent[mid] = (phase, t)
+            return mid
+
+        yield send
+
+    def role_pids(self) -> dict[str, list[int]]:
+        """Processes whose CPU time is charged to a phase, by role."""
+        roles: dict[str, list[int]] = {"bench": [os.getpid()]}
+        if self.cluster is not None:
+            roles["workers"] = [p.popen.pid for p in self.cluster.workers.values()]
+            roles["gateways"] = [g.proc.popen.pid for g in self.cluster.gateways.values()]
+        if self.clients is not None:
+            roles["clients"] = [p.pid for p in self.clients.procs]
+        with contextlib.suppress(Exception):
+            roles["redis"] = [int(self.redis.info("server")["process_id"])]
+        with contextlib.suppress(Exception), psycopg.connect(self.pg_admin, autocommit=True) as c:
+            rows = c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                             (self.dbname,)).fetchall()
+            roles["postgres"] = [int(r[0]) for r in rows]
+        return roles
+
+    def queue_len(self) -> int:
+        base = f"{self.key_prefix}:celery:"
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(base + "celery")
+            pipe.hlen(base + "unacked")
+            q, u = pipe.execute()
+        return int(q) + int(u)
+
+    def pause(self) -> None:
+        assert self.app is not None
+        replies = self.app.control.cancel_consumer("celery", reply=True, timeout=3.0)
+        if len(replies) < self.p.workers:
+            raise RuntimeError(f"cancel_consumer: {len(replies)} of {self.p.workers} replied")
+
+    def resume(self) -> float:
+        assert self.app is not None
+        t = time.time()
+        self.app.control.add_consumer("celery", reply=False)
+        return t
+
+    def wait_received(self, ids: list[str], timeout: float) -> bool:
+        assert self.clients is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.clients.received.count_of(ids) == len(ids):
+                return True
+            check_stop()
+            time.sleep(0.01)
+        return False
+
+    def recv_wall(self, mid: str) -> float:
+        """Wall-clock time the client had (and acked) message ``mid``."""
+        assert self.clients is not None
+        return self.sent[mid][1] + self.clients.received.latency_ms[mid] / 1000.0
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def warmup(self) -> None:
+        progress("warm-up: one message per user (presence converged, paths warm)")
+        time.sleep(max(1.0, self.settings.presence_heartbeat_s * 4))
+        with self.producer() as send:
+            ids = [send("warmup", f"{ONLINE}{i}", f"warm-{i}") for i in range(self.p.clients)]
+        if not self.wait_received(ids, 30):
+            raise RuntimeError("warm-up messages not all delivered within 30 s")
+
+    def raw_drain(self) -> float:
+        assert self.app is not None
+        n = self.p.drain_n
+        self.pause()
+        progress(f"raw Celery: pre-filling {n} delivery.noop tasks")
+        with self.app.producer_or_acquire() as prod:
+            for _ in range(n):
+                check_stop()
+                self.app.send_task(NOOP_TASK, producer=prod)
+        roles = self.role_pids()
+        cpu0 = cpu_by_pid(roles)
+        t0 = self.resume()
+        deadline = time.monotonic() + 120
+        while self.queue_len() > 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("raw drain did not finish in 120 s")
+            check_stop()
+            time.sleep(0.005)
+        rate = n / (time.time() - t0)
+        self.cpu_ms["raw_drain"] = cpu_delta_ms(cpu0, cpu_by_pid(roles), n)
+        progress(f"raw Celery: {rate:.0f} tasks/s")
+        return rate
+
+    def pipeline_drain(self) -> float:
+        n = self.p.drain_n
+        self.pause()
+        progress(f"pipeline: pre-filling {n} delivery.send tasks to online users")
+        with self.producer() as send:
+            ids = [send("drain", f"{ONLINE}{i % self.p.clients}", f"drain-{i}")
+                   for i in range(n)]
+        roles = self.role_pids()
+        cpu0 = cpu_by_pid(roles)
+        t0 = self.resume()
+        self.profiles = self.start_profiles(self.profile_s)
+        if not self.wait_received(ids, 120):
+            raise RuntimeError("pipeline drain: not every message acked within 120 s")
+        t_end = max(self.recv_wall(i) for i in ids)
+        rate = n / (t_end - t0)
+        time.sleep(0.1)  # the gateways' ack batches
+        self.cpu_ms["pipeline_drain"] = cpu_delta_ms(cpu0, cpu_by_pid(roles), n)
+        progress(f"pipeline: {rate:.0f} acked/s draining a backlog")
+        return rate
+
+    def paced_step(self, phase: str, rate: float, duration: float) -> dict[str, Any]:
+        assert self.clients is not None
+        n = max(1, int(rate * duration))
+        slots: list[str] = [""] * n
+        t0 = time.monotonic() + 0.01
+
+        def pace(k: int) -> None:
+            # Message i leaves at t0 + i / rate; SENDER_THREADS threads share the schedule so a
+            # slow enqueue (the machine is shared) does not hold the next ones back.
+            with self.producer() as send:
+                for i in range(k, n, SENDER_THREADS):
+                    delay = t0 + i / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    slots[i] = send(phase, f"{ONLINE}{i % self.p.clients}", f"{phase}-{i}")
+
+        senders = [threading.Thread(target=pace, args=(k,)) for k in range(SENDER_THREADS)]
+        for th in senders:
+            th.start()
+        for th in senders:
+            th.join()
+        send_s = time.monotonic() - t0
+        ids = [i for i in slots if i]
+        complete = self.wait_received(ids, 1.0 + self.p.settle_s)
+        got = self.clients.received
+        with got.lock:
+            lats = [got.latency_ms[i] for i in ids if i in got.latency_ms]
+            queued = [got.queue_ms[i] for i in ids if i in got.queue_ms]
+            routed = [got.latency_ms[i] - got.queue_ms[i] for i in ids if i in got.queue_ms]
+        first = self.sent[ids[0]][1]
+        done = [self.recv_wall(i) for i in ids if i in got.latency_ms]
+        span = (max(done) - first) if done else float("inf")
+        sustained = complete and bool(lats) and max(lats) <= 1000.0
+        step = {"phase": phase, "offered_per_s": round(rate, 1),
+                "sent_per_s": round(n / send_s if send_s > 0 else rate, 1), "n": n,
+                # Sustained (every message acked within 1 s): the acked rate is the send rate;
+                # the first-send -> last-ack span also counts the last message's latency.
+                "acked": len(lats),
+                "acked_per_s": round(len(lats) / max(send_s, 1e-9), 1) if sustained else (
+                    round(len(lats) / span, 1) if done else 0.0),
+                "acked_span_per_s": round(len(lats) / span, 1) if done else 0.0,
+                "sustained": sustained, "latency_ms": lat_summary(lats),
+                # enqueue -> accepted by the send task (broker + Celery), accepted -> acked
+                # (store, publish, gateway, WebSocket, client); the worker's clock is the same.
+                "queue_ms": lat_summary(queued), "route_ms": lat_summary(routed)}
+        if not complete:  # let the backlog drain before the next step
+            self.wait_received(ids, 30)
+        return step
+
+    def load_steps(self, drain_rate: float) -> tuple[float, list[dict[str, Any]]]:
+        steps: list[dict[str, Any]] = []
+        best = 0.0
+        fractions = list(self.p.fractions)
+        i = 0
+        while i < len(fractions):
+            f = fractions[i]
+            rate = drain_rate * f
+            step = self.paced_step(f"load{i}", rate, self.p.step_s)
+            step["fraction_of_drain"] = f
+            steps.append(step)
+            lat = step["latency_ms"]
+            progress(f"offered {rate:.0f}/s ({f:.2f} x drain, sent {step['sent_per_s']:.0f}/s): "
+                     f"acked {step['acked_per_s']:.0f}/s "
+                     f"p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms max {lat['max']:.0f} ms "
+                     f"{'sustained' if step['sustained'] else 'NOT sustained'}")
+            if step["sustained"]:
+                best = max(best, min(step["acked_per_s"], step["sent_per_s"]))
+            elif best == 0.0 and f > 0.2:
+                fractions.insert(i + 1, f / 2)  # nothing sustained yet: try lower
+            else:
+                break
+            i += 1
+        return best, steps
+
+    def push_phase(self) -> dict[str, Any]:
+        from delivery.clock import utcnow
+        from delivery.store import Store
+
+        store = Store(self.engine)
+        now = utcnow()
+        for i in range(self.p.push_users):
+            store.register_device(f"{OFFLINE}{i}", f"bench-tok-{self.tag}-{i}", "android", now)
+        n = self.p.push_n
+        self.pause()
+        progress(f"push: pre-filling {n} delivery.send tasks to offline users with a device")
+        with self.producer() as send:
+            ids = [send("push", f"{OFFLINE}{i % self.p.push_users}", f"push-{i}")
+                   for i in range(n)]
+        t0 = self.resume()
+        deadline = time.monotonic() + 60
+        pushed = 0
+        while time.monotonic() < deadline:
+            pushed = self._count_states(ids).get(State.PUSHED, 0)
+            if pushed == n:
+                break
+            check_stop()
+            time.sleep(0.02)
+        elapsed = time.time() - t0
+        rate = pushed / elapsed
+        progress(f"push: {pushed}/{n} pushed, {rate:.0f} pushed/s "
+                 f"(includes the {self.settings.offline_grace_s:.2f} s offline grace)")
+        return {"push_per_s": round(rate, 1), "push_n": n, "pushed": pushed,
+                "push_elapsed_s": round(elapsed, 3)}
+
+    def _count_states(self, ids: list[str]) -> dict[str, int]:
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT state, count(*) FROM messages WHERE id = ANY(%s::uuid[]) GROUP BY state",
+                (ids,)).fetchall()
+        return {s: int(c) for s, c in rows}
+
+    def outcomes(self) -> dict[str, Any]:
+        ids = list(self.sent)
+        online = [i for i, (ph, _) in self.sent.items() if ph != "push"]
+        offline = [i for i, (ph, _) in self.sent.items() if ph == "push"]
+        deadline = time.monotonic() + 10
+        while True:
+            with psycopg.connect(self.db_url, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT id::text, state FROM messages WHERE id = ANY(%s::uuid[])",
+                    (ids,)).fetchall()
+            state: dict[str, str] = {str(a): str(b) for a, b in rows}
+            ok_online = sum(1 for i in online if state.get(i) == State.DELIVERED)
+            ok_offline = sum(1 for i in offline if state.get(i) in (State.PUSHED, State.DELIVERED))
+            if ok_online + ok_offline == len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            dup_acks = conn.execute(
+                "SELECT count(*) FROM (SELECT message_id FROM delivery_attempts "
+                f"WHERE result = '{Result.ACKED}' GROUP BY message_id HAVING count(*) > 1) d"
+            ).fetchone()
+        with urllib.request.urlopen(f"{self.fcm_url}/_requests", timeout=10) as resp:
+            sends = json.load(resp)
+        pairs: Counter[tuple[str, str]] = Counter()
+        for s in sends:
+            msg = (s.get("body") or {}).get("message") or {}
+            pairs[((msg.get("data") or {}).get("message_id", ""), str(s.get("token")))] += 1
+        dup_push = sum(1 for c in pairs.values() if c > 1)
+        assert self.clients is not None
+        not_received = sum(1 for i in online if i not in self.clients.received.latency_ms)
+        by_state = Counter(state.get(i, "missing") for i in ids)
+        return {
+            "sent": len(ids), "lost": len(ids) - ok_online - ok_offline,
+            "duplicate_outcomes": int(dup_acks[0] if dup_acks else 0) + dup_push,
+            "duplicate_acked_rows": int(dup_acks[0] if dup_acks else 0),
+            "duplicate_device_pushes": dup_push, "fcm_sends": len(sends),
+            "online_not_seen_by_clients": not_received,
+            "wire_repeats_seen_by_clients": self.clients.received.repeats,
+            "final_states": dict(by_state),
+        }
+
+    # -- py-spy ------------------------------------------------------------------------------
+
+    def start_profiles(self, duration: float) -> list[subprocess.Popen[bytes]]:
+        if self.py_spy is None or self.cluster is None:
+            return []
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.py_spy.mkdir(parents=True, exist_ok=True)
+        targets = {"worker": next(iter(self.cluster.workers.values())).popen.pid,
+                   "gateway": next(iter(self.cluster.gateways.values())).proc.popen.pid}
+        procs = []
+        for role, pid in targets.items():
+            out = self.py_spy / f"profile-{role}.txt"
+            procs.append(subprocess.Popen(
+                [exe, "record", "-p", str(pid), "-d", str(int(duration)), "-r", "200",
+                 "--format", "raw", "-o", str(out), "--nonblocking", "--gil"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        progress(f"py-spy recording {', '.join(targets)} for {duration:.0f} s")
+        return procs
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        self.setup()
+        self.warmup()
+        raw = self.raw_drain()
+        time.sleep(0.3)
+        r0, pg0 = redis_calls(self.redis), pg_counters(self.pg_admin, self.dbname)
+        measured_from = len(self.sent)
+        self.profile_s = max(8.0, self.p.step_s * (len(self.p.fractions) + 1))
+        drain = self.pipeline_drain()
+        best, steps = self.load_steps(drain)
+        if best <= 0:
+            best = drain * 0.25
+        lat50 = self.paced_step("lat50", best * 0.5, self.p.latency_step_s)
+        lat90 = self.paced_step("lat90", best * 0.9, self.p.latency_step_s)
+        progress(f"at 50 % ({best * 0.5:.0f}/s): {lat50['latency_ms']}")
+        progress(f"at 90 % ({best * 0.9:.0f}/s): {lat90['latency_ms']}")
+        time.sleep(1.2)  # PostgreSQL backends flush their statistics within ~1 s of going idle
+        r1, pg1 = redis_calls(self.redis), pg_counters(self.pg_admin, self.dbname)
+        for p in self.profiles:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(30)
+        if self.py_spy is not None:
+            for role in ("worker", "gateway"):
+                raw_prof = self.py_spy / f"profile-{role}.txt"
+                if raw_prof.exists():
+                    (self.py_spy / f"profile-{role}-summary.txt").write_text(
+                        summarize_profile(raw_prof))
+        measured = len(self.sent) - measured_from
+        calls = r1 - r0
+        db = {k: pg1[k] - pg0[k] for k in pg0}
+        push = self.push_phase()
+        outcomes = self.outcomes()
+        commands = sum(calls.values())
+        # kombu's Redis transport sends its bookkeeping as MULTI ... EXEC pipelines (ZADD + HSET
+        # when a task is fetched, ZREM + HDEL when it is acked): one round trip each.
+        in_multi = sum(calls[c] for c in ("zadd", "hset", "zrem", "hdel", "exec"))
+        rt = (commands - in_multi) / measured
+        writes_tuples = (db["tup_inserted"] + db["tup_updated"]) / measured
+        self.result = {
+            "acked_per_s": round(best, 1),
+            "raw_celery_per_s": round(raw, 1),
+            "pipeline_drain_per_s": round(drain, 1),
+            "ratio": round(drain / raw, 3),
+            "ratio_sustained": round(best / raw, 3),
+            "latency_ms": lat50["latency_ms"],
+            "latency_ms_at_50pct": lat50["latency_ms"],
+            "latency_ms_at_90pct": lat90["latency_ms"],
+            "latency_split_at_50pct": {"queue_ms": lat50["queue_ms"],
+                                       "route_ms": lat50["route_ms"]},
+            "latency_split_at_90pct": {"queue_ms": lat90["queue_ms"],
+                                       "route_ms": lat90["route_ms"]},
+            "rate_at_50pct": lat50["offered_per_s"],
+            "rate_at_90pct": lat90["offered_per_s"],
+            **push,
+            "lost": outcomes["lost"],
+            "duplicate_outcomes": outcomes["duplicate_outcomes"],
+            "broker_round_trips_per_message": round(rt, 2),
+            "broker_commands_per_message": round(commands / measured, 2),
+            "cpu_ms_per_message": self.cpu_ms,
+            "broker_calls_by_command_per_message": {
+                k: round(v / measured, 3) for k, v in calls.most_common() if v > 0},
+            "broker_counted": ("Redis INFO commandstats call deltas (every command except INFO, "
+                               "all clients of the server) over the pipeline drain, load steps "
+                               "and latency steps, divided by the messages sent in them; "
+                               "commands per message counts every call, round trips count "
+                               "each MULTI...EXEC pipeline (ZADD/HSET/ZREM/HDEL/EXEC inside) "
+                               "once"
+                               + ("; private redis-server, so only this run" if self.private_redis
+                                  else "; shared Redis, other clients included")),
+            "db_writes_per_message": round(writes_tuples, 2),
+            "db_commits_per_message": round(db["xact_commit"] / measured, 2),
+            "db_counters": db,
+            "db_counted": ("pg_stat_database deltas of the bench database over the same window: "
+                           "db_writes_per_message = (tup_inserted + tup_updated) / messages, "
+                           "db_commits_per_message = xact_commit / messages"),
+            "measured_messages": measured,
+            "steps": [*steps, lat50, lat90],
+            "outcomes": outcomes,
+            "config": {"workers": self.p.workers, "gateways": self.p.gateways,
+                       "clients": self.p.clients, "pool": "threads",
+                       "concurrency": self.p.concurrency, "drain_n": self.p.drain_n,
+                       "step_s": self.p.step_s, "latency_step_s": self.p.latency_step_s,
+                       "private_redis": self.private_redis, "cpus": os.cpu_count()},
+            "elapsed_s": round(time.monotonic() - started, 1),
+        }
+        return self.result
+
+
+def summarize_profile(path: Path, top: int = 30) -> str:
+    """Self and inclusive shares of the non-idle samples of a py-spy ``--format raw`` file."""
+    import re
+
+    incl: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r":\d+\)", ")", f) for f in stack.split(";")]
+        for f in set(frames):
+            incl[f] += n
+        own[frames[-1]] += n
+    lines = [f"{path.name}: {total} samples (threads holding the GIL: Python CPU time)", "",
+             "self:"]
+    lines += [f"{v / total * 100:6.1f}%  {k}" for k, v in own.most_common(top)]
+    lines += ["", "inclusive:"]
+    lines += [f"{v / total * 100:6.1f}%  {k}" for k, v in incl.most_common(top * 2)]
+    return "\n".join(lines) + "\n"
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted((s for s in result["steps"] if s["acked"]), key=lambda s: s["offered_per_s"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    xs = [s["offered_per_s"] for s in steps]
+    for key, style in (("p50", "o-"), ("p99", "s-"), ("p999", "^-")):
+        ax1.plot(xs, [s["latency_ms"][key] for s in steps], style, label=key)
+    ax1.axhline(5, color="grey", ls=":", lw=1)
+    ax1.axhline(25, color="grey", ls="--", lw=1)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("offered load (messages/s)")
+    ax1.set_ylabel("enqueue -> ack latency (ms)")
+    ax1.set_title("latency vs offered load (dotted 5 ms, dashed 25 ms)")
+    ax1.legend()
+    names = ["raw Celery\nno-op drain", "pipeline\ndrain", "pipeline\nsustained", "push path"]
+    vals = [result["raw_celery_per_s"], result["pipeline_drain_per_s"], result["acked_per_s"],
+            result["push_per_s"]]
+    bars = ax2.bar(names, vals, color=["#999", "#3a7", "#2a5", "#c73"])
+    for b, v in zip(bars, vals, strict=True):
+        ax2.text(b.get_x() + b.get_width() / 2, v, f"{v:.0f}", ha="center", va="bottom")
+    ax2.set_ylabel("per second")
+    ax2.set_title(f"throughput (ratio pipeline/raw = {result['ratio']:.2f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(r: dict[str, Any]) -> str:
+    l50, l90 = r["latency_ms_at_50pct"], r["latency_ms_at_90pct"]
+    return "\n".join([
+        f"raw Celery no-op drain     {r['raw_celery_per_s']:8.0f} tasks/s",
+        f"pipeline drain             {r['pipeline_drain_per_s']:8.0f} acked/s   "
+        f"ratio {r['ratio']:.2f}",
+        f"sustained (<=1 s unacked)  {r['acked_per_s']:8.0f} acked/s   "
+        f"ratio {r['ratio_sustained']:.2f}",
+        f"latency at 50 % ({r['rate_at_50pct']:.0f}/s)  p50 {l50['p50']:.1f} ms  "
+        f"p99 {l50['p99']:.1f} ms  p99.9 {l50['p999']:.1f} ms",
+        f"latency at 90 % ({r['rate_at_90pct']:.0f}/s)  p50 {l90['p50']:.1f} ms  "
+        f"p99 {l90['p99']:.1f} ms  p99.9 {l90['p999']:.1f} ms",
+        f"  at 50 %: enqueue->accepted p50 {r['latency_split_at_50pct']['queue_ms']['p50']:.1f} "
+        f"p99 {r['latency_split_at_50pct']['queue_ms']['p99']:.1f} ms; accepted->acked p50 "
+        f"{r['latency_split_at_50pct']['route_ms']['p50']:.1f} "
+        f"p99 {r['latency_split_at_50pct']['route_ms']['p99']:.1f} ms",
+        f"push path                  {r['push_per_s']:8.0f} pushed/s",
+        f"lost {r['lost']}   duplicate outcomes {r['duplicate_outcomes']}",
+        f"broker round trips/message {r['broker_round_trips_per_message']:.2f} "
+        f"({r['broker_commands_per_message']:.2f} commands)   "
+        f"db writes/message {r['db_writes_per_message']:.2f} "
+        f"(commits {r['db_commits_per_message']:.2f})",
+        *(f"CPU ms/message {phase}: " + "  ".join(
+            f"{k} {v:.2f}" for k, v in sorted(roles.items(), key=lambda kv: -kv[1]))
+          for phase, roles in r["cpu_ms_per_message"].items()),
+    ])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="delivery bench e2e", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--quick", action="store_true", help="a run under 60 s")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--gateways", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8, help="threads per worker")
+    parser.add_argument("--drain", type=int, default=None, help="tasks pre-filled per drain")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--private-redis", action="store_true",
+                        help="run a throw-away redis-server so commandstats count only this run")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                        help="record py-spy profiles of a worker and a gateway into DIR")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
+    args = parser.parse_args(argv)
+    kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
+                          "clients": args.clients, "concurrency": args.concurrency}
+    if args.drain:
+        kw["drain_n"] = args.drain
+    params = Params(**kw)
+    if args.tiny:
+        params = tiny_params(**kw)
+    elif args.quick:
+        params = Params.quick(**kw)
+    bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        first = not STOP.is_set()
+        STOP.set()
+        if first:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = bench.run()
+    except KeyboardInterrupt:
+        progress("interrupted: cleaning up")
+        return 130
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # let the clean-up finish
+        bench.teardown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "e2e.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / "e2e.png")
+    progress(f"wrote {args.out / 'e2e.json'} and {args.out / 'e2e.png'}")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(summary(result))
+    ok = result["lost"] == 0 and result["duplicate_outcomes"] == 0
+    return 0 if ok else 1
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -18,7 +18,7 @@ from delivery.clock import later, utcnow
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
 from delivery.store import Store
-from delivery.tasks import SEND
+from delivery.task_names import SEND_TASK
 from delivery.validation import message_id_for, validate_send
 
 log = logging.getLogger("delivery.api")
@@ -96,7 +96,7 @@ def send_message(
     if not durable:
         # ignore_result: nobody waits for it, and the Redis result backend would otherwise
         # subscribe to (and later unsubscribe from) a result channel per message.
-        celery.send_task(SEND, kwargs=kwargs, ignore_result=True)
+        celery.send_task(SEND_TASK, kwargs=kwargs, ignore_result=True)
         return msg_id
     now = utcnow()
     try:
@@ -108,7 +108,7 @@ def send_message(
             "nothing was stored — retry later with the same client_msg_id") from None
     kwargs["stored"] = True
     try:
-        celery.send_task(SEND, kwargs=kwargs, ignore_result=True,
+        celery.send_task(SEND_TASK, kwargs=kwargs, ignore_result=True,
                          retry=True, retry_policy=STORED_PUBLISH_RETRY)
     except Exception as exc:  # the broker is down: the stored message is the sweep's now
         log.warning("message %s stored; enqueueing failed (%s), the recovery sweep routes it",

@@ -33,7 +33,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-OUTCOMES = ("delivered", "pushed", "pending", "expired")
+from delivery.vocabulary import State
+
+OUTCOMES = (State.DELIVERED, State.PUSHED, State.PENDING, State.EXPIRED)
 
 MESSAGES = Counter(
     "delivery_messages", "Messages that reached an outcome", ["outcome"],
@@ -105,7 +107,7 @@ def record_outcome(outcome: str, attempts: int | None = None) -> None:
 
 def record_delivered(latency_s: float | None, attempts: int | None = None) -> None:
     """A client's ack won (the message is delivered): the gateway calls this per won ack."""
-    record_outcome("delivered", attempts)
+    record_outcome(State.DELIVERED, attempts)
     if latency_s is not None and latency_s >= 0:
         ACK_LATENCY.observe(latency_s)
 

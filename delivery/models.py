@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -25,24 +24,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# Re-exported: the store's states are the vocabulary's (defined in delivery.vocabulary).
+from delivery.vocabulary import IN_FLIGHT as IN_FLIGHT
+from delivery.vocabulary import UNACKED as UNACKED
+from delivery.vocabulary import State as State
+
 ID_LEN = 128
-
-
-class State(StrEnum):
-    ACCEPTED = "accepted"  # stored, not yet routed
-    DISPATCHED = "dispatched"  # a frame is out, awaiting an ack
-    DELIVERED = "delivered"  # a live connection acked it (final)
-    PUSHED = "pushed"  # FCM accepted a push; still replayed until acked
-    PENDING = "pending"  # no channel right now; waits for replay
-    EXPIRED = "expired"  # TTL passed with no channel; still replayable until purged
-
-
-# States in which a message is still owed to its recipient (replayed on connect).
-UNACKED: tuple[str, ...] = (
-    State.ACCEPTED, State.DISPATCHED, State.PUSHED, State.PENDING, State.EXPIRED,
-)
-# States that routing still owns: an ack deadline applies and the recovery sweep watches them.
-IN_FLIGHT: tuple[str, ...] = (State.ACCEPTED, State.DISPATCHED)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -79,8 +66,8 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
 
 
-_unacked_sql = "state IN ('accepted', 'dispatched', 'pushed', 'pending', 'expired')"
-_in_flight_sql = "state IN ('accepted', 'dispatched')"
+_unacked_sql = "state IN ({})".format(", ".join(f"'{s}'" for s in UNACKED))
+_in_flight_sql = "state IN ({})".format(", ".join(f"'{s}'" for s in IN_FLIGHT))
 
 
 class Message(Base):
@@ -130,12 +117,12 @@ class DeliveryAttempt(Base):
         Uuid, ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
     attempt: Mapped[int] = mapped_column(Integer)
-    channel: Mapped[str] = mapped_column(String(8))  # ws | push
+    channel: Mapped[str] = mapped_column(String(8))  # a Channel
     node: Mapped[str | None] = mapped_column(String(ID_LEN))
     conn: Mapped[str | None] = mapped_column(String(ID_LEN))
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    # acked | nacked | timeout | fcm:<result> | no_device | offline | ...
+    # a Result, or FCM_PREFIX + FCM's code for one device (delivery.vocabulary)
     result: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from delivery.models import IN_FLIGHT, UNACKED, DeliveryAttempt, Device, Message, State
 from delivery.validation import SendRequest
+from delivery.vocabulary import Channel, Result
 
 M = cast(Table, Message.__table__)
 A = cast(Table, DeliveryAttempt.__table__)
@@ -162,7 +163,7 @@ class Store:
             if row is not None:
                 if dispatch_to:
                     conn.execute(insert(A), [
-                        {"message_id": message_id, "attempt": 1, "channel": "ws",
+                        {"message_id": message_id, "attempt": 1, "channel": Channel.WS,
                          "node": t.node, "conn": t.conn, "started_at": now}
                         for t in dispatch_to
                     ])
@@ -340,9 +341,9 @@ class Store:
                 if row is None:
                     results.append(False)
                     continue
-                self.finish_attempts(msg_id, row[0], "acked", now=now, conn_id=conn_id,
+                self.finish_attempts(msg_id, row[0], Result.ACKED, now=now, conn_id=conn_id,
                                      connection=c)
-                self.finish_attempts(msg_id, row[0], "superseded", now=now, connection=c)
+                self.finish_attempts(msg_id, row[0], Result.SUPERSEDED, now=now, connection=c)
                 results.append(True)
         return results
 
@@ -409,7 +410,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(A.c.conn).where(
-                    A.c.message_id == msg_id, A.c.result == "nacked", A.c.conn.is_not(None)
+                    A.c.message_id == msg_id, A.c.result == Result.NACKED, A.c.conn.is_not(None)
                 )
             ).all()
         return {r[0] for r in rows}
@@ -442,8 +443,9 @@ class Store:
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 1000):
                 chunk = ids[start:start + 1000]
-                for key, result, cols in (("acked_twice", "acked", [A.c.message_id]),
-                                          ("pushed_twice", "fcm:ok", [A.c.message_id, A.c.conn])):
+                for key, result, cols in (
+                        ("acked_twice", Result.ACKED, [A.c.message_id]),
+                        ("pushed_twice", Result.FCM_OK, [A.c.message_id, A.c.conn])):
                     dup = (select(*cols).where(A.c.message_id.in_(chunk), A.c.result == result)
                            .group_by(*cols).having(func.count() > 1).subquery())
                     out[key] += int(conn.execute(select(func.count()).select_from(dup)).scalar()

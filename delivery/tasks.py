@@ -11,11 +11,10 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from delivery.clock import later, utcnow
 from delivery.runtime import Runtime, get_runtime
+from delivery.task_names import NOOP_TASK, SEND_TASK
 from delivery.validation import InvalidMessage, SendRequest, validate_send
 
 log = logging.getLogger("delivery.tasks")
-
-SEND = "delivery.send"
 
 # The database is unreachable or too slow right now (restart, failover, outage): the send is
 # retried, never acked as failed — a task acked without its row would be a silently lost
@@ -33,7 +32,7 @@ def retry_delay(retries: int) -> float:
 # No result on success: the id is known to the caller (derived from client_msg_id), and a
 # result write per message would be one more Redis round trip on the hot path. Failures are
 # still stored (task_store_errors_even_if_ignored), so a caller can see why a send failed.
-@shared_task(bind=True, name=SEND, throws=(InvalidMessage,), ignore_result=True,
+@shared_task(bind=True, name=SEND_TASK, throws=(InvalidMessage,), ignore_result=True,
              max_retries=None)
 def send(
     self: Task,
@@ -80,8 +79,8 @@ def _store_and_route(rt: Runtime, req: SendRequest, *, stored: bool) -> str:
     return str(msg.id)
 
 
-# The raw-Celery baseline of the end-to-end benchmark (workers/bench_e2e.py): an empty task on
+# The raw-Celery baseline of the end-to-end benchmark (bench/e2e.py): an empty task on
 # the same broker, pool and workers, so the pipeline's throughput can be given as a ratio.
-@shared_task(name="delivery.noop", ignore_result=True)
+@shared_task(name=NOOP_TASK, ignore_result=True)
 def noop() -> None:
     return None

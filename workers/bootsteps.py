@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import bootsteps
+from celery import Celery, bootsteps
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from delivery.logs import install_celery_logging
@@ -19,14 +19,18 @@ from workers import metrics_wiring
 from workers.wiring import WorkerRouting, start_worker_routing
 
 log = logging.getLogger("delivery.worker")
-_routing: WorkerRouting | None = None
-_metrics: metrics_wiring.WorkerMetrics | None = None
 install_celery_logging()  # our loggers print one structured line per event
 
 
-def current_routing() -> WorkerRouting | None:
-    """This process's routing (replica, router, sweep), once started."""
-    return _routing
+class _ChildRouting:
+    """A prefork child has no worker object: it keeps its own routing here, built after fork
+    with the app the parent's step recorded before forking."""
+
+    app: Celery | None = None
+    routing: WorkerRouting | None = None
+
+
+_child = _ChildRouting()
 
 
 def _uses_prefork(worker: Any) -> bool:
@@ -36,43 +40,49 @@ def _uses_prefork(worker: Any) -> bool:
 
 
 class PresenceStep(bootsteps.StartStopStep):
-    """Runs the replica, the node channels, the router and the recovery sweep."""
+    """Runs the replica, the node channels, the router and the recovery sweep.
+
+    Like Celery's own steps, it hangs what it builds on the worker: ``worker.routing`` (None
+    until started, and with prefork, where each child has its own); remote-control commands
+    reach it through ``state.consumer.controller``.
+    """
 
     requires = {"celery.worker.components:Pool"}
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.prefork = _uses_prefork(worker)
+        self.metrics: metrics_wiring.WorkerMetrics | None = None
+        worker.routing = None
+        _child.app = worker.app
 
     def start(self, worker: Any) -> None:
-        global _routing, _metrics
         if self.prefork:
             log.info("prefork pool: each child process runs its own presence replica")
             return
-        _routing = start_worker_routing(worker.app, name=f"worker.{worker.hostname}")
-        _metrics = metrics_wiring.install(_routing)
+        worker.routing = start_worker_routing(worker.app, name=f"worker.{worker.hostname}")
+        self.metrics = metrics_wiring.install(worker.routing)
 
     def stop(self, worker: Any) -> None:
-        global _routing, _metrics
-        if _metrics is not None:
-            _metrics.stop()
-            _metrics = None
-        if _routing is not None:
-            _routing.stop()
-            _routing = None
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
+        routing: WorkerRouting | None = getattr(worker, "routing", None)
+        if routing is not None:
+            routing.stop()
+            worker.routing = None
 
 
 @worker_process_init.connect
 def _child_init(**_: Any) -> None:
-    global _routing
-    from workers.app import app
-
-    _routing = start_worker_routing(app)
+    if _child.app is None:  # not a worker built with our step
+        return
+    _child.routing = start_worker_routing(_child.app)
     # One port per host cannot serve every prefork child: children count but do not serve.
-    metrics_wiring.install(_routing, serve=False)
+    metrics_wiring.install(_child.routing, serve=False)
 
 
 @worker_process_shutdown.connect
 def _child_shutdown(**_: Any) -> None:
-    if _routing is not None:
-        _routing.stop()
+    if _child.routing is not None:
+        _child.routing.stop()

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "device": ("delivery.push.cli:device_main", "register a push device: device add USER TOKEN"),
     "fcm-stub": ("delivery.push.stub:main", "run the local FCM-compatible HTTP server"),
     "simulate": ("delivery.simulation.cli:main", "deterministic simulation: naive vs pipeline"),
-    "bench": ("workers.commands.bench:main", "benchmarks: presence | gateway | e2e"),
+    "bench": ("workers.commands.bench:main", "benchmarks: presence|gateway|push|e2e|clients"),
     "demo": ("workers.demo:main", "the whole pipeline in one process, with a report"),
     "up": ("workers.commands.up:main", "every role in one process for local development"),
 }

@@ -15,12 +15,19 @@ from typing import Any
 
 from celery.worker.control import control_command
 
+from workers.wiring import WorkerRouting
+
+
+def _routing(state: Any) -> WorkerRouting | None:
+    """The routing the presence step hung on this worker (the consumer's controller)."""
+    worker = getattr(state.consumer, "controller", None)
+    routing: WorkerRouting | None = getattr(worker, "routing", None)
+    return routing
+
 
 @control_command(args=[("seconds", float)], signature="<seconds>")
 def presence_hold(state: Any, seconds: float = 2.0) -> dict[str, Any]:
-    from workers import bootsteps
-
-    routing = bootsteps.current_routing()
+    routing = _routing(state)
     if routing is None:
         return {"error": "no presence replica in this worker"}
     transport = routing.presence.transport
@@ -34,9 +41,7 @@ def presence_hold(state: Any, seconds: float = 2.0) -> dict[str, Any]:
 @control_command(args=[("user", str)], signature="<user>")
 def presence_who(state: Any, user: str) -> dict[str, Any]:
     """Where this worker's replica thinks ``user`` is connected, and whether it has synced."""
-    from workers import bootsteps
-
-    routing = bootsteps.current_routing()
+    routing = _routing(state)
     if routing is None:
         return {"error": "no presence replica in this worker"}
     node = routing.presence

@@ -26,7 +26,9 @@ from delivery.client import DeliveryClient
 from delivery.clock import utcnow
 from delivery.gateway.tokens import issue_token
 from delivery.settings import Settings, get_settings
+from delivery.stats import nearest_rank
 from delivery.store import Store
+from delivery.vocabulary import State
 
 
 class Stack(Protocol):
@@ -138,7 +140,7 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
     settle_deadline = time.monotonic() + settings.ack_timeout_s * (settings.max_attempts + 2) + 5
     while time.monotonic() < settle_deadline:
         states = await _outcomes(stack.store, run)
-        if states.get("accepted", 0) + states.get("dispatched", 0) == 0:
+        if states.get(State.ACCEPTED, 0) + states.get(State.DISPATCHED, 0) == 0:
             break
         if progress:
             _progress(messages, messages, len(pop.shown_at), started, " settling")
@@ -156,7 +158,7 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
     ack_deadline = time.monotonic() + 20
     while time.monotonic() < ack_deadline:
         states = await _outcomes(stack.store, run)
-        if sum(n for s, n in states.items() if s != "delivered") == 0:
+        if sum(n for s, n in states.items() if s != State.DELIVERED) == 0:
             break
         await asyncio.sleep(0.2)
     await pop.close_all()
@@ -170,11 +172,11 @@ async def drive(stack: Stack, settings: Settings, *, messages: int, users: int, 
         stack.store.duplicate_outcomes, [uuid.UUID(m) for m in run.sent])
     return {
         "messages": len(run.sent),
-        "delivered_ws": outcomes.get("delivered", 0),
-        "pushed": outcomes.get("pushed", 0),
-        "pending": outcomes.get("pending", 0),
-        "expired": outcomes.get("expired", 0),
-        "in_flight_at_end": outcomes.get("accepted", 0) + outcomes.get("dispatched", 0),
+        "delivered_ws": outcomes.get(State.DELIVERED, 0),
+        "pushed": outcomes.get(State.PUSHED, 0),
+        "pending": outcomes.get(State.PENDING, 0),
+        "expired": outcomes.get(State.EXPIRED, 0),
+        "in_flight_at_end": outcomes.get(State.ACCEPTED, 0) + outcomes.get(State.DISPATCHED, 0),
         "replayed_in_final_phase": len(run.sent) - len(shown_during_traffic),
         "lost": len(lost),
         "lost_ids": lost[:10],
@@ -204,7 +206,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0}
 
     def pick(q: float) -> float:
-        return round(values[min(len(values) - 1, int(q * len(values)))], 2)
+        return round(nearest_rank(values, q), 2)
 
     return {"p50": pick(0.5), "p99": pick(0.99), "max": round(values[-1], 2)}
 
@@ -259,14 +261,24 @@ def main(argv: list[str]) -> int:
     settings = get_settings()
     distributed = bool(settings.redis_url and settings.database_url and not settings.embedded)
     if distributed:
-        from workers.demo_cluster import run_distributed
-
-        result, mode = run_distributed(settings, args)
+        result, mode = _distributed(settings, args)
     else:
         result, mode = asyncio.run(_embedded(settings, args))
     print(json.dumps(result, indent=2) if args.json else report(result, mode))
     ok = result["lost"] == 0 and result["duplicate_outcomes"] == 0
     return 0 if ok and result["duplicate_pushes"] == 0 else 1
+
+
+def _distributed(settings: Settings, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from workers.demo_cluster import cluster_stack
+
+    with cluster_stack(settings) as (stack, mode):
+        result = asyncio.run(drive(
+            stack, settings, messages=args.messages, users=args.users,
+            offline=args.offline, rate=args.rate, race_every=args.race_every,
+            seed=args.seed, progress=True,
+        ))
+    return result, mode
 
 
 async def _embedded(settings: Settings, args: argparse.Namespace) -> tuple[dict[str, Any], str]:

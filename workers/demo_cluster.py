@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery
@@ -45,10 +45,10 @@ class ClusterStack:
         return send_message(sender, recipient, body, client_msg_id=client_msg_id, app=self.app)
 
 
-def run_distributed(settings: Settings, args: argparse.Namespace,
-                    gateways: int = 2, workers: int = 2) -> tuple[dict[str, Any], str]:
-    from workers.demo import drive
-
+@contextlib.contextmanager
+def cluster_stack(settings: Settings, gateways: int = 2,
+                  workers: int = 2) -> Iterator[tuple[ClusterStack, str]]:
+    """Start the cluster (FCM stub, gateways, workers); yield its stack and a description."""
     migrate.upgrade(settings.effective_database_url)
     env = dict(os.environ)
     with LocalCluster(env) as cluster:
@@ -65,15 +65,9 @@ def run_distributed(settings: Settings, args: argparse.Namespace,
         app = make_app(settings)
         engine = make_engine(settings.effective_database_url)
         try:
-            stack = ClusterStack(cluster, app, Store(engine))
-            result = asyncio.run(drive(
-                stack, settings, messages=args.messages, users=args.users,
-                offline=args.offline, rate=args.rate, race_every=args.race_every,
-                seed=args.seed, progress=True,
-            ))
+            mode = (f"Redis + PostgreSQL, {gateways} gateway and {workers} worker processes, "
+                    "FCM stub process")
+            yield ClusterStack(cluster, app, Store(engine)), mode
         finally:
             app.close()
             engine.dispose()
-    mode = (f"Redis + PostgreSQL, {gateways} gateway and {workers} worker processes, "
-            "FCM stub process")
-    return result, mode

@@ -20,24 +20,29 @@ from sqlalchemy import func, select
 
 from delivery import metrics
 from delivery.models import IN_FLIGHT
+from delivery.push.service import PushOutcome
 from delivery.routing.policy import Decision, Dispatch, Expire, MarkPending, Push, Trigger
 from delivery.store import M, MessageRecord, Store
+from delivery.task_names import PUSH_TASK
+from delivery.vocabulary import State
 from workers.wiring import WorkerRouting
 
 log = logging.getLogger("delivery.worker")
 
-PUSH_TASK = "delivery.push"
 # delivery.push outcomes -> message outcome (None: no outcome reached by this run).
-PUSH_OUTCOMES = {"pushed": "pushed", "no_device": "pending", "failed": "pending"}
+PUSH_OUTCOMES: dict[str, str] = {
+    PushOutcome.PUSHED: State.PUSHED, PushOutcome.NO_DEVICE: State.PENDING,
+    PushOutcome.FAILED: State.PENDING,
+}
 
 
 def on_decision(msg: MessageRecord, decision: Decision, trigger: Trigger) -> None:
     metrics.DECISIONS.labels(type(decision).__name__.lower(), trigger.value).inc()
     match decision:
         case MarkPending():
-            metrics.record_outcome("pending", msg.attempts)
+            metrics.record_outcome(State.PENDING, msg.attempts)
         case Expire():
-            metrics.record_outcome("expired", msg.attempts)
+            metrics.record_outcome(State.EXPIRED, msg.attempts)
         case Push() | Dispatch():
             pass
 

@@ -20,12 +20,10 @@ from delivery.routing.router import Router, policy_config
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, get_runtime
 from delivery.settings import Settings
+from delivery.task_names import PUSH_TASK, ROUTE_TASK
 from presence.config import PresenceConfig
 
 log = logging.getLogger("delivery.worker")
-
-PUSH = "delivery.push"
-ROUTE = "delivery.route"
 
 
 def presence_config(settings: Settings) -> PresenceConfig:
@@ -40,12 +38,12 @@ def celery_hooks(app: Celery) -> dict[str, Any]:
     """Router callbacks that hand work to other tasks through the broker."""
 
     def enqueue_push(message_id: str, attempt: int) -> None:
-        app.send_task(PUSH, kwargs={"message_id": message_id, "attempt": attempt},
+        app.send_task(PUSH_TASK, kwargs={"message_id": message_id, "attempt": attempt},
                       ignore_result=True)
 
     def schedule_recheck(message_id: str, attempt: int, delay: float) -> None:
         app.send_task(
-            ROUTE, kwargs={"message_id": message_id, "trigger": "recheck", "attempt": attempt},
+            ROUTE_TASK, kwargs={"message_id": message_id, "trigger": "recheck", "attempt": attempt},
             countdown=delay, ignore_result=True,
         )
 

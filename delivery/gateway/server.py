@@ -42,10 +42,10 @@ from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect
 from delivery.gateway.tokens import TokenError, verify_claims
 from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
+from delivery.task_names import ROUTE_TASK
 
 log = logging.getLogger("delivery.gateway")
 
-ROUTE_TASK = "delivery.route"
 T = TypeVar("T")
 
 

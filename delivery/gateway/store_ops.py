@@ -16,9 +16,7 @@ from sqlalchemy.engine import Connection
 
 from delivery.models import UNACKED
 from delivery.store import A, M, Store
-
-CHANNEL_WS = "ws"
-RESULT_NACKED = "nacked"
+from delivery.vocabulary import Channel, Result, State
 
 
 def nack_attempts(
@@ -34,7 +32,7 @@ def nack_attempts(
     with store.engine.begin() as c:
         for conn_id in conns:
             store.finish_attempts(
-                msg_id, attempt, RESULT_NACKED, now=now, conn_id=conn_id, detail=detail,
+                msg_id, attempt, Result.NACKED, now=now, conn_id=conn_id, detail=detail,
                 connection=c,
             )
 
@@ -58,11 +56,11 @@ def redirect_attempt(
     with store.engine.begin() as c:
         for conn_id in from_conns:
             store.finish_attempts(
-                msg_id, attempt, RESULT_NACKED, now=now, conn_id=conn_id, detail=detail,
+                msg_id, attempt, Result.NACKED, now=now, conn_id=conn_id, detail=detail,
                 connection=c,
             )
         c.execute(insert(A), [
-            {"message_id": msg_id, "attempt": attempt, "channel": CHANNEL_WS, "node": node,
+            {"message_id": msg_id, "attempt": attempt, "channel": Channel.WS, "node": node,
              "conn": conn_id, "started_at": now, "finished_at": None, "result": None,
              "detail": "redirected from " + ", ".join(from_conns)}
             for conn_id in to_conns
@@ -117,12 +115,13 @@ class _Raw:
         self.uuid = M.c.id.type.bind_processor(dialect) or (lambda v: v)
         self.time = M.c.delivered_at.type.bind_processor(dialect) or (lambda v: v)
         self.ack_msg = (
-            f"UPDATE messages SET state = 'delivered', delivered_at = {ph}, ack_deadline = NULL,"
-            f" delivered_conn = {ph} WHERE seq = {ph} AND state IN ({_UNACKED_SQL})"
+            f"UPDATE messages SET state = '{State.DELIVERED}', delivered_at = {ph},"
+            f" ack_deadline = NULL, delivered_conn = {ph}"
+            f" WHERE seq = {ph} AND state IN ({_UNACKED_SQL})"
         )
         self.ack_attempts = (
             f"UPDATE delivery_attempts SET finished_at = {ph},"
-            f" result = CASE WHEN conn = {ph} THEN 'acked' ELSE 'superseded' END"
+            f" result = CASE WHEN conn = {ph} THEN '{Result.ACKED}' ELSE '{Result.SUPERSEDED}' END"
             f" WHERE message_id = {ph} AND attempt = {ph} AND finished_at IS NULL"
         )
 
@@ -147,13 +146,13 @@ WITH a AS (
     SELECT m.id, a.conn, a.ord FROM messages m JOIN a ON m.id = a.id AND m.recipient = a.usr
     WHERE m.state IN ({_UNACKED_SQL}) ORDER BY m.seq FOR UPDATE OF m
 ), won AS (
-    UPDATE messages m SET state = 'delivered', delivered_at = %s, ack_deadline = NULL,
+    UPDATE messages m SET state = '{State.DELIVERED}', delivered_at = %s, ack_deadline = NULL,
         delivered_conn = lk.conn
     FROM lk WHERE m.id = lk.id AND m.state IN ({_UNACKED_SQL})
     RETURNING m.id, m.attempts, lk.conn, lk.ord
 ), att AS (
     UPDATE delivery_attempts d SET finished_at = %s,
-        result = CASE WHEN d.conn = won.conn THEN 'acked' ELSE 'superseded' END
+        result = CASE WHEN d.conn = won.conn THEN '{Result.ACKED}' ELSE '{Result.SUPERSEDED}' END
     FROM won WHERE d.message_id = won.id AND d.attempt = won.attempts AND d.finished_at IS NULL
 )
 SELECT ord FROM won

@@ -49,6 +49,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from delivery.settings import Settings
+from delivery.vocabulary import FCM_PREFIX
 
 GOOGLE_FCM_ORIGIN = "https://fcm.googleapis.com"
 DEFAULT_TIMEOUT_S = 10.0
@@ -82,7 +83,7 @@ class SendResult:
     @property
     def result(self) -> str:
         """The attempt row's result: ``fcm:ok``, ``fcm:UNREGISTERED``, ..."""
-        return f"fcm:{self.code}"
+        return f"{FCM_PREFIX}{self.code}"
 
 
 def token_ref(token: str) -> str:

@@ -39,6 +39,7 @@ from delivery.push.fcm import (
 )
 from delivery.runtime import Runtime, get_runtime
 from delivery.store import MessageRecord
+from delivery.vocabulary import FCM_PREFIX, Result
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,6 @@ class TransientPushError(Exception):
     def __str__(self) -> str:
         return f"transient FCM errors {self.codes} (Retry-After {self.retry_after})"
 
-
-FINAL_RESULTS_PREFIX_OK = "fcm:ok"
 
 
 def preview(body: Any, limit: int = PREVIEW_CHARS) -> str:
@@ -112,7 +111,7 @@ def build_message(msg: MessageRecord, token: str) -> messaging.Message:
     return m
 
 
-_RETRYABLE_RESULTS = frozenset(f"fcm:{c}" for c in (*TRANSIENT_CODES, "UNKNOWN"))
+_RETRYABLE_RESULTS = frozenset(f"{FCM_PREFIX}{c}" for c in (*TRANSIENT_CODES, "UNKNOWN"))
 
 
 def _is_final(result: str | None) -> bool:
@@ -167,14 +166,14 @@ def _push_locked(
 ) -> PushOutcome | None:
     store = rt.store
     prior, devices = store_ops.push_targets(store, msg.id, attempt, msg.recipient)
-    ok_before = sum(1 for r in prior.values() if r == FINAL_RESULTS_PREFIX_OK)
+    ok_before = sum(1 for r in prior.values() if r == Result.FCM_OK)
     todo = [d for d in devices if not _is_final(prior.get(token_ref(d.token)))]
 
     if not devices and not ok_before:
-        reasons = sorted({r for r in prior.values() if r.startswith("fcm:")})
+        reasons = sorted({r for r in prior.values() if r.startswith(FCM_PREFIX)})
         detail = "no active device" + (f" (tokens rejected: {', '.join(reasons)})"
                                        if reasons else "")
-        return _decide(rt, msg, attempt, pushed=False, result="no_device", detail=detail,
+        return _decide(rt, msg, attempt, pushed=False, result=Result.NO_DEVICE, detail=detail,
                        last_error="no active device", outcome=PushOutcome.NO_DEVICE)
 
     results: list[SendResult] = []
@@ -205,17 +204,17 @@ def _push_locked(
     if ok:
         failed = len(results) - sum(1 for r in results if r.kind == "ok")
         detail = f"{ok} device(s) accepted" + (f", {failed} failed" if failed else "")
-        return _decide(rt, msg, attempt, pushed=True, result="pushed", detail=detail,
+        return _decide(rt, msg, attempt, pushed=True, result=Result.PUSHED, detail=detail,
                        outcome=PushOutcome.PUSHED)
     codes = sorted({r.code for r in results}) or sorted(
-        {r.removeprefix("fcm:") for r in prior.values()})
+        {r.removeprefix(FCM_PREFIX) for r in prior.values()})
     if all(r.kind == "invalid" for r in results) and results:
         error = f"no active device (tokens rejected: {', '.join(codes)})"
     elif transient:
         error = f"push failed after retries: {', '.join(codes)}"
     else:
         error = f"push failed: {', '.join(codes)}"
-    return _decide(rt, msg, attempt, pushed=False, result="push_failed", detail=error,
+    return _decide(rt, msg, attempt, pushed=False, result=Result.PUSH_FAILED, detail=error,
                    last_error=error, outcome=PushOutcome.FAILED)
 
 

@@ -14,8 +14,7 @@ from sqlalchemy import and_, delete, insert, select, text, update
 
 from delivery.models import State
 from delivery.store import A, D, DeviceRecord, M, MessageRecord, Store
-
-PUSH = "push"
+from delivery.vocabulary import Channel
 
 _local_leases: set[tuple[uuid.UUID, int]] = set()
 _local_lock = threading.Lock()
@@ -91,7 +90,7 @@ def push_targets(
     with store.engine.connect() as conn:
         rows = conn.execute(
             select(A.c.conn, A.c.result)
-            .where(A.c.message_id == msg_id, A.c.attempt == attempt, A.c.channel == PUSH,
+            .where(A.c.message_id == msg_id, A.c.attempt == attempt, A.c.channel == Channel.PUSH,
                    A.c.conn.is_not(None))
             .order_by(A.c.id)
         ).all()
@@ -121,7 +120,7 @@ def record_device_results(
     with store.engine.begin() as c:
         if rows:
             c.execute(insert(A), [
-                {"message_id": msg_id, "attempt": attempt, "channel": PUSH, "node": "fcm",
+                {"message_id": msg_id, "attempt": attempt, "channel": Channel.PUSH, "node": "fcm",
                  "conn": ref, "started_at": started_at, "finished_at": now, "result": result,
                  "detail": detail}
                 for ref, result, detail in rows
@@ -168,13 +167,13 @@ def finish_push(
             return False
         closed = c.execute(
             update(A)
-            .where(and_(A.c.message_id == msg_id, A.c.attempt == attempt, A.c.channel == PUSH,
-                        A.c.conn.is_(None), A.c.finished_at.is_(None)))
+            .where(and_(A.c.message_id == msg_id, A.c.attempt == attempt,
+                        A.c.channel == Channel.PUSH, A.c.conn.is_(None), A.c.finished_at.is_(None)))
             .values(finished_at=now, result=result, detail=detail)
         ).rowcount
         if not closed:
             c.execute(insert(A).values(
-                message_id=msg_id, attempt=attempt, channel=PUSH, node=None, conn=None,
+                message_id=msg_id, attempt=attempt, channel=Channel.PUSH, node=None, conn=None,
                 started_at=now, finished_at=now, result=result, detail=detail,
             ))
     return True

@@ -29,14 +29,12 @@ from delivery.push.service import (
     retry_countdown,
 )
 from delivery.runtime import get_runtime
+from delivery.task_names import PUSH_TASK, REGISTER_DEVICE_TASK
 
-PUSH = "delivery.push"
-REGISTER_DEVICE = "delivery.register_device"
-
-__all__ = ["PUSH", "REGISTER_DEVICE", "push", "push_message", "register_device"]
+__all__ = ["push", "push_message", "register_device"]
 
 
-@shared_task(name=PUSH, bind=True, max_retries=None, acks_late=True)
+@shared_task(name=PUSH_TASK, bind=True, max_retries=None, acks_late=True)
 def push(self: Any, message_id: str, attempt: int) -> str:
     """Push one attempt of a message to the recipient's devices; returns the outcome."""
     rt = get_runtime()
@@ -54,7 +52,7 @@ def push(self: Any, message_id: str, attempt: int) -> str:
         raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc) from None
 
 
-@shared_task(name=REGISTER_DEVICE, throws=(InvalidDevice,))
+@shared_task(name=REGISTER_DEVICE_TASK, throws=(InvalidDevice,))
 def register_device(user: Any, token: Any, platform: Any = "android") -> dict[str, Any]:
     """Register (or re-activate) a device token for ``user``; returns the device as a dict."""
     return device_dict(_register_device(user, token, platform))

@@ -16,8 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-# States routing still owns; anything else (delivered, pushed, pending, expired) is settled.
-IN_FLIGHT = frozenset({"accepted", "dispatched"})
+from delivery.vocabulary import IN_FLIGHT
 
 
 class Trigger(Enum):

@@ -35,6 +35,7 @@ from delivery.routing.policy import (
 from delivery.settings import Settings
 from delivery.store import MessageRecord, Store, Target
 from delivery.validation import SendRequest
+from delivery.vocabulary import Channel, Result, State
 
 log = logging.getLogger("delivery.routing")
 
@@ -98,7 +99,7 @@ class Router:
         """Store a new message and route it. When the recipient is online the first attempt is
         claimed in the insert's own transaction; a duplicate send routes nothing."""
         now = self.clock()
-        view = MessageView("accepted", 0, now + req.ttl_s)
+        view = MessageView(State.ACCEPTED, 0, now + req.ttl_s)
         decision = decide(view, self._view(req.recipient), Trigger.NEW, now, self.config)
         targets = decision.targets if isinstance(decision, Dispatch) else None
         deadline = decision.ack_deadline if isinstance(decision, Dispatch) else (
@@ -108,7 +109,7 @@ class Router:
             dispatch_to=None if targets is None else [Target(t.node, t.conn) for t in targets],
         )
         if not created:
-            if msg.state == "accepted" and msg.attempts == 0:
+            if msg.state == State.ACCEPTED and msg.attempts == 0:
                 # Stored ahead of the task (a durable send) but not routed yet: route it now.
                 # A concurrent duplicate loses the attempt claim (compare-and-set).
                 return self._route_existing(msg)
@@ -175,8 +176,8 @@ class Router:
     def route_stalled(self, msg: MessageRecord) -> Decision:
         """The recovery sweep found ``msg`` past its ack deadline."""
         now = self.clock()
-        if msg.attempts > 0 and msg.state == "dispatched":
-            self.store.finish_attempts(msg.id, msg.attempts, "timeout", now=_dt(now))
+        if msg.attempts > 0 and msg.state == State.DISPATCHED:
+            self.store.finish_attempts(msg.id, msg.attempts, Result.TIMEOUT, now=_dt(now))
         dead = self.store.nacked_conns(msg.id) if msg.attempts > 0 else set()
         return self._route(msg, Trigger.DEADLINE, dead)
 
@@ -216,7 +217,7 @@ class Router:
                 return Nothing("changed while deciding")
             case Push():
                 attempt = self.store.start_attempt(
-                    msg, channel="push", targets=[], now=_dt(now),
+                    msg, channel=Channel.PUSH, targets=[], now=_dt(now),
                     deadline=_dt(now + PUSH_DEADLINE_S),
                 )
                 if attempt is None:
@@ -227,7 +228,7 @@ class Router:
                 return decision
             case MarkPending(reason=reason):
                 ok = self.store.transition(
-                    msg.id, [msg.state], "pending", expect_attempts=msg.attempts,
+                    msg.id, [msg.state], State.PENDING, expect_attempts=msg.attempts,
                     ack_deadline=None, last_error=reason,
                 )
                 if not ok:
@@ -236,7 +237,7 @@ class Router:
                 return decision
             case Expire():
                 ok = self.store.transition(
-                    msg.id, [msg.state], "expired", expect_attempts=msg.attempts,
+                    msg.id, [msg.state], State.EXPIRED, expect_attempts=msg.attempts,
                     ack_deadline=None, last_error="ttl passed with no channel",
                 )
                 log.info("message %s: expired", msg.id)
@@ -263,7 +264,7 @@ class Router:
         dead: set[str] | tuple[()],
     ) -> Decision:
         attempt = self.store.start_attempt(
-            msg, channel="ws", targets=[Target(t.node, t.conn) for t in targets],
+            msg, channel=Channel.WS, targets=[Target(t.node, t.conn) for t in targets],
             now=_dt(now), deadline=_dt(deadline),
         )
         if attempt is None:
@@ -296,7 +297,7 @@ class Router:
             # No gateway listens for any target: they are gone (a crashed node whose presence
             # entries have not timed out yet). Treat it as a nack instead of waiting.
             log.info("message %s: no gateway reachable for %s", msg.id, unreachable)
-            self.store.finish_attempts(msg.id, attempt, "nacked", now=_dt(now),
+            self.store.finish_attempts(msg.id, attempt, Result.NACKED, now=_dt(now),
                                        detail="no gateway subscribed")
             return self.route(msg.id, Trigger.NACK, attempt=attempt,
                               nacked=[*dead, *unreachable])

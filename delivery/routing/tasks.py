@@ -12,11 +12,10 @@ from celery import shared_task
 
 from delivery.routing.policy import Trigger
 from delivery.runtime import get_runtime
+from delivery.task_names import ROUTE_TASK
 
-ROUTE = "delivery.route"
 
-
-@shared_task(name=ROUTE, ignore_result=True)
+@shared_task(name=ROUTE_TASK, ignore_result=True)
 def route(
     message_id: str,
     trigger: str = "nack",

@@ -30,8 +30,8 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
+from delivery.routing.policy import Conn as PConn
 from delivery.routing.policy import (
-    IN_FLIGHT,
     Dispatch,
     Expire,
     MarkPending,
@@ -43,7 +43,8 @@ from delivery.routing.policy import (
     Wait,
     decide,
 )
-from delivery.routing.policy import Conn as PConn
+from delivery.stats import nearest_rank
+from delivery.vocabulary import IN_FLIGHT, State
 from presence.config import PresenceConfig
 from presence.replica import Out, Replica
 from presence.state import Presence
@@ -56,7 +57,7 @@ __all__ = ["Simulation", "StrategyStats"]
 INF = math.inf
 
 ACCEPTED, DISPATCHED, DELIVERED, PUSHED, PENDING, EXPIRED = (
-    "accepted", "dispatched", "delivered", "pushed", "pending", "expired",
+    State.ACCEPTED, State.DISPATCHED, State.DELIVERED, State.PUSHED, State.PENDING, State.EXPIRED,
 )
 TOKEN_OK, TOKEN_UNREGISTERED, TOKEN_NONE = 0, 1, 2
 PUSH_DEADLINE_S = 30.0  # delivery.routing.router.PUSH_DEADLINE_S
@@ -173,7 +174,7 @@ class StrategyStats:
         n = len(lat)
 
         def pct(q: float) -> float:
-            return round(lat[min(n - 1, int(q * n))] * 1000.0, 3) if n else 0.0
+            return round(nearest_rank(lat, q) * 1000.0, 3) if n else 0.0
 
         msgs = self.messages
         return {

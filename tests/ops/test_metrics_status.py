@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -17,14 +16,9 @@ from delivery.settings import Settings
 from delivery.store import Store
 from tests.support.procs import Proc, delivery_cmd
 from tests.support.services import ServiceEnv
+from workers.procs import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -52,7 +52,7 @@ def rid(s: State) -> Rid:
 
 
 class Agent:
-    """A presence node in a subprocess (``python -m presence.agent``), with timeouts."""
+    """A presence node in a subprocess (``python -m bench.presence_agent``), with timeouts."""
 
     def __init__(
         self,
@@ -72,7 +72,7 @@ class Agent:
             [
                 sys.executable,
                 "-m",
-                "presence.agent",
+                "bench.presence_agent",
                 "--url",
                 url,
                 "--prefix",

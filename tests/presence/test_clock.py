@@ -1,8 +1,8 @@
-"""Phoenix ``clock_test.exs`` behaviours on :mod:`presence.clock`."""
+"""Phoenix ``clock_test.exs`` behaviours on :mod:`tests.presence.clock`."""
 
 from __future__ import annotations
 
-from presence import clock as C
+from tests.presence import clock as C
 
 
 def test_dominates() -> None:

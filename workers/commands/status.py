@@ -22,8 +22,9 @@ from typing import Any
 
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
+from delivery.vocabulary import State
 
-STATES = ("accepted", "dispatched", "delivered", "pushed", "pending", "expired")
+STATES = tuple(s.value for s in State)
 
 
 def store_status(settings: Settings) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from delivery.routing.policy import (
-    IN_FLIGHT,
     Conn,
     Dispatch,
     Expire,
@@ -25,6 +24,7 @@ from delivery.routing.policy import (
     decide,
     decide_reroute,
 )
+from delivery.vocabulary import IN_FLIGHT, State
 
 CFG = PolicyConfig()
 NOW = 1000.0
@@ -139,7 +139,7 @@ def test_recheck_finds_the_reconnected_user() -> None:
 
 # ---------------------------------------------------------------- properties
 
-STATES = ["accepted", "dispatched", "delivered", "pushed", "pending", "expired"]
+STATES = [s.value for s in State]
 conns_st = st.lists(
     st.builds(Conn, st.sampled_from(["gw-a", "gw-b", "gw-c"]),
               st.sampled_from([f"c{i}" for i in range(6)])),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.bench_e2e import lat_summary, percentile, summarize_profile
+from bench.e2e import lat_summary, summarize_profile
+from delivery.stats import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 

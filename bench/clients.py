@@ -1,6 +1,6 @@
 """Client load for ``delivery bench e2e``: K WebSocket users in one process.
 
-    python -m workers.bench_clients --urls ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws \
+    python -m bench.clients --urls ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws \
         --prefix bench-u --first 0 --count 100
 
 User ``{prefix}{i}`` connects to ``urls[i % len(urls)]`` with the real ``DeliveryClient``
@@ -106,7 +106,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers.bench_clients")
+    parser = argparse.ArgumentParser(prog="delivery bench clients")
     parser.add_argument("--urls", required=True, help="comma-separated gateway ws:// URLs")
     # From the environment, not argv: a command line is visible to every local user.
     parser.add_argument("--secret", default=os.environ.get("DELIVERY_SECRET", ""),

@@ -2,7 +2,7 @@
 
 Used by the multi-process tests and the benchmark::
 
-    python -m presence.agent --url redis://127.0.0.1:6379/0 --prefix p --name n1
+    python -m bench.presence_agent --url redis://127.0.0.1:6379/0 --prefix p --name n1
 
 It prints ``{"ready": true, ...}`` once started, then answers every command
 line with one JSON line. Commands (``op``): ``track``, ``untrack``,
@@ -19,10 +19,10 @@ import sys
 import time
 from typing import Any
 
-from .config import PresenceConfig
-from .runtime import PresenceNode
-from .state import Presence
-from .transport.redis import RedisTransport
+from presence.config import PresenceConfig
+from presence.runtime import PresenceNode
+from presence.state import Presence
+from presence.transport.redis import RedisTransport
 
 
 def _row(p: Presence) -> list[Any]:
@@ -30,7 +30,7 @@ def _row(p: Presence) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m presence.agent")
+    ap = argparse.ArgumentParser(prog="python -m bench.presence_agent")
     ap.add_argument("--url", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--prefix", required=True)
     ap.add_argument("--name", required=True)

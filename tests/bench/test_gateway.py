@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def test_bench_gateway_smoke() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "delivery.bench.gateway", "--quick", "--json",
+        [sys.executable, "-m", "bench.gateway", "--quick", "--json",
          "--connections", "300", "--clients", "30", "--seconds", "0.5"],
         cwd=ROOT, capture_output=True, text=True, timeout=180, check=True)
     result = json.loads(out.stdout)

@@ -1,6 +1,6 @@
 """Throughput of the push path against the in-process FCM stub.
 
-``python -m delivery.push.bench [--n 500] [--devices 1] [--database-url URL]`` prints:
+``delivery bench push [--n 500] [--devices 1] [--database-url URL]`` prints:
 
 - ``sender``: ``FcmSender.send`` (firebase-admin ``send_each``) of one message per call;
 - ``batch``: ``send_each`` of ``--devices`` messages per call (one thread per message);
@@ -22,11 +22,12 @@ from firebase_admin import messaging
 from delivery.clock import later, utcnow
 from delivery.db import make_engine
 from delivery.push.fcm import FcmConfig, FcmSender, reset_senders
-from delivery.push.service import push_message
+from delivery.push.service import PushOutcome, push_message
 from delivery.push.stub import FcmStub
 from delivery.runtime import Runtime, set_runtime
 from delivery.settings import Settings
 from delivery.store import Store
+from delivery.vocabulary import Channel
 
 
 def _msg(token: str) -> messaging.Message:
@@ -36,7 +37,7 @@ def _msg(token: str) -> messaging.Message:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m delivery.push.bench")
+    ap = argparse.ArgumentParser(prog="delivery bench push")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--database-url", default="")
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 msg, _ = store.accept(
                     message_id=uuid.uuid4(), sender="bench", recipient=user, body="hi",
                     client_msg_id=None, now=now, ttl_s=3600, deadline=later(60, now))
-                attempt = store.start_attempt(msg, channel="push", targets=[], now=now,
+                attempt = store.start_attempt(msg, channel=Channel.PUSH, targets=[], now=now,
                                               deadline=later(60, now))
                 assert attempt is not None
                 todo.append((str(msg.id), attempt))
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             set_runtime(None)
             reset_senders()
             store.engine.dispose()
-        ok = outcomes.count("pushed")
+        ok = outcomes.count(PushOutcome.PUSHED)
         print(f"push_message: {args.n / dt:.0f} messages/s, {args.n * args.devices / dt:.0f} "
               f"device sends/s ({args.devices} device(s) each, {ok}/{args.n} pushed, "
               f"{store.engine.dialect.name})")

@@ -1,4 +1,4 @@
-"""Presence benchmark: ``delivery bench presence [--json]`` / ``python -m delivery.bench.presence``.
+"""Presence benchmark: ``delivery bench presence [--json]`` / ``python -m bench.presence``.
 
 Measures (progress on stderr, results on stdout):
 
@@ -27,6 +27,7 @@ import time
 import uuid
 from typing import Any
 
+from delivery.stats import percentile
 from presence import wire
 from presence.config import PresenceConfig
 from presence.replica import Replica
@@ -47,13 +48,6 @@ def _rss() -> int:
     return 0
 
 
-def _pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
-
-
 def bench_convergence(url: str, replicas: int, joins: int) -> dict[str, Any]:
     import subprocess
 
@@ -69,7 +63,7 @@ def bench_convergence(url: str, replicas: int, joins: int) -> dict[str, Any]:
     try:
         for i in range(replicas):
             p = subprocess.Popen(
-                [sys.executable, "-m", "presence.agent", "--url", url, "--prefix", prefix,
+                [sys.executable, "-m", "bench.presence_agent", "--url", url, "--prefix", prefix,
                  "--name", f"b{i}"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
             )  # fmt: skip
@@ -94,8 +88,8 @@ def bench_convergence(url: str, replicas: int, joins: int) -> dict[str, Any]:
         expected = joins * (replicas - 1)
         _log(f"collected {len(lat)}/{expected} join observations")
         return {
-            "p50": round(_pct(lat, 0.5), 3),
-            "p99": round(_pct(lat, 0.99), 3),
+            "p50": round(percentile(lat, 50), 3),
+            "p99": round(percentile(lat, 99), 3),
             "max": round(max(lat), 3) if lat else None,
             "samples": len(lat),
             "expected": expected,
@@ -231,7 +225,7 @@ def bench_memory_and_list(entries: int) -> dict[str, float]:
         "bytes_per_entry": round((r1 - r0) / n, 1),
         "entries": n,
         "list_us": round(mean_us, 3),
-        "list_p99_us": round(_pct(samples, 0.99), 3),
+        "list_p99_us": round(percentile(samples, 99), 3),
     }
 
 

@@ -53,6 +53,7 @@ from websockets.exceptions import ConnectionClosed
 
 from delivery.channels import BROADCAST
 from delivery.secret import new_secret
+from delivery.vocabulary import State
 
 SECRET = new_secret()  # random per run: a bench secret is never a published one
 ECHO_FRAME = json.dumps({
@@ -196,7 +197,7 @@ async def _gateway_server(db_dir: str, feed: int, url: str) -> None:
                     body = {"text": "hello, this is a benchmark message", "n": i}
                     rows.append({"id": mid, "sender": "alice", "recipient": user,
                                  "client_msg_id": None, "body": body, "created_at": now,
-                                 "expires_at": now + timedelta(hours=1), "state": "dispatched",
+                                 "expires_at": now + timedelta(hours=1), "state": State.DISPATCHED,
                                  "attempts": 1, "ack_deadline": now + timedelta(hours=1)})
                     q.append(json.dumps({
                         "type": "deliver", "id": str(mid), "user": user, "from": "alice",
@@ -278,7 +279,7 @@ def spawn(mode: str, *args: str) -> Child:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "delivery.bench.gateway", "--_child", mode, *args],
+        [sys.executable, "-m", "bench.gateway", "--_child", mode, *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -447,7 +448,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             s1 = json.loads(await asyncio.to_thread(gw.command, "STATS", "STATS "))
             await asyncio.sleep(0.3)
             counts = json.loads(await asyncio.to_thread(gw.command, "COUNT", "COUNT "))
-            result["delivered_in_store"] = counts.get("delivered", 0)
+            result["delivered_in_store"] = counts.get(State.DELIVERED, 0)
             result["gateway_rss_mb_throughput"] = round(rss_mb(gw.proc.pid), 1)
             await close_many(echo_conns)
             await close_many(conns)
