@@ -19,6 +19,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from delivery.task_names import NOOP_TASK
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from celery import Celery
@@ -32,7 +34,7 @@ def rate(app: Celery, n: int) -> float:
     kwargs = {"sender": "alice", "recipient": "bob", "body": {"text": "x" * 64}}
     start = time.perf_counter()
     for _ in range(n):
-        app.send_task("delivery.noop", kwargs=kwargs, ignore_result=True)
+        app.send_task(NOOP_TASK, kwargs=kwargs, ignore_result=True)
     return n / (time.perf_counter() - start)
 
 

@@ -22,6 +22,8 @@ from typing import Any, cast
 from celery import Celery, Task
 from celery.exceptions import Retry
 
+from delivery.task_names import SEND_TASK
+
 HIDDEN = "<hidden>"
 
 # SQLAlchemy's error text: "[parameters: {...}]" is one line (values are repr'd).
@@ -169,7 +171,7 @@ class RedactingTask(Task):
 
 
 # Tasks that take a body, and its position when it is passed positionally.
-BODY_ARG = {"delivery.send": 2}
+BODY_ARG = {SEND_TASK: 2}
 
 
 def _positional_redaction(base: type) -> type:
