@@ -39,8 +39,11 @@ from delivery.vocabulary import Channel, Result, State
 
 log = logging.getLogger("delivery.routing")
 
-# How long a claimed push attempt may take before the recovery sweep takes it back.
-PUSH_DEADLINE_S = 30.0
+# How long a claimed push attempt may wait for its push task before the recovery sweep takes
+# it back (a task lost with a killed worker costs this delay, not the broker's visibility
+# timeout). Once the task starts it moves the deadline past its own send budget, and a task
+# that starts after the sweep re-routed finds a newer attempt and does nothing (CAS).
+PUSH_DEADLINE_S = 10.0
 
 
 class PresenceReader(Protocol):

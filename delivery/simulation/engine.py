@@ -60,7 +60,7 @@ ACCEPTED, DISPATCHED, DELIVERED, PUSHED, PENDING, EXPIRED = (
     State.ACCEPTED, State.DISPATCHED, State.DELIVERED, State.PUSHED, State.PENDING, State.EXPIRED,
 )
 TOKEN_OK, TOKEN_UNREGISTERED, TOKEN_NONE = 0, 1, 2
-PUSH_DEADLINE_S = 30.0  # delivery.routing.router.PUSH_DEADLINE_S
+PUSH_DEADLINE_S = 10.0  # delivery.routing.router.PUSH_DEADLINE_S
 FCM_CALL_S = 0.05  # round trip of one FCM HTTP call (mean)
 TASK_S = 0.002  # a Celery task (push, route) from enqueue to start (mean)
 LIVE_MARGIN_S = 0.2  # "a live connection would have acked": it stays up at least this long
