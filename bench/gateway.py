@@ -55,7 +55,9 @@ from delivery.channels import BROADCAST
 from delivery.secret import new_secret
 from delivery.vocabulary import State
 
-SECRET = new_secret()  # random per run: a bench secret is never a published one
+# Random per run (a bench secret is never a published one); the child processes get the
+# parent's through the environment.
+SECRET = os.environ.get("DELIVERY_BENCH_SECRET") or new_secret()
 ECHO_FRAME = json.dumps({
     "type": "message", "id": str(uuid.uuid4()), "from": "alice",
     "body": {"text": "hello, this is a benchmark message"}, "sent_at": "2024-01-01T00:00:00+00:00",
@@ -278,6 +280,7 @@ class Child:
 def spawn(mode: str, *args: str) -> Child:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env["DELIVERY_BENCH_SECRET"] = SECRET
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.gateway", "--_child", mode, *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
