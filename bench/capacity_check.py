@@ -70,7 +70,10 @@ def replica_main(args: argparse.Namespace) -> int:
             live[key] = f"c-{base + i:08x}"
             node.track(key, live[key], META)
     n_conn = base + args.users_per_gateway
-    start_at = args.start_at
+    # ready: wait for the parent's common start time (every replica is up by then)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    start_at = float(sys.stdin.readline())
     measure_at = start_at + args.warmup
     stop_at = measure_at + args.seconds
     before: dict[str, int] = {}
@@ -112,14 +115,19 @@ def run(replicas: int, args: argparse.Namespace) -> dict[str, Any]:
     g = replicas // 2
     names = [f"g{i:02d}" for i in range(g)] + [f"w{i:02d}" for i in range(replicas - g)]
     prefix = f"capcheck-{uuid.uuid4().hex[:8]}"
-    start_at = time.time() + 1.0 + 0.05 * replicas
     procs = [subprocess.Popen(
         [sys.executable, __file__, "--replica", n, "--prefix", prefix, "--url", args.url,
-         "--start-at", repr(start_at), "--warmup", str(args.warmup), "--seconds",
-         str(args.seconds), "--events", str(args.events),
-         "--users-per-gateway", str(args.users_per_gateway)],
-        stdout=subprocess.PIPE, text=True) for n in names]
+         "--warmup", str(args.warmup), "--seconds", str(args.seconds), "--events",
+         str(args.events), "--users-per-gateway", str(args.users_per_gateway)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in names]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    start_at = time.time() + 0.5
     rows = []
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"{start_at!r}\n")
+        p.stdin.flush()
     for p in procs:
         out, _ = p.communicate(timeout=args.warmup + args.seconds + 60)
         rows.append(json.loads(out.strip().splitlines()[-1]))
@@ -159,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="every replica's counters on stderr")
     ap.add_argument("--replica", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", help=argparse.SUPPRESS)
-    ap.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.replica:
         args.name = args.replica

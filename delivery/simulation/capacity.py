@@ -65,6 +65,7 @@ class Costs:
     frame_us: float = 40.0  # receiving one frame: Redis client, decode, dispatch
     origin_us: float = 0.6  # per clock entry of a received heartbeat
     event_us: float = 2.3  # per delta event decoded and merged
+    redis_publish_us: float = 16.0  # one PUBLISH (NOTES.md: ~60k PUBLISH/s per Redis node)
     redis_delivery_us: float = 1.0  # Redis writing one pub/sub message to one subscriber
     net_ms: float = 0.2  # one network hop (client -> Redis or Redis -> client)
 
@@ -127,9 +128,9 @@ class Estimate:
     worker: ReplicaLoad
     publishes_per_s: float  # presence frames published to Redis, whole cluster
     deliveries_per_s: float  # presence frames Redis writes to subscribers, whole cluster
-    redis_node_utilisation: float  # of the busiest Redis node, for presence fan-out alone
+    redis_node_utilisation: float  # of the busiest Redis node, for presence pub/sub alone
     node_channel_deliveries_per_s: float
-    redis_nodes_needed: int = 1  # to keep each Redis node's fan-out under half a core
+    redis_nodes_needed: int = 1  # to keep each Redis node's presence pub/sub under half a core
     messages_lost: int = 0  # presence lag costs retries and pushes, never a message
     limits: tuple[str, ...] = ()
 
@@ -258,7 +259,7 @@ def _convergence(d: Deployment, c: Costs, gw_events: float, fanout: float, frame
                  redis_nodes: int) -> tuple[float, float]:
     """p50 and p99 (ms) of a join reaching a replica: batching, two hops, Redis fan-out and
     queue, the receiver's queue and its own work (percentiles added: conservative)."""
-    busy_redis = deliveries * c.redis_delivery_us * 1e-6 / redis_nodes
+    busy_redis = _redis_busy(c, publishes, deliveries) / redis_nodes
     per_frame_ms = cpu / frames_in * 1000.0 if frames_in else 0.0
     out = []
     for q in (0.5, 0.99):
@@ -270,12 +271,17 @@ def _convergence(d: Deployment, c: Costs, gw_events: float, fanout: float, frame
     return out[0], out[1]
 
 
+def _redis_busy(c: Costs, publishes: float, deliveries: float) -> float:
+    """Redis CPU seconds per second for presence pub/sub (all nodes together)."""
+    return 1e-6 * (publishes * c.redis_publish_us + deliveries * c.redis_delivery_us)
+
+
 def _finish(d: Deployment, design: str, gw: ReplicaLoad, wk: ReplicaLoad, publishes: float,
             deliveries: float, c: Costs) -> Estimate:
-    nodes = d.redis_nodes if design == "sharded" else 1
-    busy = deliveries * c.redis_delivery_us * 1e-6 / min(nodes, d.shards)
     # a shared channel lives on one node; shard channels spread over at most S nodes
-    needed = max(1, math.ceil(deliveries * c.redis_delivery_us * 1e-6 / 0.5))
+    nodes = d.redis_nodes if design == "sharded" else 1
+    busy = _redis_busy(c, publishes, deliveries) / min(nodes, d.shards)
+    needed = max(1, math.ceil(_redis_busy(c, publishes, deliveries) / 0.5))
     est = Estimate(d, design, gw, wk, publishes, deliveries, busy, d.msg_rate, needed)
     return dataclasses.replace(est, limits=limits(est))
 
@@ -295,7 +301,7 @@ def limits(e: Estimate, budget: Budget | None = None) -> tuple[str, ...]:
             out.append(f"{r.role}: convergence p99 {r.convergence_p99_ms:.0f} ms > "
                        f"{b.convergence_p99_ms:g}")
     if e.redis_node_utilisation >= 1.0:
-        out.append(f"redis: {e.redis_node_utilisation:.1f}x one node's fan-out capacity")
+        out.append(f"redis: {e.redis_node_utilisation:.1f}x one node's pub/sub capacity")
     return tuple(dict.fromkeys(out))
 
 
