@@ -21,6 +21,7 @@ from delivery.celery_app import make_app
 from delivery.channels import MemoryChannels
 from delivery.gateway.server import Gateway
 from delivery.push.stub import FcmStub
+from delivery.routing.recent import RecentConnections
 from delivery.routing.router import Router, policy_config
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, set_runtime
@@ -96,8 +97,10 @@ class EmbeddedStack:
         self.app = app = make_app(settings)
         app.conf.broker_transport_options = {
             **app.conf.broker_transport_options, "polling_interval": 0.005}
+        recent = RecentConnections()  # where presence last saw each user: asked before a push
+        self.presence[WORKER].subscribe(recent.on_diff)
         router = Router(rt.store, self.presence[WORKER], self.channels, policy_config(settings),
-                        **celery_hooks(app))
+                        last_conn=recent.last, **celery_hooks(app))
         rt.extras["router"] = router
         rt.channels = self.channels
         self._exit.enter_context(_celery_worker(app))

@@ -16,6 +16,7 @@ from celery import Celery
 
 from delivery.channels import NodeChannels, RedisChannels
 from delivery.clock import DatabaseAlignedClock
+from delivery.routing.recent import RecentConnections
 from delivery.routing.router import Router, policy_config
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, get_runtime
@@ -83,8 +84,10 @@ def start_worker_routing(app: Celery, name: str | None = None,
                     name, sync_timeout)
     channels = RedisChannels(settings.redis_url, settings.key_prefix)
     clock = DatabaseAlignedClock()
+    recent = RecentConnections()  # where presence last saw each user: asked before a push
+    node.subscribe(recent.on_diff)
     router = Router(rt.store, node, channels, policy_config(settings), clock=clock,
-                    **celery_hooks(app))
+                    last_conn=recent.last, **celery_hooks(app))
     rt.presence, rt.channels = node, channels
     rt.extras["router"] = router
     sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch,

@@ -40,6 +40,11 @@ class PolicyConfig:
     # Connections one attempt goes to: bounds the attempt rows and frames a message costs
     # whatever number of connections its recipient opens (normal users have a handful).
     max_targets: int = 16
+    # Before pushing a recipient who looks offline, send the message to the connection they had
+    # last (PresenceView.last): its gateway is the authority on its own connections and hands
+    # the frame to the user's live connection on that node, or nacks at once (one node-channel
+    # round trip). This catches a reconnect whose join has not replicated yet.
+    probe_last_node: bool = True
 
     def __post_init__(self) -> None:
         if self.max_targets < 1:
@@ -73,6 +78,9 @@ class MessageView:
 class PresenceView:
     synced: bool
     conns: Sequence[Conn]
+    # The recipient's most recent connection that presence saw end, if still remembered: where
+    # to ask before pushing (PolicyConfig.probe_last_node).
+    last: Conn | None = None
 
 
 @dataclass(frozen=True)
@@ -136,9 +144,18 @@ def decide(
         return _fallback(config, f"{msg.attempts} attempts without an ack")
     if targets:
         return Dispatch(targets, now + config.ack_timeout_s)
+    probe = _probe(presence, config, dead_conns)
+    if trigger is Trigger.NEW and probe is not None:
+        # Looks offline, but a reconnect may not have replicated yet: ask the node that last
+        # held the user at once (it redirects to a live connection there, or nacks).
+        return Dispatch(probe, now + config.ack_timeout_s)
     if trigger is Trigger.NEW and config.offline_grace_s > 0:
-        # A join may not have replicated yet: look again shortly before pushing.
+        # Nobody to ask, and a join may not have replicated yet: look again before pushing.
         return Wait(now + config.offline_grace_s, "recipient looks offline")
+    if trigger is Trigger.NACK and _last_node_said_no(presence, config, dead_conns):
+        # Presence lists nobody and the node that last held the user has just said it does not
+        # hold them now: waiting for a reconnect to replicate would only delay the push.
+        return _fallback(config, "recipient offline (last node asked)")
     if trigger is Trigger.NACK and config.retry_backoff_s > 0:
         # The gateway told us the connection we saw is gone; presence has not caught up with
         # the reconnect (the seed's race): give it time to converge.
@@ -148,7 +165,28 @@ def decide(
         # Still only the dead connection: the user was online a moment ago and is probably
         # reconnecting; look again rather than push someone who is about to be back.
         return Wait(now + config.retry_backoff_s, "waiting for the reconnect to replicate")
+    if probe is not None:
+        # Ask the node that last held the user before pushing (an attempt like any other).
+        return Dispatch(probe, now + config.ack_timeout_s)
     return _fallback(config, "recipient offline")
+
+
+def _probe(
+    presence: PresenceView, config: PolicyConfig, dead_conns: Collection[str]
+) -> tuple[Conn, ...] | None:
+    """The user's last connection, if its node has not been asked for this message yet."""
+    last = presence.last
+    if config.probe_last_node and last is not None and last.conn not in dead_conns:
+        return (last,)
+    return None
+
+
+def _last_node_said_no(
+    presence: PresenceView, config: PolicyConfig, dead_conns: Collection[str]
+) -> bool:
+    last = presence.last
+    return (config.probe_last_node and last is not None and last.conn in dead_conns
+            and not presence.conns)
 
 
 def _fallback(config: PolicyConfig, reason: str) -> Decision:

@@ -86,6 +86,7 @@ class Router:
         schedule_recheck: Callable[[str, int, float], None],
         clock: Callable[[], float] = time.time,
         on_decision: Callable[[MessageRecord, Decision, Trigger], None] | None = None,
+        last_conn: Callable[[str], Conn | None] | None = None,
     ) -> None:
         self.store = store
         self.presence = presence
@@ -95,6 +96,7 @@ class Router:
         self.schedule_recheck = schedule_recheck
         self.clock = clock
         self.on_decision = on_decision
+        self.last_conn = last_conn  # where presence last saw the user (RecentConnections.last)
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -189,7 +191,8 @@ class Router:
     def _view(self, recipient: str) -> PresenceView:
         entries = self.presence.list(recipient)
         return PresenceView(
-            synced=self.presence.synced, conns=[Conn(e.node, e.conn) for e in entries]
+            synced=self.presence.synced, conns=[Conn(e.node, e.conn) for e in entries],
+            last=self.last_conn(recipient) if self.last_conn is not None else None,
         )
 
     def _route(self, msg: MessageRecord, trigger: Trigger, dead: set[str] | tuple[()]) -> Decision:

@@ -1,4 +1,5 @@
-"""``delivery simulate``: the lost-message race, naive presence routing against the pipeline.
+"""``delivery simulate``: the lost-message race: naive presence routing, a strongly consistent
+registry and the pipeline.
 
     delivery simulate --scenario seed --messages 1000000 --json
     delivery simulate --scenario chaos --seed 7
@@ -57,6 +58,10 @@ KNOBS: dict[str, tuple[str, str]] = {
     "--offline-grace-s": ("offline_grace_s", "policy: wait before pushing a new message"),
     "--reconnect-window-s": ("reconnect_window_s",
                              "policy: after a nack, keep re-checking this long after the send"),
+    "--registry-lookup-ms": ("registry_lookup_ms",
+                             "registry strategy: lookup round trip per message"),
+    "--registry-write-ms": ("registry_write_ms",
+                            "registry strategy: a connect/disconnect write lands after this"),
     "--ttl-s": ("ttl_s", "message TTL"),
     "--drain-s": ("drain_s", "virtual time after the last message before outcomes are read"),
 }
@@ -68,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="delivery simulate",
         description="Deterministic simulation of the lost-message race: naive presence "
-        "routing against the pipeline, under the same schedule.",
+        "routing, a strongly consistent registry and the pipeline, under the same schedule.",
     )
     ap.add_argument("--scenario", choices=sorted(SCENARIOS), default="seed")
     ap.add_argument("--messages", type=int, default=None, help="messages to send")
@@ -78,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "delay for both strategies")
     ap.add_argument("--plot-messages", type=int, default=50_000,
                     help="messages per point of the --plot sweep")
+    ap.add_argument("--pareto", action="store_true", help="run candidate push rules (offline "
+                    "grace, reconnect window, asking the last gateway) on this scenario and "
+                    "print unnecessary pushes against latency p99, with the Pareto front")
     ap.add_argument("--quiet", action="store_true", help="no progress or speed on stderr")
     fields = {f.name: f for f in dataclasses.fields(Params)}
     for flag, (name, text) in KNOBS.items():
@@ -90,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reconnects per user per minute (sets --session-s to 60/PER_MIN)")
     ap.add_argument("--no-push", dest="push_enabled", action="store_false", default=None,
                     help="policy: push not configured (MarkPending instead of Push)")
+    ap.add_argument("--no-probe", dest="probe_last_node", action="store_false", default=None,
+                    help="policy: push a user who looks offline without asking their last "
+                    "gateway first")
     return ap
 
 
@@ -122,6 +133,7 @@ def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
     for _, (name, _t) in KNOBS.items():
         out[name] = getattr(ns, name)
     out["push_enabled"] = ns.push_enabled
+    out["probe_last_node"] = ns.probe_last_node
     if ns.reconnect_rate is not None:
         if ns.reconnect_rate <= 0:
             raise ValueError("--reconnect-rate must be > 0")
@@ -135,7 +147,7 @@ ROWS = ("messages", "delivered_ws", "pushed", "pending", "expired", "lost", "dup
 
 def format_table(result: dict[str, Any], world: dict[str, Any] | None = None) -> str:
     st = result["strategies"]
-    names = ("naive", "pipeline")
+    names = ("naive", "registry", "pipeline")
     lines = [f"scenario {result['scenario']}  seed {result['seed']}  "
              f"messages {result['params']['messages']}"]
     if world is not None:
@@ -145,7 +157,7 @@ def format_table(result: dict[str, Any], world: dict[str, Any] | None = None) ->
             f"{world['partitions']} partitions, presence frames {world['presence_frames_sent']} "
             f"sent / {world['presence_frames_lost']} lost"
         )
-    lines.append(f"{'':<22}{'naive':>16}{'pipeline':>16}")
+    lines.append(f"{'':<22}" + "".join(f"{n:>16}" for n in names))
     for row in ROWS:
         cells = []
         for n in names:
@@ -189,13 +201,33 @@ def replay_command(params: Params) -> str:
             parts.append(f"{flag} {v!r}")
     if not params.push_enabled:
         parts.append("--no-push")
+    if not params.probe_last_node:
+        parts.append("--no-probe")
     unexposed = [f.name for f in dataclasses.fields(Params)
                  if f.name not in {n for n, _ in KNOBS.values()}
-                 and f.name not in ("scenario", "messages", "seed", "push_enabled", "extra")
+                 and f.name not in ("scenario", "messages", "seed", "push_enabled",
+                                    "probe_last_node", "extra")
                  and getattr(params, f.name) != getattr(base, f.name)]
     if unexposed:
         parts.append("# also set: " + ", ".join(f"{n}={getattr(params, n)!r}" for n in unexposed))
     return " ".join(parts)
+
+
+def _pareto(params: Params, as_json: bool, quiet: bool) -> int:
+    from .pareto import format_points, pareto_front, rules, sweep_rules
+
+    points = sweep_rules(params, rules(), quiet=quiet)
+    front = pareto_front(points)
+    if as_json:
+        sys.stdout.write(json.dumps({
+            "scenario": params.scenario, "seed": params.seed, "messages": params.messages,
+            "points": [{**dataclasses.asdict(p.rule), **{k: v for k, v in
+                        dataclasses.asdict(p).items() if k != "rule"},
+                        "front": p in front} for p in points],
+        }) + "\n")
+    else:
+        sys.stdout.write(format_points(points, front) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"delivery simulate: {exc}", file=sys.stderr)
         return 2
+    if ns.pareto:
+        return _pareto(params, ns.json, ns.quiet)
     if ns.plot:
         from .plot import plot_sweep
 

@@ -51,6 +51,7 @@ from presence.state import Presence
 from presence.transport.memory import LinkPolicy, MemoryNetwork, MemoryTransport
 
 from .params import Params
+from .registry import Registry
 
 __all__ = ["Simulation", "StrategyStats"]
 
@@ -108,7 +109,8 @@ class SConn:
 
 
 class User:
-    __slots__ = ("conn", "epoch", "idx", "key", "last_gw", "next_change", "token", "unacked")
+    __slots__ = ("conn", "epoch", "idx", "key", "last_gw", "next_change", "prev", "token",
+                 "unacked")
 
     def __init__(self, idx: int, token: int) -> None:
         self.idx = idx
@@ -116,6 +118,7 @@ class User:
         self.token = token
         self.conn: SConn | None = None
         self.last_gw: Node | None = None
+        self.prev: SConn | None = None  # the user's most recent connection that ended
         self.next_change = INF  # the next scheduled change of this user's connections
         self.epoch = 0
         self.unacked: dict[int, Msg] = {}  # pipeline: stored, not acked (replayed on connect)
@@ -199,6 +202,31 @@ class StrategyStats:
         }
 
 
+def _count(st: StrategyStats, code: int, latency: float) -> None:
+    """Count one fire-and-forget routing (naive or registry): 1 shown, 2 pushed, 0 lost."""
+    if code == 1:
+        st.delivered_ws += 1
+        st.lat.append(latency)
+    elif code == 2:
+        st.pushed += 1
+        st.lat.append(latency)
+    else:
+        st.lost += 1
+
+
+def _fold_dup(st: StrategyStats, code1: int, code2: int, latency2: float) -> None:
+    """The sender's retry was routed as a second message (no idempotency in the seed)."""
+    if code1 == 1 and code2 == 1:
+        st.duplicates_shown += 1
+    elif code1 == 0 and code2 != 0:  # the retry made it: the message is not lost after all
+        st.lost -= 1
+        if code2 == 1:
+            st.delivered_ws += 1
+        else:
+            st.pushed += 1
+        st.lat.append(latency2)
+
+
 class Simulation:
     def __init__(self, params: Params, progress: Callable[[int, int], None] | None = None) -> None:
         p = self.p = params
@@ -206,6 +234,9 @@ class Simulation:
         self.rng = random.Random(f"{seed}/world")
         self.nrng = random.Random(f"{seed}/naive")
         self.prng = random.Random(f"{seed}/pipeline")
+        self.rrng = random.Random(f"{seed}/registry")
+        self.registry = Registry(p.registry_write_ms / 1000.0, random.Random(f"{seed}/regw"))
+        self.rl = p.registry_lookup_ms / 1000.0
         self.progress = progress
         self.now = 0.0
         self._heap: list[Event] = []
@@ -218,7 +249,7 @@ class Simulation:
             ack_timeout_s=p.ack_timeout_s, max_attempts=p.max_attempts,
             retry_backoff_s=p.retry_backoff_s, offline_grace_s=p.offline_grace_s,
             not_synced_wait_s=p.not_synced_wait_s, push_enabled=p.push_enabled,
-            reconnect_window_s=p.reconnect_window_s,
+            reconnect_window_s=p.reconnect_window_s, probe_last_node=p.probe_last_node,
         )
         self.net = MemoryNetwork(rng=random.Random(f"{seed}/net"), virtual=True,
                                  default=self._link_policy())
@@ -241,9 +272,11 @@ class Simulation:
         self.conns: dict[str, SConn] = {}
         self._nconn = 0
         self.naive = StrategyStats()
+        self.reg = StrategyStats()
         self.pipe = StrategyStats()
         self.records: list[Msg] = []
         self._naive_dups: dict[int, tuple[int, float]] = {}
+        self._reg_dups: dict[int, tuple[int, float]] = {}
         self._backlog: set[tuple[int, User, float]] = set()  # send tasks waiting for a worker
         self._pipe_keys: set[int] = set()  # the store's idempotency keys with a retry pending
         self.generated = 0
@@ -379,9 +412,11 @@ class Simulation:
         node.tick_at = INF
         if node.gateway:
             self.world["gateway_crashes"] += 1
+            lease_end = self.now + self.p.down_s
             for sc in list(node.conns.values()):
                 if not sc.closed:
                     self._client_lost(sc)
+                self.registry.ended(sc.user.idx, sc, lease_end)
             node.conns.clear()
             node.by_user.clear()
         else:
@@ -458,6 +493,7 @@ class Simulation:
         assert gw.rep is not None
         gw.rep.track(u.key, cid)
         self._resched(gw)
+        self.registry.connected(u.idx, sc, now)
         if u.unacked:
             self._replay(u, sc)
 
@@ -473,6 +509,7 @@ class Simulation:
     def _client_lost(self, sc: SConn) -> None:
         sc.closed = True
         u = sc.user
+        u.prev = sc
         if u.conn is sc:
             u.conn = None
             t = self.now + self.rng.expovariate(1.0 / self.p.gap_s)
@@ -489,6 +526,7 @@ class Simulation:
             del gw.by_user[u.idx]
         gw.rep.untrack(u.key, sc.cid)
         self._resched(gw)
+        self.registry.ended(u.idx, sc, self.now)
 
     def _reconnect(self, arg: tuple[User, int]) -> None:
         u, epoch = arg
@@ -511,7 +549,9 @@ class Simulation:
             self._at(now + 0.5 + 4.5 * rng.random(), self._dup_send, (idx, u, now))
             self._pipe_keys.add(idx)
             self._naive_dups[idx] = (-1, INF)
+            self._reg_dups[idx] = (-1, INF)
         self.naive.messages += 1
+        self.reg.messages += 1
         self.pipe.messages += 1
         self._route_new((idx, u, now))
         if self.progress is not None and self.generated % self._progress_every == 0:
@@ -538,15 +578,11 @@ class Simulation:
         code, t = self._naive_route(u, t0, ps)
         if idx in self._naive_dups:
             self._naive_dups[idx] = (code, t)
-        st = self.naive
-        if code == 1:
-            st.delivered_ws += 1
-            st.lat.append(t - t0)
-        elif code == 2:
-            st.pushed += 1
-            st.lat.append(t - t0)
-        else:
-            st.lost += 1
+        _count(self.naive, code, t - t0)
+        code, t = self._registry_route(u, t0)
+        if idx in self._reg_dups:
+            self._reg_dups[idx] = (code, t)
+        _count(self.reg, code, t - t0)
         self._pipe_new(idx, u, t0, wk, ps)
 
     def _dup_send(self, arg: tuple[int, User, float]) -> None:
@@ -556,25 +592,18 @@ class Simulation:
         if idx in self._pipe_keys:
             self._pipe_keys.discard(idx)
             self.pipe.dup_sends += 1
-        # naive: a second, independent message.
+        # naive and registry: a second, independent message.
         self.naive.dup_sends += 1
+        self.reg.dup_sends += 1
         wks = self.workers_up
         if not wks:
             return
         wk = wks[(idx + 1) % len(wks)]
         assert wk.rep is not None
         code2, t2 = self._naive_route(u, self.now, wk.rep.list(u.key))
-        code1, _ = self._naive_dups.pop(idx, (0, INF))
-        st = self.naive
-        if code1 == 1 and code2 == 1:
-            st.duplicates_shown += 1
-        elif code1 == 0 and code2 != 0:  # the retry made it: the message is not lost after all
-            st.lost -= 1
-            if code2 == 1:
-                st.delivered_ws += 1
-            else:
-                st.pushed += 1
-            st.lat.append(t2 - t0)
+        _fold_dup(self.naive, self._naive_dups.pop(idx, (0, INF))[0], code2, t2 - t0)
+        code2, t2 = self._registry_route(u, self.now)
+        _fold_dup(self.reg, self._reg_dups.pop(idx, (0, INF))[0], code2, t2 - t0)
 
     # ------------------------------------------------------------------ naive strategy
 
@@ -597,15 +626,47 @@ class Simulation:
             if sc.close_at > tr:
                 return 1, tr
             return 0, INF
+        return self._fire_and_forget_push(u, now, r, self.naive)
+
+    def _fire_and_forget_push(self, u: User, now: float, r: random.Random,
+                              st: StrategyStats) -> tuple[int, float]:
+        """The seed's push: one FCM call, no retry; a failure loses the message."""
         if u.token != TOKEN_OK:
             return 0, INF
-        self.naive.push_calls += 1
-        if p.fcm_transient and r.random() < p.fcm_transient:
+        st.push_calls += 1
+        if self.p.fcm_transient and r.random() < self.p.fcm_transient:
             return 0, INF
         c = u.conn
         if c is not None and c.close_at > now + LIVE_MARGIN_S and c.gw.up:
-            self.naive.unnecessary_pushes += 1
+            st.unnecessary_pushes += 1
         return 2, now + TASK_S + self.fcml * (0.5 + r.random())
+
+    # ------------------------------------------------------------------ registry strategy
+
+    def _registry_route(self, u: User, t0: float) -> tuple[int, float]:
+        """The seed's code with a strongly consistent registry instead of presence: look the
+        user up (a round trip), send where it says and assume delivered.
+
+        Returns (0 lost | 1 shown | 2 pushed, display time)."""
+        r = self.rrng
+        p = self.p
+        now = self.now
+        self.registry.lookups += 1
+        sc = self.registry.at(u.idx, now)
+        t = now + self.rl * (0.5 + r.random())  # the answer is back: the frame leaves now
+        if sc is None:
+            return self._fire_and_forget_push(u, t, r, self.reg)
+        assert isinstance(sc, SConn)
+        if p.frame_loss and r.random() < p.frame_loss:
+            return 0, INF
+        t_arr = t + self.nl * (0.5 + r.random())
+        gw = sc.gw
+        if gw.inc != sc.gw_inc or not gw.up or gw.crash_at <= t_arr:
+            return 0, INF
+        tr = t_arr + self.cl * (0.5 + r.random())
+        if sc.close_at > tr:
+            return 1, tr
+        return 0, INF  # the connection died between the lookup and the write
 
     # ------------------------------------------------------------------ pipeline strategy
 
@@ -646,7 +707,9 @@ class Simulation:
         rep = wk.rep
         assert rep is not None
         conns = self.conns
-        view = PresenceView(rep.synced, [conns[x.conn].pconn for x in ps])
+        prev = m.user.prev
+        view = PresenceView(rep.synced, [conns[x.conn].pconn for x in ps],
+                            prev.pconn if prev is not None else None)
         d = decide(MessageView(m.state, m.attempts, m.expires_at, m.t0), view, trigger, now,
                    self.policy, m.dead or ())
         tp = type(d)
@@ -982,7 +1045,12 @@ class Simulation:
             "scenario": self.p.scenario,
             "seed": self.p.seed,
             "params": self.p.to_dict(),
-            "strategies": {"naive": self.naive.as_dict(), "pipeline": self.pipe.as_dict()},
+            "strategies": {
+                "naive": self.naive.as_dict(),
+                "registry": {**self.reg.as_dict(), "registry_lookups": self.registry.lookups,
+                             "registry_writes": self.registry.writes},
+                "pipeline": self.pipe.as_dict(),
+            },
         }
 
     def world_stats(self) -> dict[str, Any]:

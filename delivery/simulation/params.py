@@ -59,6 +59,10 @@ class Params:
     fcm_no_device: float = 0.0  # fraction of users without any device
     fcm_transient: float = 0.0  # probability that one FCM call fails transiently
     fcm_latency_ms: float = 300.0
+    # the "registry" strategy: a strongly consistent connection registry, one linearizable
+    # read per message and one write per connect or disconnect (round trips, mean +-50 %)
+    registry_lookup_ms: float = 2.0
+    registry_write_ms: float = 2.0
     push_max_retries: int = 3
     # the sender's app retries a send (same client message id) with this probability
     dup_send: float = 0.0
@@ -68,6 +72,7 @@ class Params:
     retry_backoff_s: float = 0.2
     offline_grace_s: float = 0.25
     reconnect_window_s: float = 1.0
+    probe_last_node: bool = True  # ask the user's last gateway before pushing
     not_synced_wait_s: float = 0.1
     push_enabled: bool = True
     ttl_s: float = 86_400.0
@@ -93,6 +98,7 @@ class Params:
             raise ValueError("repl_jitter must be in [0, 1]")
         for name in ("repl_delay_ms", "repl_frame_jitter_ms", "link_change_s", "node_latency_ms",
                      "client_latency_ms", "db_latency_ms", "fcm_latency_ms", "detect_s",
+                     "registry_lookup_ms", "registry_write_ms",
                      "gateway_crash_s", "worker_crash_s", "partition_every_s", "batch_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

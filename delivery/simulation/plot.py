@@ -1,4 +1,5 @@
-"""``--plot``: loss and latency against presence replication delay, both strategies."""
+"""``--plot``: loss and latency against presence replication delay, every strategy (the
+registry does not use presence: its line is flat, the cost of its lookup)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ def sweep(params: Params, delays_ms: Sequence[float], messages: int,
         res = Simulation(p).run()
         out.append((d, res["strategies"]))
         if not quiet:
-            n, q = res["strategies"]["naive"], res["strategies"]["pipeline"]
-            sys.stderr.write(f"replication {d:6.0f} ms: naive lost {n['lost_pct']:.3f}%  "
-                             f"pipeline lost {q['lost_pct']:.3f}%\n")
+            st = res["strategies"]
+            sys.stderr.write(f"replication {d:6.0f} ms: " + "  ".join(
+                f"{k} lost {v['lost_pct']:.3f}%" for k, v in st.items()) + "\n")
     return out
 
 
@@ -35,7 +36,8 @@ def plot_sweep(params: Params, path: str, delays_ms: Sequence[float], messages: 
     points = sweep(params, delays_ms, messages, quiet=quiet)
     xs = [d for d, _ in points]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, color in (("naive", "tab:red"), ("pipeline", "tab:green")):
+    for name, color in (("naive", "tab:red"), ("registry", "tab:blue"),
+                        ("pipeline", "tab:green")):
         ax1.plot(xs, [s[name]["lost_pct"] for _, s in points], "o-", color=color, label=name)
         ax2.plot(xs, [s[name]["latency_ms"]["p50"] for _, s in points], "o-", color=color,
                  label=f"{name} p50")

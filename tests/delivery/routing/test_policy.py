@@ -132,6 +132,46 @@ def test_offline_without_push_marks_pending() -> None:
     assert "push not configured" in d.reason
 
 
+def test_new_message_for_offline_recipient_asks_the_last_node_first() -> None:
+    # Presence lists nobody, but the user was on gw-a a moment ago: that gateway redirects the
+    # frame to the user's live connection there (a reconnect not replicated yet), or nacks.
+    d = decide(msg(), PresenceView(True, [], last=A1), Trigger.NEW, NOW, CFG)
+    assert d == Dispatch((A1,), NOW + CFG.ack_timeout_s)
+
+
+def test_last_node_already_asked_is_not_asked_again() -> None:
+    d = decide(msg(), PresenceView(True, [], last=A1), Trigger.NEW, NOW, CFG, dead_conns={"c1"})
+    assert d == Wait(NOW + CFG.offline_grace_s, "recipient looks offline")
+
+
+def test_nack_from_the_last_node_pushes_at_once() -> None:
+    d = decide(msg("dispatched", 1), PresenceView(True, [], last=A1), Trigger.NACK, NOW, CFG,
+               dead_conns={"c1"})
+    assert d == Push("recipient offline (last node asked)")
+
+
+def test_nack_while_presence_still_lists_the_connection_waits_for_the_reconnect() -> None:
+    d = decide(msg("dispatched", 1), PresenceView(True, [A1], last=A1), Trigger.NACK, NOW, CFG,
+               dead_conns={"c1"})
+    assert d == Wait(NOW + CFG.retry_backoff_s, "only dead connections known")
+
+
+@pytest.mark.parametrize("trigger", [Trigger.RECHECK, Trigger.DEADLINE])
+def test_offline_recipient_last_node_asked_before_pushing(trigger: Trigger) -> None:
+    d = decide(msg("dispatched", 1), PresenceView(True, [], last=B1), trigger, NOW, CFG)
+    assert d == Dispatch((B1,), NOW + CFG.ack_timeout_s)
+
+
+def test_probe_disabled_keeps_the_grace_and_the_push() -> None:
+    cfg = PolicyConfig(probe_last_node=False)
+    off = PresenceView(True, [], last=A1)
+    assert decide(msg(), off, Trigger.NEW, NOW, cfg) == Wait(
+        NOW + cfg.offline_grace_s, "recipient looks offline")
+    assert isinstance(decide(msg("dispatched", 1), off, Trigger.RECHECK, NOW, cfg), Push)
+    d = decide(msg("dispatched", 1), off, Trigger.NACK, NOW, cfg, dead_conns={"c1"})
+    assert isinstance(d, Wait)
+
+
 def test_recheck_finds_the_reconnected_user() -> None:
     d = decide(msg("dispatched", 1), pres(A2), Trigger.RECHECK, NOW, CFG, dead_conns={"c1"})
     assert d == Dispatch((A2,), NOW + CFG.ack_timeout_s)
@@ -153,6 +193,7 @@ configs = st.builds(
     offline_grace_s=st.sampled_from([0.0, 0.25]),
     not_synced_wait_s=st.floats(0.01, 1),
     push_enabled=st.booleans(),
+    probe_last_node=st.booleans(),
 )
 cases = st.tuples(
     st.sampled_from(STATES),
@@ -163,13 +204,15 @@ cases = st.tuples(
     st.sampled_from(list(Trigger)),
     configs,
     st.sets(st.sampled_from([f"c{i}" for i in range(6)]), max_size=6),
+    st.none() | st.builds(Conn, st.sampled_from(["gw-a", "gw-b"]),
+                          st.sampled_from([f"c{i}" for i in range(6)])),
 )
 
 
 def run_case(case: tuple) -> tuple:  # type: ignore[type-arg]
-    state, attempts, ttl, synced, conns, trigger, cfg, dead = case
+    state, attempts, ttl, synced, conns, trigger, cfg, dead, last = case
     m = MessageView(state, attempts, NOW + ttl)
-    p = PresenceView(synced, conns)
+    p = PresenceView(synced, conns, last)
     return m, p, decide(m, p, trigger, NOW, cfg, dead)
 
 
@@ -205,25 +248,28 @@ def test_not_synced_always_waits(case: tuple) -> None:  # type: ignore[type-arg]
 @settings(max_examples=500, deadline=None)
 @given(cases)
 def test_dispatch_targets_are_exactly_the_live_connections(case: tuple) -> None:  # type: ignore[type-arg]
-    _state, attempts, _ttl, _synced, conns, trigger, cfg, dead = case
+    _state, attempts, _ttl, _synced, conns, trigger, cfg, dead, last = case
     m, p, d = run_case(case)
     if isinstance(d, Dispatch):
         live = {c for c in conns if c.conn not in dead}
-        assert set(d.targets) == live
+        if live:
+            assert set(d.targets) == live
+            assert list(d.targets) == sorted(live, key=lambda c: (c.node, c.conn))
+        else:  # nobody listed: only the node that last held the user is asked
+            assert cfg.probe_last_node and d.targets == (last,)
         assert not any(c.conn in dead for c in d.targets)  # never a nacked connection
-        assert list(d.targets) == sorted(live, key=lambda c: (c.node, c.conn))
         assert attempts < cfg.max_attempts  # never beyond the attempt budget
         assert d.ack_deadline == NOW + cfg.ack_timeout_s
         # deterministic: the same facts in another order give the same decision
-        again = decide(m, PresenceView(p.synced, list(reversed(conns))), trigger, NOW, cfg,
-                       set(dead))
+        again = decide(m, PresenceView(p.synced, list(reversed(conns)), last), trigger, NOW,
+                       cfg, set(dead))
         assert again == d
 
 
 @settings(max_examples=400, deadline=None)
 @given(cases)
 def test_never_dispatch_once_attempts_used_up(case: tuple) -> None:  # type: ignore[type-arg]
-    _, attempts, _, _, _, _, cfg, _ = case
+    _, attempts, _, _, _, _, cfg, _, _ = case
     _, _, d = run_case(case)
     if attempts >= cfg.max_attempts:
         assert not isinstance(d, Dispatch)
@@ -232,7 +278,7 @@ def test_never_dispatch_once_attempts_used_up(case: tuple) -> None:  # type: ign
 @settings(max_examples=400, deadline=None)
 @given(cases)
 def test_push_disabled_never_pushes(case: tuple) -> None:  # type: ignore[type-arg]
-    _, _, _, _, _, _, cfg, _ = case
+    _, _, _, _, _, _, cfg, _, _ = case
     _, _, d = run_case(case)
     if not cfg.push_enabled:
         assert not isinstance(d, Push)

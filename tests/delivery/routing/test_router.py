@@ -392,3 +392,29 @@ def test_recheck_after_a_nack_waits_within_the_reconnect_window_then_pushes(
     h.router.clock = lambda: time.time() + 5  # the window has passed
     assert isinstance(h.router.route(msg.id, Trigger.RECHECK, attempt=1), Push)
     assert h.pushes == [(str(msg.id), 2)]
+
+
+def test_last_gateway_is_asked_before_a_push_and_its_nack_pushes(h: Harness) -> None:
+    """Presence lists nobody, but bob was on gw-a a moment ago: the frame goes to that
+    connection (the gateway redirects it to bob's live connection there, or nacks); a nack
+    from the last node pushes at once, without waiting a grace or a reconnect window."""
+    from delivery.routing.recent import RecentConnections
+
+    recent = RecentConnections()
+    h.worker.subscribe(recent.on_diff)
+    h.router.last_conn = recent.last
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    h.gw.untrack("bob", "c1")
+    h.visible("bob", set())
+    deadline = time.monotonic() + 3.0
+    while recent.last("bob") is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    msg = h.accept()
+    decision = h.router.route_new(msg)
+    assert isinstance(decision, Dispatch) and [c.conn for c in decision.targets] == ["c1"]
+    assert h.frames[-1]["conns"] == ["c1"] and h.pushes == []
+    h.store.finish_attempts(msg.id, 1, "nacked", now=utcnow(), conn_id="c1")
+    decision = h.router.route(msg.id, Trigger.NACK, attempt=1, nacked=["c1"])
+    assert isinstance(decision, Push)
+    assert h.pushes == [(str(msg.id), 2)]
