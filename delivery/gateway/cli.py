@@ -49,17 +49,26 @@ def gateway_main(argv: list[str]) -> int:
         prog="delivery gateway", description="Run a WebSocket gateway node (/ws, demo page at /).")
     parser.add_argument("--node", default=None, help="node name, unique in the cluster "
                         "(default gw-HOST-PID)")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument("--max-in-flight", type=int, default=None)
-    parser.add_argument("--hello-timeout", type=float, default=None)
-    parser.add_argument("--rate", type=float, default=None, help="client frames per second")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="unacked frames per connection before the gateway waits")
+    parser.add_argument("--hello-timeout", type=float, default=None,
+                        help="seconds a new connection has to send its hello")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="client frames per second allowed per connection")
     parser.add_argument("--compression", action="store_true",
                         help="enable permessage-deflate (off by default: small frames)")
-    parser.add_argument("--log-level", default=os.environ.get("DELIVERY_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=None,
+                        help="DEBUG, INFO, WARNING or ERROR (default DELIVERY_LOG_LEVEL or INFO)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from delivery import logs
+
+    level = (logs.check_level(args.log_level, "--log-level") if args.log_level
+             else logs.configured_level())
+    logs.configured_format()
+    logs.setup_process(level)
     settings = get_settings()
     overrides: dict[str, Any] = {"compression": args.compression}
     if args.max_in_flight is not None:
