@@ -123,7 +123,7 @@ async def run_gateway(node: str, host: str, port: int, settings: Settings,
     if settings.metrics_port > 0:
         from delivery import metrics
 
-        metrics_at = metrics.start_metrics_server(settings.metrics_port)
+        metrics_at = metrics.start_metrics_server(settings.metrics_port, role="gateway")
         log.info("gateway %s: metrics on :%s/metrics", node, metrics_at)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -85,8 +85,9 @@ def test_worker_metrics_status_and_logs(worker: tuple[Proc, int, dict[str, str]]
     after = scrape(port)
     assert after['delivery_routing_decisions_total{decision="wait",trigger="new"}'] >= 2 * n
     assert after['delivery_routing_decisions_total{decision="expire",trigger="recheck"}'] >= n
-    assert 'delivery_ack_latency_seconds_bucket{le="0.1"}' in after
-    assert "delivery_gateway_connections" in after
+    # A worker exports its role and none of the gateway-only families.
+    assert after['delivery_process_role{role="worker"}'] == 1
+    assert not any(k.startswith(("delivery_gateway_", "delivery_ack_latency")) for k in after)
     assert after['delivery_presence_replicas{status="up"}'] >= 0
     assert after["delivery_oldest_in_flight_age_seconds"] >= 0
     assert after["delivery_oldest_unacked_age_seconds"] >= 0
