@@ -86,6 +86,8 @@ for _outcome in OUTCOMES:  # present (at 0) from the first scrape, so rate() wor
     MESSAGES.labels(_outcome)
 for _status in ("up", "down"):
     PRESENCE_REPLICAS.labels(_status)
+for _result in ("pushed", "no_device", "failed"):  # the push alert's ratio needs them at 0
+    PUSHES.labels(_result)
 
 ROLES = ("worker", "gateway", "all")
 # Families only one role feeds; every other family (outcomes, attempts, presence, the Python
