@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 from delivery import metrics
 from delivery.channels import BROADCAST, OWED
 from delivery.clock import utcnow
+from delivery.gateway import health
 from delivery.gateway import protocol as p
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
@@ -331,8 +332,8 @@ class Gateway:
             if self._stopping:
                 return connection.respond(503, "gateway shutting down\n")
             return None
-        if path == "/healthz":
-            return connection.respond(200, f"ok {self.node} {len(self.conns)}\n")
+        if (probe := health.respond(self, connection, path)) is not None:
+            return probe  # type: ignore[return-value]  # /healthz, /readyz: websockets awaits it
         static = self._static.get(path)
         if static is None:
             return connection.respond(404, "not found\n")
