@@ -131,7 +131,10 @@ async def run_gateway(node: str, host: str, port: int, settings: Settings,
         loop.add_signal_handler(sig, stop.set)
     real_port = await gateway.start(host, port)
     log.info("gateway %s listening on ws://%s:%d/ws", node, host, real_port)
-    print(f"gateway {node} listening on ws://{host}:{real_port}/ws", file=sys.stderr, flush=True)
+    if logging.getLogger("delivery").getEffectiveLevel() > logging.INFO:
+        # Scripts wait for this line: say it even when the log level hides the one above.
+        print(f"gateway {node} listening on ws://{host}:{real_port}/ws", file=sys.stderr,
+              flush=True)
     await stop.wait()
     log.info("gateway %s: shutting down (%d connections)", node, len(gateway.conns))
     await gateway.stop()
