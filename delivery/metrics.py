@@ -4,9 +4,10 @@ Every process of ours that sets ``DELIVERY_METRICS_PORT`` serves ``/metrics`` on
 (``start_metrics_server``) for its role: a gateway does not export the worker-only families
 (routing, push, sweep, message ages) and a worker not the ``delivery_gateway_*`` ones, so with
 every worker down their series are absent instead of 0 from the gateways. Each process also
-exports ``delivery_process_role{role}`` = 1 (``worker``, ``gateway`` or ``all`` when embedded). Workers feed these from routing decisions, push results, the
-recovery sweep and their presence replica (``workers.metrics_wiring``); gateways feed the
-``delivery_gateway_*`` family, acks (``record_delivered``) and their replica's gauges.
+exports ``delivery_process_role{role}`` = 1 (``worker``, ``gateway`` or ``all`` when
+embedded). Workers feed these from routing decisions, push results, the recovery sweep and
+their presence replica (``workers.metrics_wiring``); gateways feed the ``delivery_gateway_*``
+family, acks (``record_delivered``) and their replica's gauges.
 
 Names (all prefixed ``delivery_``), as listed in docs/operations.md:
 
@@ -36,7 +37,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -120,7 +128,7 @@ class RoleView:
 
 def role_registry(role: str) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RoleView(role))  # type: ignore[arg-type]
+    registry.register(RoleView(role))
     return registry
 
 

@@ -104,7 +104,7 @@ def check_broker(settings: Settings, timeout: float = 3.0) -> None:
     """Raise ServiceError unless the broker accepts a connection (no-op when embedded)."""
     if settings.embedded:
         return
-    from kombu import Connection
+    from kombu.connection import Connection
 
     url = settings.effective_broker_url
     try:

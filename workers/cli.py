@@ -53,7 +53,8 @@ def preflight(name: str, argv: list[str]) -> None:
     """Check settings and the services ``name`` needs; raise SettingsError (one line)."""
     if any(a in ("-h", "--help") for a in argv):
         return
-    from delivery import logs, preflight as checks
+    from delivery import logs
+    from delivery import preflight as checks
     from delivery.settings import get_settings
 
     logs.configured_level()
@@ -88,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"delivery: command {name!r} is not available in this build", file=sys.stderr)
             return 2
         raise
-    from delivery.settings import SettingsError
-
     from delivery.preflight import describe
+    from delivery.settings import SettingsError
 
     try:
         preflight(name, rest)
