@@ -127,3 +127,26 @@ def test_every_option_has_help(name: str, monkeypatch: pytest.MonkeyPatch) -> No
     missing = [a.dest for p in seen for a in _actions(p) if not a.help]
     assert not missing, f"delivery {name}: options without help: {missing}"
     assert all(p.description for p in seen), name
+
+
+def test_plain_celery_worker_on_an_unmigrated_database(tmp_path: Path) -> None:
+    """The compose file runs ``celery -A workers.app worker``: the same one line, exit 2."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DELIVERY_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "threads",
+         "-c", "1", "--without-gossip", "--without-mingle"],
+        capture_output=True, text=True, timeout=120,
+        env={**base, "DELIVERY_DATA_DIR": str(tmp_path), "DELIVERY_BROKER_URL": dead,
+             "DELIVERY_REDIS_URL": dead})
+    assert out.returncode == 2, out.stdout + out.stderr
+    text = out.stdout + out.stderr
+    assert "Traceback" not in text
+    assert [ln for ln in text.splitlines() if "DELIVERY_DATABASE_URL" in ln], text
+    assert list(tmp_path.iterdir()) == []
+    bad = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.app", "worker"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**base, "DELIVERY_ACK_TIMEOUT_S": "-1"})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].endswith("DELIVERY_ACK_TIMEOUT_S must be > 0, "
+                                                        "got -1.0")
