@@ -48,6 +48,10 @@ async def start_client(page: Page, url: str, token: str, **options: Any) -> None
     assert await page.evaluate(expr) is True
 
 
+DEBUG = """(window.startError || '') + ' ' + JSON.stringify(
+  [window.statuses, window.kc && window.kc.status, location.href])"""
+
+
 async def until(page: Page, expression: str, timeout: float = 20.0) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -56,7 +60,7 @@ async def until(page: Page, expression: str, timeout: float = 20.0) -> Any:
         if value:
             return value
         if loop.time() > deadline:
-            error = await page.evaluate("(window.startError || '') + ' ' + JSON.stringify([window.statuses, window.kc && window.kc.status, typeof window.kc, location.href])")
+            error = await page.evaluate(DEBUG)
             raise AssertionError(f"never true: {expression} {error}")
         await asyncio.sleep(0.05)
 
