@@ -1,14 +1,17 @@
 """``DELIVERY_LOG_FORMAT=json``: the gateway's lines and a worker's lines — ours and Celery's —
-are one JSON object each (Celery's start-up banner aside, which it prints, not logs)."""
+are one JSON object each (Celery's start-up banner aside, which it prints, not logs). The gateway
+process also serves only its role's metrics."""
 
 from __future__ import annotations
 
 import json
 import re
 import signal
+import urllib.request
 
 import pytest
 
+from tests.support.private_redis import free_port
 from tests.support.procs import celery_worker, delivery_cmd
 from tests.support.services import ServiceEnv
 
@@ -22,10 +25,18 @@ def records(log: str) -> list[dict[str, object]]:
 
 
 def test_gateway_logs_json(services: ServiceEnv) -> None:
-    env = services.env(DELIVERY_LOG_FORMAT="json")
+    port = free_port()
+    env = services.env(DELIVERY_LOG_FORMAT="json", DELIVERY_METRICS_PORT=str(port))
     proc = delivery_cmd("gw-json", ["gateway", "--node", "gw-json", "--port", "0"], env)
     try:
         proc.wait_for_log("gateway gw-json listening on ws://", timeout=60)
+        url = f"http://127.0.0.1:{port}/metrics"
+        metrics = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert 'delivery_process_role{role="gateway"} 1.0' in metrics
+        assert "delivery_gateway_connections" in metrics
+        for worker_only in ("delivery_oldest_in_flight_age_seconds", "delivery_pushes_total",
+                            "delivery_routing_decisions"):
+            assert worker_only not in metrics, worker_only
     finally:
         proc.stop(signal.SIGTERM)
     lines = [ln for ln in proc.log().splitlines() if ln.strip()]
