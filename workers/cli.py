@@ -51,7 +51,7 @@ def version() -> str:
 
 def preflight(name: str, argv: list[str]) -> None:
     """Check settings and the services ``name`` needs; raise SettingsError (one line)."""
-    if any(a in ("-h", "--help") for a in argv):
+    if any(a in ("-h", "--help", "--dry-run") for a in argv):
         return
     from delivery import logs
     from delivery import preflight as checks
