@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.support.private_redis import free_port
+from tests.support.faults import free_port
 from tests.support.procs import celery_worker, delivery_cmd
 from tests.support.services import ServiceEnv
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.private_redis import PrivateRedis, free_port
+from tests.support.faults import PrivateRedis, free_port
 from tests.support.procs import delivery_cmd
 from tests.support.services import ServiceEnv
 from workers.commands.status import EXIT_BROKER, EXIT_DATABASE, EXIT_NO_WORKER
@@ -18,8 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(str(tmp_path), appendonly=False)
+    server.start()
     try:
         yield server
     finally:

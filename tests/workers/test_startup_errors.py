@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.private_redis import free_port
+from tests.support.faults import free_port
 from workers.cli import COMMANDS, main
 
 

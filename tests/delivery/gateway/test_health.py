@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from delivery.db import make_engine
 from delivery.settings import Settings
 from delivery.store import Store
 from tests.delivery.gateway.conftest import SECRET, gateway_harness, run
-from tests.support.private_redis import PrivateRedis, free_port
+from tests.support.faults import PrivateRedis, free_port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -26,8 +27,9 @@ async def get(port: int, path: str) -> tuple[int, str]:
     return await asyncio.to_thread(_get, f"http://127.0.0.1:{port}{path}")
 
 
-def test_probes_follow_redis_and_database(sqlite_store: Store) -> None:
-    redis_server = PrivateRedis()
+def test_probes_follow_redis_and_database(sqlite_store: Store, tmp_path: Path) -> None:
+    redis_server = PrivateRedis(str(tmp_path), appendonly=False)
+    redis_server.start()
 
     async def main() -> None:
         async with gateway_harness(sqlite_store) as h:
