@@ -25,8 +25,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--log-level", default="INFO",
                         help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from delivery import logs
+
+    logs.setup_process(logs.check_level(args.log_level, "--log-level"))  # DELIVERY_LOG_FORMAT
     logging.getLogger("alembic").setLevel(logging.WARNING)
     settings = get_settings()
     if not settings.embedded:
