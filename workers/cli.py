@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> ("module:function", one-line help). Each function takes argv (list[str]) -> int.
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"delivery: configuration error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`delivery migrate --sql | head`): stop quietly, like other tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         line = describe(exc)
         if line is None:
