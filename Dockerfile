@@ -1,5 +1,6 @@
 # The one image of every role: gateway, worker, flower and the migrate job (docker-compose.yml).
-FROM python:3.11-slim
+# Pinned to a patch release (and Debian release): rebuilds get the same interpreter.
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -8,11 +9,10 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies first (their own layer: rebuilt only when pyproject.toml changes).
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+# Dependencies first (their own layer: rebuilt only when the lock changes): the exact versions
+# and hashes of requirements.lock (pip-compile output of pyproject.toml; docs/operations.md).
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 
 # The project itself. Editable, because `delivery migrate` reads alembic.ini and migrations/
 # beside the packages.

@@ -14,8 +14,11 @@ STATEMENT_TIMEOUT_S = 10.0
 
 
 def make_engine(url: str, *, statement_timeout_s: float = STATEMENT_TIMEOUT_S,
-                **kwargs: Any) -> Engine:
+                pool_size: int = 10, max_overflow: int = 20, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so threads can share it.
+
+    ``pool_size`` and ``max_overflow`` (DELIVERY_DB_POOL_SIZE / DELIVERY_DB_MAX_OVERFLOW) bound
+    the server connections of one process; SQLite ignores them.
 
     Bound parameters are never rendered into error messages (``hide_parameters``): a failed
     insert would otherwise carry the message body into logs, result backends and Flower.
@@ -43,8 +46,8 @@ def make_engine(url: str, *, statement_timeout_s: float = STATEMENT_TIMEOUT_S,
         # Plain postgresql:// means psycopg 3, the driver we depend on.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", pool_size)
+    kwargs.setdefault("max_overflow", max_overflow)
     # A pool slot never blocks longer than a statement may run.
     kwargs.setdefault("pool_timeout", statement_timeout_s or 30.0)
     if parsed.get_backend_name() == "postgresql":

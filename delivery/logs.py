@@ -9,8 +9,10 @@ line about a message.
 Lines that predate this module (``log.info("message %s: push ...", msg.id)``) get their
 ``message_id`` field from the text, so existing call sites need no change.
 
-Only our loggers (``delivery``, ``presence``, ``workers``) are switched to this format; Celery's
-own output keeps Celery's format. ``DELIVERY_LOG_FORMAT``: ``kv`` (default) or ``json``.
+Our loggers (``delivery``, ``presence``, ``workers``) get this format in every process; in a
+worker Celery's own lines (``celery.*``, the root logger) get it too, so a log shipper sees one
+format. ``DELIVERY_LOG_FORMAT``: ``kv`` (default) or ``json``; ``DELIVERY_LOG_LEVEL``: a
+standard level name. A bad value of either stops start-up with a line naming the variable.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 OUR_LOGGERS = ("delivery", "presence", "workers")
@@ -130,11 +132,50 @@ def redact_handlers(*loggers: logging.Logger) -> None:
         for handler in logger.handlers:
             if _FILTER not in handler.filters:
                 handler.addFilter(_FILTER)
+FORMATS = ("kv", "json")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def configured_format(environ: Mapping[str, str] | None = None) -> str:
+    """``DELIVERY_LOG_FORMAT`` checked (SettingsError names the variable)."""
+    from delivery.settings import SettingsError
+
+    raw = (os.environ if environ is None else environ).get("DELIVERY_LOG_FORMAT") or "kv"
+    if raw.lower() not in FORMATS:
+        raise SettingsError(f"DELIVERY_LOG_FORMAT must be one of {', '.join(FORMATS)}, "
+                            f"got {raw!r}")
+    return raw.lower()
+
+
+def check_level(raw: str, var: str = "DELIVERY_LOG_LEVEL") -> str:
+    """A level name checked and upper-cased (SettingsError names ``var``)."""
+    from delivery.settings import SettingsError
+
+    if raw.upper() not in LEVELS:
+        raise SettingsError(f"{var} must be one of {', '.join(LEVELS)}, got {raw!r}")
+    return raw.upper()
+
+
+def configured_level(environ: Mapping[str, str] | None = None) -> str:
+    """``DELIVERY_LOG_LEVEL`` checked (default INFO)."""
+    raw = (os.environ if environ is None else environ).get("DELIVERY_LOG_LEVEL") or "INFO"
+    return check_level(raw)
 
 
 def make_formatter(fmt: str | None = None) -> logging.Formatter:
     fmt = (fmt or os.environ.get("DELIVERY_LOG_FORMAT") or "kv").lower()
     return JsonFormatter() if fmt == "json" else KeyValueFormatter()
+
+
+def setup_process(level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
+    """A process that is not a Celery worker (the gateway): our loggers and everyone else's
+    (the root logger: websockets, asyncio, libraries) in the one configured format."""
+    handler = setup(level, stream)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "delivery-structured"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
 
 
 def setup(level: int | str = logging.INFO, stream: TextIO | None = None,
@@ -170,9 +211,19 @@ def install_celery_logging() -> None:
                 stream = h.stream
                 break
         setup(loglevel or logging.INFO, stream=stream)
+        # Celery's own handlers (root and task loggers) print in the same format.
+        formatter = make_formatter()
+        for target in (logger, logging.getLogger("celery.task")):
+            for h in (target.handlers if target is not None else []):
+                h.setFormatter(formatter)
+
+    def _after_task_setup(logger: logging.Logger | None = None, **_: Any) -> None:
+        for h in (logger.handlers if logger is not None else []):
+            h.setFormatter(make_formatter())
 
     after_setup_logger.connect(_after_setup, weak=False)
     # Celery's task logger has handlers of its own (the "Task ... raised" lines).
+    after_setup_task_logger.connect(_after_task_setup, weak=False)
     after_setup_task_logger.connect(_redact_task_logger, weak=False)
 
 

@@ -1,9 +1,13 @@
 """Prometheus metrics of workers and gateways (prometheus_client, the default registry).
 
 Every process of ours that sets ``DELIVERY_METRICS_PORT`` serves ``/metrics`` on that port
-(``start_metrics_server``). Workers feed these from routing decisions, push results, the
-recovery sweep and their presence replica (``workers.metrics_wiring``); gateways feed the
-``delivery_gateway_*`` family, acks (``record_delivered``) and their replica's gauges.
+(``start_metrics_server``) for its role: a gateway does not export the worker-only families
+(routing, push, sweep, message ages) and a worker not the ``delivery_gateway_*`` ones, so with
+every worker down their series are absent instead of 0 from the gateways. Each process also
+exports ``delivery_process_role{role}`` = 1 (``worker``, ``gateway`` or ``all`` when
+embedded). Workers feed these from routing decisions, push results, the recovery sweep and
+their presence replica (``workers.metrics_wiring``); gateways feed the ``delivery_gateway_*``
+family, acks (``record_delivered``) and their replica's gauges.
 
 Names (all prefixed ``delivery_``), as listed in docs/operations.md:
 
@@ -16,6 +20,8 @@ Names (all prefixed ``delivery_``), as listed in docs/operations.md:
 - ``pushes_total{result}``: ``delivery.push`` runs by outcome (pushed, no_device, failed, ...).
 - ``fcm_sends_total{result}``: per-device FCM answers (ok, UNREGISTERED, UNAVAILABLE, ...).
 - ``presence_entries``, ``presence_replicas{status}``, ``presence_synced``: the local replica.
+- ``presence_replica_downs_total``: replicas the local one saw go down (silent, not a graceful
+  leave); it keeps counting after the dead replica is purged from ``presence_replicas``.
 - ``sweep_found_total``: stalled messages the recovery sweep re-routed.
 - ``oldest_in_flight_age_seconds``: age of the oldest message routing still owns (accepted or
   dispatched): the one to page on. ``oldest_unacked_age_seconds``: of the oldest message not
@@ -31,7 +37,16 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from delivery.vocabulary import State
 
@@ -59,6 +74,9 @@ PRESENCE_REPLICAS = Gauge(
     "delivery_presence_replicas", "Other replicas known to the local one", ["status"],
 )
 PRESENCE_SYNCED = Gauge("delivery_presence_synced", "1 when the local replica has synced")
+PRESENCE_REPLICA_DOWNS = Counter(
+    "delivery_presence_replica_downs", "Replicas the local one saw go down (not a graceful leave)",
+)
 SWEEP_FOUND = Counter("delivery_sweep_found", "Stalled messages re-routed by the recovery sweep")
 OLDEST_IN_FLIGHT_AGE = Gauge(
     "delivery_oldest_in_flight_age_seconds",
@@ -78,22 +96,58 @@ for _outcome in OUTCOMES:  # present (at 0) from the first scrape, so rate() wor
     MESSAGES.labels(_outcome)
 for _status in ("up", "down"):
     PRESENCE_REPLICAS.labels(_status)
+for _result in ("pushed", "no_device", "failed"):  # the push alert's ratio needs them at 0
+    PUSHES.labels(_result)
+
+ROLES = ("worker", "gateway", "all")
+# Families only one role feeds; every other family (outcomes, attempts, presence, the Python
+# process) is exported by both.
+WORKER_ONLY = frozenset({
+    "delivery_routing_decisions", "delivery_pushes", "delivery_fcm_sends", "delivery_sweep_found",
+    "delivery_oldest_in_flight_age_seconds", "delivery_oldest_unacked_age_seconds",
+})
+GATEWAY_ONLY = frozenset({
+    "delivery_gateway_connections", "delivery_gateway_frames_sent", "delivery_gateway_acks",
+    "delivery_gateway_nacks", "delivery_gateway_replayed", "delivery_ack_latency_seconds",
+})
+
+
+class RoleView:
+    """The default registry as one role exports it, plus ``delivery_process_role{role}``."""
+
+    def __init__(self, role: str) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        self.role = role
+        self.hidden = {"worker": GATEWAY_ONLY, "gateway": WORKER_ONLY}.get(role, frozenset())
+
+    def collect(self) -> list[Metric]:
+        info = GaugeMetricFamily("delivery_process_role", "1: the role this process runs",
+                                 labels=["role"])
+        info.add_metric([self.role], 1)
+        return [info, *(m for m in REGISTRY.collect() if m.name not in self.hidden)]
+
+
+def role_registry(role: str) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RoleView(role))
+    return registry
+
 
 _server_lock = threading.Lock()
 _server_port: int | None = None
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int | None:
-    """Serve ``/metrics`` on ``port`` in a daemon thread (once per process). 0 = off.
-
-    Returns the port served, or None when off.
+def start_metrics_server(port: int, addr: str = "0.0.0.0", role: str = "all") -> int | None:
+    """Serve ``/metrics`` for ``role`` on ``port`` in a daemon thread (once per process).
+    0 = off. Returns the port served, or None when off.
     """
     global _server_port
     if port <= 0:
         return None
     with _server_lock:
         if _server_port is None:
-            start_http_server(port, addr=addr)
+            start_http_server(port, addr=addr, registry=role_registry(role))
             _server_port = port
         return _server_port
 
@@ -112,8 +166,20 @@ def record_delivered(latency_s: float | None, attempts: int | None = None) -> No
         ACK_LATENCY.observe(latency_s)
 
 
+_seen_down: set[str] = set()
+_seen_down_lock = threading.Lock()
+
+
 def update_presence(stats: Mapping[str, Any]) -> None:
-    """Set the presence gauges from ``PresenceNode.stats()``."""
+    """Set the presence gauges from ``PresenceNode.stats()``; count replicas newly down."""
+    with _seen_down_lock:
+        down = {str(r) for r in stats.get("replicas_down", ())}
+        new = down - _seen_down
+        if new:
+            PRESENCE_REPLICA_DOWNS.inc(len(new))
+        # Keep the ones still down (a replica back up and down again counts again).
+        _seen_down.intersection_update(down)
+        _seen_down.update(down)
     PRESENCE_ENTRIES.set(int(stats.get("entries", 0)))
     PRESENCE_REPLICAS.labels("up").set(len(stats.get("replicas_up", ())))
     PRESENCE_REPLICAS.labels("down").set(len(stats.get("replicas_down", ())))

@@ -26,7 +26,9 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        return cls(settings=settings, store=Store(make_engine(settings.effective_database_url)))
+        engine = make_engine(settings.effective_database_url, pool_size=settings.db_pool_size,
+                             max_overflow=settings.db_max_overflow)
+        return cls(settings=settings, store=Store(engine))
 
 
 _lock = threading.Lock()

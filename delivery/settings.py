@@ -60,6 +60,8 @@ class Settings:
     metrics_port: int = 0
     max_connections_per_user: int = 10
     allowed_origins: str = ""
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -136,12 +138,12 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_var(name)} must be > 0, got {getattr(self, name)}")
         non_negative = ("retry_backoff_s", "offline_grace_s", "reconnect_window_s",
-                        "push_max_retries", "metrics_port")
+                        "push_max_retries", "metrics_port", "db_max_overflow")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("max_attempts", "max_body_bytes", "max_body_depth", "sweep_batch",
-                     "max_connections_per_user"):
+                     "max_connections_per_user", "db_pool_size"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_var(name)} must be >= 1, got {getattr(self, name)}")
         if self.presence_down_s <= 2 * self.presence_heartbeat_s:
@@ -199,10 +201,23 @@ def _convert(var: str, raw: str, type_name: Any) -> Any:
     return raw
 
 
+# Schemes each URL variable accepts (driver suffixes such as postgresql+psycopg are allowed).
+SCHEMES = {
+    "DELIVERY_DATABASE_URL": ("postgresql", "sqlite"),
+    "DELIVERY_BROKER_URL": ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory"),
+    "DELIVERY_REDIS_URL": ("redis", "rediss"),
+    "DELIVERY_FCM_URL": ("http", "https"),
+}
+
+
 def _check_url(var: str, value: str) -> None:
     parts = urlsplit(value)
     if not parts.scheme:
         raise SettingsError(f"{var} is not a URL: {value!r}")
+    allowed = SCHEMES.get(var)
+    if allowed and parts.scheme.split("+", 1)[0] not in allowed:
+        raise SettingsError(f"{var}: unsupported scheme {parts.scheme + '://'!r} "
+                            f"(use one of {', '.join(a + '://' for a in allowed)})")
     if parts.scheme.startswith("sqlite") or parts.scheme == "memory":
         return
     if not parts.hostname:

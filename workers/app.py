@@ -6,6 +6,8 @@ bootstep (presence replica, router, recovery sweep) and exposes ``app`` for ``ce
 
 from __future__ import annotations
 
+import sys
+
 from delivery.celery_app import make_app
 from delivery.settings import SettingsError
 from workers import control  # noqa: F401  (registers remote-control commands)
@@ -13,6 +15,7 @@ from workers.bootsteps import PresenceStep
 
 try:
     app = make_app()
-except SettingsError as exc:  # one line naming the variable, not Celery's import traceback
-    raise SystemExit(f"delivery: configuration error: {exc}") from None
+except SettingsError as exc:  # one line naming the variable, not Celery's loader traceback
+    print(f"delivery: configuration error: {exc}", file=sys.stderr)
+    sys.exit(2)
 app.steps["worker"].add(PresenceStep)

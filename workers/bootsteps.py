@@ -39,6 +39,21 @@ def _uses_prefork(worker: Any) -> bool:
     return "prefork" in name
 
 
+def _preflight() -> None:
+    """An unreachable or unmigrated database or Redis: one line naming the variable, exit 2
+    (``celery -A workers.app worker`` as well as ``delivery worker``)."""
+    from delivery.preflight import check_database, check_redis
+    from delivery.settings import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+        check_database(settings)
+        check_redis(settings)
+    except SettingsError as exc:
+        log.critical("configuration error: %s", exc)
+        raise SystemExit(2) from None
+
+
 class PresenceStep(bootsteps.StartStopStep):
     """Runs the replica, the node channels, the router and the recovery sweep.
 
@@ -60,6 +75,7 @@ class PresenceStep(bootsteps.StartStopStep):
         if self.prefork:
             log.info("prefork pool: each child process runs its own presence replica")
             return
+        _preflight()
         worker.routing = start_worker_routing(worker.app, name=f"worker.{worker.hostname}")
         self.metrics = metrics_wiring.install(worker.routing)
 

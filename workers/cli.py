@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> ("module:function", one-line help). Each function takes argv (list[str]) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "migrate": ("workers.commands.store:migrate_main", "alembic upgrade head"),
+    "migrate": ("workers.commands.migrate:main",
+                "schema migrations: upgrade (default), current, history, downgrade REV"),
     "send": ("workers.commands.store:send_main", "enqueue a message: --from A --to B TEXT"),
     "inspect": ("workers.commands.store:inspect_main", "a message's state and every attempt"),
     "prune": ("workers.commands.prune:main", "prune attempt rows of settled messages"),
@@ -28,16 +30,57 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Commands that need the database at the current schema (checked before they touch it, so a
+# missing or unmigrated database is one line and no empty SQLite file is created).
+NEEDS_DATABASE = {"send", "inspect", "device", "gateway", "worker"}
+# Commands that also need Redis (presence, node channels) and, for workers, the broker.
+NEEDS_REDIS = {"gateway", "worker"}
+NEEDS_BROKER = {"worker"}
+
+
 def usage() -> str:
-    lines = ["usage: delivery COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: delivery [--version] COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`delivery COMMAND --help` describes a command's options."]
     return "\n".join(lines)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("delivery")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def preflight(name: str, argv: list[str]) -> None:
+    """Check settings and the services ``name`` needs; raise SettingsError (one line)."""
+    if any(a in ("-h", "--help", "--dry-run") for a in argv):
+        return
+    from delivery import logs
+    from delivery import preflight as checks
+    from delivery.settings import get_settings
+
+    logs.configured_level()
+    logs.configured_format()
+    settings = get_settings()
+    if name in NEEDS_DATABASE:
+        checks.check_database(settings)
+    if name in NEEDS_REDIS and not settings.embedded:
+        checks.check_redis(settings)
+    if name in NEEDS_BROKER:
+        checks.check_broker(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"delivery {version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -52,12 +95,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"delivery: command {name!r} is not available in this build", file=sys.stderr)
             return 2
         raise
+    from delivery.preflight import describe
     from delivery.settings import SettingsError
 
     try:
+        preflight(name, rest)
         result: int = getattr(module, func_name)(rest)
     except SettingsError as exc:
         print(f"delivery: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`delivery migrate --sql | head`): stop quietly, like other tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        line = describe(exc)
+        if line is None:
+            raise
+        print(f"delivery: {line}", file=sys.stderr)
         return 2
     return result
 

@@ -245,15 +245,15 @@ def report(result: dict[str, Any], mode: str) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="delivery demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--messages", type=int, default=2000, help="messages to send")
+    parser.add_argument("--users", type=int, default=40, help="simulated users")
     parser.add_argument("--offline", type=int, default=8, help="users never online in traffic")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="messages per second offered (the embedded stack sustains ~130)")
     parser.add_argument("--race-every", type=int, default=50,
                         help="force the seed's race every N messages, at most once a second "
                         "(0: never)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the schedule")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     if args.users < 1 or not 0 <= args.offline < args.users or args.messages < 1:

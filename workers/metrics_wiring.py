@@ -144,7 +144,7 @@ def install(routing: WorkerRouting, *, serve: bool = True,
     port = routing.runtime.settings.metrics_port
     if serve and port > 0:
         try:
-            metrics.start_metrics_server(port)
+            metrics.start_metrics_server(port, role="worker")
             log.info("metrics served on :%d/metrics", port)
         except OSError as exc:
             log.error("metrics: cannot listen on port %d: %s", port, exc)

@@ -15,7 +15,6 @@ from typing import Any
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.server import Gateway
 from delivery.gateway.tokens import issue_token
-from delivery.logs import redact_handlers
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
 
@@ -50,18 +49,27 @@ def gateway_main(argv: list[str]) -> int:
         prog="delivery gateway", description="Run a WebSocket gateway node (/ws, demo page at /).")
     parser.add_argument("--node", default=None, help="node name, unique in the cluster "
                         "(default gw-HOST-PID)")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument("--max-in-flight", type=int, default=None)
-    parser.add_argument("--hello-timeout", type=float, default=None)
-    parser.add_argument("--rate", type=float, default=None, help="client frames per second")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="unacked frames per connection before the gateway waits")
+    parser.add_argument("--hello-timeout", type=float, default=None,
+                        help="seconds a new connection has to send its hello")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="client frames per second allowed per connection")
     parser.add_argument("--compression", action="store_true",
                         help="enable permessage-deflate (off by default: small frames)")
-    parser.add_argument("--log-level", default=os.environ.get("DELIVERY_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=None,
+                        help="DEBUG, INFO, WARNING or ERROR (default DELIVERY_LOG_LEVEL or INFO)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redact_handlers()
+    from delivery import logs
+
+    level = (logs.check_level(args.log_level, "--log-level") if args.log_level
+             else logs.configured_level())
+    logs.configured_format()
+    logs.setup_process(level)
+    logs.redact_handlers()
     settings = get_settings()
     overrides: dict[str, Any] = {"compression": args.compression,
                                  "max_conns_per_user": settings.max_connections_per_user}
@@ -117,7 +125,7 @@ async def run_gateway(node: str, host: str, port: int, settings: Settings,
     if settings.metrics_port > 0:
         from delivery import metrics
 
-        metrics_at = metrics.start_metrics_server(settings.metrics_port)
+        metrics_at = metrics.start_metrics_server(settings.metrics_port, role="gateway")
         log.info("gateway %s: metrics on :%s/metrics", node, metrics_at)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -125,7 +133,10 @@ async def run_gateway(node: str, host: str, port: int, settings: Settings,
         loop.add_signal_handler(sig, stop.set)
     real_port = await gateway.start(host, port)
     log.info("gateway %s listening on ws://%s:%d/ws", node, host, real_port)
-    print(f"gateway {node} listening on ws://{host}:{real_port}/ws", file=sys.stderr, flush=True)
+    if logging.getLogger("delivery").getEffectiveLevel() > logging.INFO:
+        # Scripts wait for this line: say it even when the log level hides the one above.
+        print(f"gateway {node} listening on ws://{host}:{real_port}/ws", file=sys.stderr,
+              flush=True)
     await stop.wait()
     log.info("gateway %s: shutting down (%d connections)", node, len(gateway.conns))
     await gateway.stop()

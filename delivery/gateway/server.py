@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 from delivery import metrics
 from delivery.channels import BROADCAST, OWED
 from delivery.clock import utcnow
+from delivery.gateway import health
 from delivery.gateway import protocol as p
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.guard import RateBudget, guarded_connection_class, origin_allowed
@@ -332,8 +333,8 @@ class Gateway:
                                   self.runtime.settings.origins):
                 return connection.respond(403, "origin not allowed\n")
             return None
-        if path == "/healthz":
-            return connection.respond(200, f"ok {self.node} {len(self.conns)}\n")
+        if (probe := health.respond(self, connection, path)) is not None:
+            return probe  # type: ignore[return-value]  # /healthz, /readyz: websockets awaits it
         static = self._static.get(path)
         if static is None:
             return connection.respond(404, "not found\n")

@@ -19,14 +19,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="delivery device", description="push device tokens")
     sub = p.add_subparsers(dest="cmd", required=True)
     add = sub.add_parser("add", help="register a device token for a user")
-    add.add_argument("user")
-    add.add_argument("token")
+    add.add_argument("user", help="the user the device belongs to")
+    add.add_argument("token", help="the FCM registration token of the device")
     add.add_argument("--platform", default="android", help=f"one of {', '.join(PLATFORMS)}")
     ls = sub.add_parser("list", help="a user's devices (active and disabled)")
-    ls.add_argument("user")
+    ls.add_argument("user", help="whose devices to list")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     rm = sub.add_parser("remove", help="forget a device token")
-    rm.add_argument("token")
+    rm.add_argument("token", help="the FCM registration token to forget")
     return p
 
 

@@ -376,8 +376,9 @@ class FcmStub:
 
 def main(argv: list[str]) -> int:
     """``delivery fcm-stub [--host H] [--port P] [--require-auth]``."""
-    parser = argparse.ArgumentParser(prog="delivery fcm-stub", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
+    parser = argparse.ArgumentParser(prog="delivery fcm-stub",
+                                     description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=9099, help="0 picks a free port")
     parser.add_argument("--require-auth", action="store_true",
                         help="answer 401 to sends without a bearer token issued by /token")

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deterministic simulation of the lost-message race: naive presence "
         "routing, a strongly consistent registry and the pipeline, under the same schedule.",
     )
-    ap.add_argument("--scenario", choices=sorted(SCENARIOS), default="seed")
+    ap.add_argument("--scenario", choices=sorted(SCENARIOS), default="seed",
+                    help="seed: the article's race; chaos: every fault; scale: many users")
     ap.add_argument("--messages", type=int, default=None, help="messages to send")
     ap.add_argument("--seed", type=int, default=1, help="random seed")
     ap.add_argument("--json", action="store_true", help="print one JSON object")

@@ -3,12 +3,23 @@
 //   import { DeliveryClient } from "/client.js";
 //   const client = new DeliveryClient("ws://host:8765/ws", token);
 //   client.addEventListener("message", (e) => show(e.detail));   // acked after the handlers run
+//   client.addEventListener("message", async (e) => { await save(e.detail); }); // ... resolve
 //   await client.connect();
 //
 // Behaviour matches the Python client (delivery.client): hello -> welcome, each message shown
 // once (duplicates by id are dropped and acked again), automatic acks (or manual: autoAck:
 // false, then client.ack(id)), reconnect with exponential backoff and jitter, and the gateway
 // replays everything not acked. A 1008 close before welcome (bad or expired token) is final.
+//
+// Acks wait for the application: a "message" listener that returns a promise (an async
+// function), or calls event.waitUntil(promise), is awaited before the id is recorded and acked.
+// If a listener throws or its promise rejects, the message is not acked: the gateway delivers
+// it again (after its ack timeout, or on the next connect) and it is shown again.
+//
+// Keepalive: browsers cannot send WebSocket pings, so every pingIntervalMs (default 25 s) the
+// client sends {"type": "ping"}; with no frame back within pongTimeoutMs (default 10 s) the
+// connection is taken as dead (a sleeping laptop, a NAT that dropped it) and replaced. The pings
+// also keep the gateway from closing an idle connection (idle_timeout_s, 600 s).
 //
 // Shown once across page reloads: once the "message" handlers have run (or on client.ack(id)),
 // the id is recorded in localStorage for this user (the most recent dedupeSize, default 5,000;
@@ -39,6 +50,11 @@ export class DeliveryClient extends EventTarget {
     this.dedupeSize = options.dedupeSize ?? 5000;
     this.storage = options.storage === undefined ? usableLocalStorage() : options.storage;
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    this.pingIntervalMs = options.pingIntervalMs ?? 25000;
+    this.pongTimeoutMs = options.pongTimeoutMs ?? 10000;
+    this._listeners = new WeakMap(); // application "message" listener -> our wrapper
+    this._pingTimer = null;
+    this._pongTimer = null;
     this.seen = null; // SeenIds of this.user, opened at welcome
     this.pending = new Set(); // emitted, not yet recorded: a copy now is dropped without an ack
     this.ws = null;
@@ -47,7 +63,10 @@ export class DeliveryClient extends EventTarget {
     this.status = "idle";
     this.closing = false;
     this.delay = this.backoffInitialMs;
-    this.stats = { connects: 0, received: 0, duplicates: 0, acksSent: 0 };
+    this.stats = {
+      connects: 0, received: 0, duplicates: 0, acksSent: 0, pings: 0, pongTimeouts: 0,
+      handlerFailures: 0,
+    };
     this._welcomeWaiters = [];
   }
 
@@ -60,7 +79,33 @@ export class DeliveryClient extends EventTarget {
 
   close() {
     this.closing = true;
+    this._stopKeepalive();
     if (this.ws) this.ws.close(1000, "client closing");
+  }
+
+  // "message" listeners may be async: their promise is awaited before the ack (see above).
+  addEventListener(type, listener, options) {
+    if (type !== "message" || typeof listener !== "function") {
+      super.addEventListener(type, listener, options);
+      return;
+    }
+    let wrapper = this._listeners.get(listener);
+    if (!wrapper) {
+      wrapper = (event) => {
+        try {
+          const result = listener.call(this, event);
+          if (result && typeof result.then === "function") event.waitUntil(result);
+        } catch (err) {
+          event.waitUntil(Promise.reject(err));
+        }
+      };
+      this._listeners.set(listener, wrapper);
+    }
+    super.addEventListener(type, wrapper, options);
+  }
+
+  removeEventListener(type, listener, options) {
+    super.removeEventListener(type, this._listeners.get(listener) ?? listener, options);
   }
 
   // The application has the message: record its id, then ack it.
@@ -107,6 +152,7 @@ export class DeliveryClient extends EventTarget {
       } catch (err) {
         return;
       }
+      this._heard();
       if (frame.type === "welcome") {
         welcomed = true;
         this.conn = frame.conn;
@@ -116,6 +162,7 @@ export class DeliveryClient extends EventTarget {
         this.user = frame.user;
         this.delay = this.backoffInitialMs;
         this.stats.connects += 1;
+        this._startKeepalive(ws);
         this._setStatus("open", { conn: frame.conn, user: frame.user });
         this._emit("welcome", frame);
         for (const w of this._welcomeWaiters.splice(0)) w.resolve(frame);
@@ -125,19 +172,65 @@ export class DeliveryClient extends EventTarget {
         this._emit("error", frame);
       }
     };
-    ws.onclose = (ev) => {
-      this.ws = null;
-      this.conn = null;
-      if ((!welcomed && ev.code === POLICY_VIOLATION) || ev.code === TOO_MANY_CONNECTIONS) {
-        this._setStatus("failed", { code: ev.code, reason: ev.reason });
-        const err = new Error(`gateway refused the connection: ${ev.code} ${ev.reason}`);
-        for (const w of this._welcomeWaiters.splice(0)) w.reject(err);
-        return;
+    ws.onclose = (ev) => this._closed(ws, welcomed, ev.code, ev.reason);
+  }
+
+  // The socket ended (closed, or given up on after a missing pong): reconnect unless final.
+  _closed(ws, welcomed, code, reason) {
+    if (this.ws !== ws) return;
+    this._stopKeepalive();
+    this.ws = null;
+    this.conn = null;
+    if ((!welcomed && code === POLICY_VIOLATION) || code === TOO_MANY_CONNECTIONS) {
+      this._setStatus("failed", { code, reason });
+      const err = new Error(`gateway refused the connection: ${code} ${reason}`);
+      for (const w of this._welcomeWaiters.splice(0)) w.reject(err);
+      return;
+    }
+    this._setStatus("closed", { code, reason });
+    if (this.closing || !this.reconnect) return;
+    this._scheduleReconnect(welcomed);
+  }
+
+  _startKeepalive(ws) {
+    this._stopKeepalive();
+    if (!(this.pingIntervalMs > 0)) return;
+    this._pingTimer = setInterval(() => {
+      if (this.ws !== ws || ws.readyState !== 1) return;
+      ws.send(JSON.stringify({ type: "ping" }));
+      this.stats.pings += 1;
+      if (this._pongTimer === null) {
+        this._pongTimer = setTimeout(() => this._pongMissing(ws), this.pongTimeoutMs);
       }
-      this._setStatus("closed", { code: ev.code, reason: ev.reason });
-      if (this.closing || !this.reconnect) return;
-      this._scheduleReconnect(welcomed);
-    };
+    }, this.pingIntervalMs);
+  }
+
+  _stopKeepalive() {
+    clearInterval(this._pingTimer);
+    clearTimeout(this._pongTimer);
+    this._pingTimer = null;
+    this._pongTimer = null;
+  }
+
+  // Any frame from the gateway (a pong, or anything else) shows the connection is alive.
+  _heard() {
+    clearTimeout(this._pongTimer);
+    this._pongTimer = null;
+  }
+
+  // No answer to a ping: a dead connection may take minutes to report its close, so stop
+  // listening to it and connect again now (the gateway replays whatever was not acked).
+  _pongMissing(ws) {
+    if (this.ws !== ws) return;
+    this.stats.pongTimeouts += 1;
+    ws.onmessage = null;
+    ws.onclose = null;
+    try {
+      ws.close(4000, "no pong");
+    } catch (err) {
+      // already closing
+    }
+    this._closed(ws, true, 1006, "no pong"); // keepalive runs only after welcome
   }
 
   _scheduleReconnect(welcomed) {
@@ -163,8 +256,24 @@ export class DeliveryClient extends EventTarget {
     }
     this.pending.add(id);
     const msg = { id, from: frame.from, body: frame.body, sent_at: frame.sent_at, conn: this.conn };
-    this._emit("message", msg);
-    if (this.autoAck) this.ack(id);
+    const waits = [];
+    const event = new CustomEvent("message", { detail: msg });
+    event.waitUntil = (promise) => waits.push(Promise.resolve(promise));
+    this.dispatchEvent(event);
+    if (!this.autoAck) return;
+    if (waits.length === 0) {
+      this.ack(id);
+      return;
+    }
+    Promise.all(waits).then(
+      () => this.ack(id),
+      (err) => {
+        // Not acked: delivered again later, and then shown again.
+        this.pending.delete(id);
+        this.stats.handlerFailures += 1;
+        this._emit("handlererror", { id, error: err });
+      },
+    );
   }
 }
 

@@ -152,7 +152,7 @@ def test_gateways_and_workers_scale(model: dict[str, Any]) -> None:
         assert not svc.get("ports"), f"{name} publishes a host port: it could not scale"
     # One public port, in front of every gateway.
     proxy = services["proxy"]
-    assert [p["target"] for p in proxy["ports"]] == [8080]
+    assert [p["target"] for p in proxy["ports"]] == [8080, 8443]  # ws:// and wss://
     assert proxy["depends_on"]["gateway"]["condition"] == "service_healthy"
     cfg = (ROOT / "deploy" / "haproxy.cfg").read_text()
     assert "server-template" in cfg and "gateway:8765" in cfg and "resolvers docker" in cfg
@@ -189,19 +189,65 @@ def test_flower_is_published_on_loopback_only(model: dict[str, Any]) -> None:
     assert ports and all(p.get("host_ip") == "127.0.0.1" for p in ports), ports
 
 
-def test_proxy_config_is_valid_haproxy() -> None:
+def test_proxy_config_is_valid_haproxy(tmp_path: Path) -> None:
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         _missing("haproxy (apt-get install haproxy)")
     assert haproxy is not None
+    # With the documented self-signed certificate: haproxy -c loads it for the TLS bind.
+    cert = tmp_path / "delivery.pem"
+    made = subprocess.run([str(ROOT / "deploy" / "make-dev-cert"), str(cert)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0 and cert.exists(), made.stderr
     res = subprocess.run([haproxy, "-c", "-f", str(ROOT / "deploy" / "haproxy.cfg")],
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "DELIVERY_TLS_CERT": str(cert)})
     assert res.returncode == 0, res.stdout + res.stderr
+    cfg = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert 'bind :8443 ssl crt "${DELIVERY_TLS_CERT}"' in cfg and "uri /readyz" in cfg
 
 
 def test_dockerfile_installs_the_project() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    assert text.startswith("#")
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-\w+$", text, re.M), "pin a patch release"
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in text
     assert "pip install --no-deps -e ." in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored and ".venv" in ignored and ".git" in ignored
+
+
+def test_images_are_pinned_to_patch_releases(model: dict[str, Any]) -> None:
+    for name, svc in model["services"].items():
+        image = svc.get("image", "")
+        if name in OURS:
+            continue  # built from the Dockerfile
+        tag = image.rpartition(":")[2]
+        # PostgreSQL numbers releases MAJOR.PATCH (16.6); everything else MAJOR.MINOR.PATCH.
+        patch = r"^\d+\.\d+" if image.startswith("postgres:") else r"^\d+\.\d+\.\d+"
+        assert re.match(patch, tag), f"{name}: {image} is not pinned to a patch release"
+
+
+def test_file_descriptor_limits(model: dict[str, Any]) -> None:
+    for name in ("gateway", "proxy"):
+        nofile = model["services"][name]["ulimits"]["nofile"]
+        assert nofile["soft"] >= 65536 and nofile["hard"] >= nofile["soft"], name
+
+
+def test_database_pool_is_bounded(model: dict[str, Any]) -> None:
+    env = model["services"]["worker"]["environment"]
+    per_process = int(env["DELIVERY_DB_POOL_SIZE"]) + int(env["DELIVERY_DB_MAX_OVERFLOW"])
+    # 3 workers + 2 gateways + flower + migrate (docs/operations.md) under max_connections=100.
+    assert 7 * per_process < 100
+
+
+def test_lock_file_pins_every_dependency() -> None:
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lock = (ROOT / "requirements.lock").read_text().lower()
+    pinned = set(re.findall(r"^([a-z0-9][a-z0-9._-]*)==", lock, re.M))
+    for dep in deps:
+        name = re.split(r"[\[<>=~!; ]", dep, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pinned, f"{name} is not in requirements.lock: run pip-compile"
+    assert "--hash=sha256:" in lock

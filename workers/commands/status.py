@@ -6,6 +6,16 @@
 - messages by state and the age of the oldest unacked message (the store).
 
 In embedded mode (no broker) only the store part applies.
+
+As a probe, the exit status says what is wrong (the lowest code wins when several are):
+
+    0  healthy: the database answers, and in a cluster the broker and Redis answer, the
+       status replica synced and at least one worker answered the ping
+    2  a setting is invalid (the line names the variable)
+    3  the database cannot be reached or is not migrated
+    4  the broker cannot be reached
+    5  presence: Redis cannot be reached or the status replica did not sync
+    6  no worker answered within --timeout
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from typing import Any
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
 from delivery.vocabulary import State
+
+EXIT_OK, EXIT_DATABASE, EXIT_BROKER, EXIT_PRESENCE, EXIT_NO_WORKER = 0, 3, 4, 5, 6
 
 STATES = tuple(s.value for s in State)
 
@@ -109,21 +121,56 @@ def presence_status(settings: Settings, timeout: float) -> dict[str, Any]:
 
 
 def collect(settings: Settings, timeout: float) -> dict[str, Any]:
+    """The summary, with ``problems``: [{"code", "what"}] for every failed check."""
+    from delivery.preflight import ServiceError, check_broker, check_database, check_redis
+
+    problems: list[dict[str, Any]] = []
     out: dict[str, Any] = {
         "mode": "embedded" if settings.embedded else "cluster",
         "key_prefix": settings.key_prefix,
         "time": datetime.now(UTC).isoformat(),
-        "messages": store_status(settings),
+        "problems": problems,
     }
+    try:
+        check_database(settings)  # before the store: never creates an empty SQLite file
+        out["messages"] = store_status(settings)
+    except Exception as exc:
+        problems.append({"code": EXIT_DATABASE, "what": _line(exc)})
+        out["messages"] = {"error": _line(exc)}
     if settings.embedded:
         return out
-    out["workers"] = worker_status(settings, timeout)
-    if settings.redis_url:
-        try:
-            out["presence"] = presence_status(settings, timeout)
-        except Exception as exc:
-            out["presence"] = {"error": f"{type(exc).__name__}: {exc}", "replicas": []}
+    try:
+        check_broker(settings, timeout)
+    except ServiceError as exc:
+        problems.append({"code": EXIT_BROKER, "what": str(exc)})
+        out["workers"] = {"error": str(exc), "workers": []}
+    else:
+        out["workers"] = worker_status(settings, timeout)
+        if "error" in out["workers"]:
+            problems.append({"code": EXIT_BROKER, "what": out["workers"]["error"]})
+        elif not any(w["ok"] for w in out["workers"]["workers"]):
+            problems.append({"code": EXIT_NO_WORKER,
+                             "what": f"no worker answered within {timeout:g}s"})
+    try:
+        check_redis(settings, timeout)
+        out["presence"] = presence_status(settings, timeout)
+        if not out["presence"]["synced"]:
+            problems.append({"code": EXIT_PRESENCE, "what": "presence replica did not sync"})
+    except Exception as exc:
+        out["presence"] = {"error": _line(exc), "replicas": []}
+        problems.append({"code": EXIT_PRESENCE, "what": _line(exc)})
     return out
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    codes = [int(p["code"]) for p in summary.get("problems", [])]
+    return min(codes) if codes else EXIT_OK
+
+
+def _line(exc: BaseException) -> str:
+    from delivery.preflight import ServiceError, first_line
+
+    return str(exc) if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _age(seconds: float | None) -> str:
@@ -138,6 +185,10 @@ def _age(seconds: float | None) -> str:
 
 def render(s: dict[str, Any]) -> str:
     lines = [f"delivery status ({s['mode']}, prefix {s['key_prefix']}) at {s['time']}", ""]
+    for problem in s.get("problems", []):
+        lines.append(f"PROBLEM (exit {problem['code']}): {problem['what']}")
+    if s.get("problems"):
+        lines.append("")
     if "workers" in s:
         w = s["workers"]
         if "error" in w:
@@ -164,6 +215,9 @@ def render(s: dict[str, Any]) -> str:
                              f"connections={r['connections']}")
         lines.append("")
     m = s["messages"]
+    if "error" in m:
+        lines.append("messages: unavailable (see above)")
+        return "\n".join(lines)
     lines.append(f"messages: {m['total']} total")
     lines.append("  " + "  ".join(f"{k}={v}" for k, v in m["by_state"].items()))
     lines.append(f"  oldest unacked: {_age(m['oldest_unacked_age_s'])}"
@@ -174,8 +228,9 @@ def render(s: dict[str, Any]) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="delivery status", description="One-screen summary: workers, gateways and presence "
-        "replicas, messages by state, oldest unacked message age.")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+        "replicas, messages by state, oldest unacked message age. Exit status: 0 healthy, "
+        "2 bad setting, 3 database, 4 broker, 5 presence (Redis), 6 no worker answering.")
+    parser.add_argument("--json", action="store_true", help="print JSON (with a problems list)")
     parser.add_argument("--timeout", type=float, default=1.5,
                         help="seconds to wait for workers' replies and the presence sync")
     args = parser.parse_args(argv)
@@ -185,4 +240,4 @@ def main(argv: list[str]) -> int:
         print()
     else:
         print(render(summary))
-    return 0
+    return exit_code(summary)

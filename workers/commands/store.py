@@ -1,4 +1,4 @@
-"""``delivery migrate``, ``delivery send`` and ``delivery inspect``."""
+"""``delivery send`` and ``delivery inspect``."""
 
 from __future__ import annotations
 
@@ -7,37 +7,22 @@ import json
 import sys
 import uuid
 
-from delivery import migrate
 from delivery.jsondepth import too_deep
 from delivery.runtime import get_runtime
 from delivery.settings import get_settings
 from delivery.validation import InvalidMessage
 
 
-def migrate_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="delivery migrate", description=migrate_main.__doc__)
-    parser.add_argument("--revision", default="head")
-    args = parser.parse_args(argv)
-    url = get_settings().effective_database_url
-    migrate.upgrade(url, args.revision)
-    print(f"database at {_safe(url)} is at revision {args.revision}")
-    return 0
-
-
-def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def send_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="delivery send", description="Enqueue a text message.")
-    parser.add_argument("--from", dest="sender", required=True)
-    parser.add_argument("--to", dest="recipient", required=True)
-    parser.add_argument("--client-msg-id")
+    parser.add_argument("--from", dest="sender", required=True, help="sender's user id")
+    parser.add_argument("--to", dest="recipient", required=True, help="recipient's user id")
+    parser.add_argument("--client-msg-id",
+                        help="idempotency key: a second send with the same sender and id is "
+                        "stored and delivered once")
     parser.add_argument("--ttl", type=float, help="seconds before an undeliverable message expires")
     parser.add_argument("--json-body", action="store_true", help="TEXT is a JSON document")
-    parser.add_argument("text")
+    parser.add_argument("text", help="message text (or a JSON body with --json-body)")
     args = parser.parse_args(argv)
     depth = get_settings().max_body_depth
     if args.json_body and too_deep(args.text, depth):  # json.loads would recurse and crash
@@ -76,8 +61,8 @@ def send_main(argv: list[str]) -> int:
 def inspect_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="delivery inspect",
                                      description="A message's state and every attempt.")
-    parser.add_argument("message_id")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("message_id", help="the id `delivery send` or send_message returned")
+    parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     try:
         msg_id = uuid.UUID(args.message_id)

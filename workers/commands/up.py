@@ -21,12 +21,14 @@ from delivery.settings import get_settings
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="delivery up", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="address the gateway listens on")
     parser.add_argument("--port", type=int, default=8765, help="gateway port (0: any free)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO",
+                        help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from delivery import logs
+
+    logs.setup_process(logs.check_level(args.log_level, "--log-level"))  # DELIVERY_LOG_FORMAT
     logging.getLogger("alembic").setLevel(logging.WARNING)
     redact_handlers()  # no parameters or echoed body values in log lines
     settings = get_settings()

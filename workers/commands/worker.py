@@ -20,10 +20,13 @@ def build_command(argv: list[str]) -> tuple[list[str], bool]:
     parser = argparse.ArgumentParser(
         prog="delivery worker", add_help=False,
         description="Run a Celery worker of workers.app (extra options go to celery worker).")
-    parser.add_argument("-h", "--help", action="store_true")
-    parser.add_argument("-P", "--pool", default="threads")
-    parser.add_argument("-c", "--concurrency", type=int, default=None)
-    parser.add_argument("-l", "--loglevel", default=os.environ.get("DELIVERY_LOG_LEVEL", "INFO"))
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    parser.add_argument("-P", "--pool", default="threads",
+                        help="Celery pool (threads: one presence replica serves every task)")
+    parser.add_argument("-c", "--concurrency", type=int, default=None,
+                        help="task threads (default 8, from the app's configuration)")
+    parser.add_argument("-l", "--loglevel", default=os.environ.get("DELIVERY_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING or ERROR (default DELIVERY_LOG_LEVEL or INFO)")
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
     args, rest = parser.parse_known_args(argv)
     if args.help:
