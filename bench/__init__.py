@@ -1,0 +1,1 @@
+"""Benchmarks and the fault-injection soak (not imported by the product)."""
