@@ -47,7 +47,8 @@ class FaultResult:
     kind: str
     skipped: str
     affected: int = 0
-    recovery_s: float | None = None  # None: something it affected was never shown
+    # From the fault's end until all sent before it was shown; None if anything was lost.
+    recovery_s: float | None = None
     late: int = 0
     lost: list[dict[str, Any]] = field(default_factory=list)
     lost_count: int = 0
@@ -106,11 +107,13 @@ def check(
     twice: list[dict[str, Any]] = []
     by_state: dict[str, int] = defaultdict(int)
     lost_by_window: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    owned_by_window: dict[int, list[str]] = defaultdict(list)
     for msg_id, g in given.items():
         state = states.get(msg_id)
         by_state[state or "not stored"] += 1
         online = g.user in connected_at_end
         owner = _owner(g.t, windows)
+        owned_by_window[owner.index if owner else -1].append(msg_id)
         entry = {"id": msg_id, "user": g.user, "state": state or "not stored",
                  "given_at_s": round(g.t, 3),
                  "fault": f"{owner.index}:{owner.kind}" if owner else "before faults"}
@@ -132,12 +135,13 @@ def check(
         r.lost_count = len(owned)
         r.lost = owned[:DETAIL_LIMIT]
         if not w.skipped:
+            # Everything sent up to the fault's end that was not shown when it began.
             affected = [m for m, g in given.items() if prev_end < g.t <= w.end
                         and (m not in first or first[m] > w.start)]
             r.affected = len(affected)
-            if all(m in first for m in affected):
+            if not owned and all(m in first for m in affected):
                 r.recovery_s = max([first[m] - w.end for m in affected] + [0.0])
-            r.late = sum(1 for m in affected if m in first
+            r.late = sum(1 for m in set(affected) | set(owned_by_window[w.index]) if m in first
                          and first[m] - max(w.end, given[m].t) > bound_s)
             prev_end = w.end
         results.append(r)

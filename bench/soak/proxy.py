@@ -44,12 +44,19 @@ class FaultyProxy:
         if self.cut:
             writer.transport.abort()
             return
+        self._writers.add(writer)
         try:
             up_r, up_w = await asyncio.open_connection(*self.target)
         except OSError:
+            self._writers.discard(writer)
             writer.transport.abort()
             return
-        self._writers.update((writer, up_w))
+        if self.cut or writer not in self._writers:  # cut while we were connecting
+            self._writers.discard(writer)
+            for w in (writer, up_w):
+                w.transport.abort()
+            return
+        self._writers.add(up_w)
         await asyncio.gather(self._pump(reader, up_w), self._pump(up_r, writer),
                              return_exceptions=True)
         for w in (writer, up_w):

@@ -51,7 +51,10 @@ class SoakConfig:
 
 def _use_producer_env(env: dict[str, str]) -> None:
     """Configure this process as a chat application would: DELIVERY_* variables, and the
-    project's Celery app as the current one, so ``send_message`` runs with its defaults."""
+    project's Celery app as the default one, so ``send_message`` runs with its defaults.
+
+    ``set_default``, not only ``set_current``: Celery's current app is per thread, and a send
+    from another thread would otherwise go to Celery's built-in app (amqp://localhost)."""
     from delivery.celery_app import make_app
     from delivery.runtime import set_runtime
     from delivery.settings import reset_settings
@@ -59,7 +62,9 @@ def _use_producer_env(env: dict[str, str]) -> None:
     os.environ.update({k: v for k, v in env.items() if k.startswith("DELIVERY_")})
     reset_settings()
     set_runtime(None)
-    make_app().set_current()
+    app = make_app()
+    app.set_default()
+    app.set_current()
 
 
 def _register_devices(database_url: str, users: list[str]) -> None:
