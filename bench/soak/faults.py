@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.soak import schedule
 from bench.soak.cluster import GATEWAYS, WORKERS, SoakCluster, faketime_lib
+from bench.soak.inflight import busy_client_ports, owner_of_port
 from bench.soak.proxy import FaultyProxy
 from bench.soak.schedule import Step
 from bench.soak.services import PrivatePostgres, PrivateRedis, RabbitVhost, set_database_open
@@ -28,6 +29,7 @@ class Targets:
     private_pg: PrivatePostgres | None
     pg_skip_reason: str
     rabbit: RabbitVhost | None
+    notes: list[str] = field(default_factory=list)
 
 
 Executor = Callable[[Targets, Step], Awaitable[str]]
@@ -76,9 +78,31 @@ async def kill_fcm(t: Targets, step: Step) -> str:
     return ""
 
 
+def _worker_mid_transaction(t: Targets) -> tuple[str, bool] | None:
+    """A worker with a database transaction open (advisory lock: it is sweeping), if any."""
+    pids = {p.popen.pid: n for n, p in t.cluster.local.workers.items()}
+    for port, advisory in busy_client_ports(t.pg_admin_url, t.database_url):
+        pid = owner_of_port(port, pids)
+        if pid is not None:
+            return pids[pid], advisory
+    return None
+
+
 async def pause_worker(t: Targets, step: Step) -> str:
-    name = _pick(WORKERS, step)
+    """Prefer to freeze a worker in the middle of a transaction (its sweep, if it holds the
+    advisory lock); after 3 s of looking, any worker."""
+    name, how = _pick(WORKERS, step), "at a random moment"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3.0
+    while loop.time() < deadline:
+        found = await asyncio.to_thread(_worker_mid_transaction, t)
+        if found is not None:
+            name = found[0]
+            how = "holding an advisory lock" if found[1] else "inside a transaction"
+            break
+        await asyncio.sleep(0.02)
     t.cluster.signal_worker(name, signal.SIGSTOP)
+    t.notes.append(f"pause_worker #{step.index}: {name} paused {how}")
     try:
         await asyncio.sleep(step.hold_s)
     finally:

@@ -176,7 +176,7 @@ async def soak(cfg: SoakConfig, progress: Progress | None = None) -> dict[str, A
                        errors=traffic.errors, duration_s=clock() - t0,
                        extra={"store_duplicate_outcomes": dups,
                               "client_restarts": traffic.restarts,
-                              "notes": notes, "logs": cluster.logs()})
+                              "notes": notes + targets.notes, "logs": cluster.logs()})
     finally:
         progress.done()
         if traffic is not None:
