@@ -25,6 +25,8 @@ def summary(verdict: Verdict, *, config: dict[str, Any], refused: int,
         "shown_twice_across_client_restarts": sum(
             1 for d in verdict.shown_twice if d["across_client_restarts"]),
         "not_final": len(verdict.not_final),
+        "late": sum(k["late"] for k in kinds.values()),
+        "bound_s": config.get("bound_s"),
         "final_states": verdict.states,
         "by_fault": kinds,
         "loss_details": [
@@ -51,7 +53,8 @@ def text(s: dict[str, Any]) -> str:
         f"({s['refused']} refused), {sum(s['faults'].values())} faults in {s['duration_s']} s",
         f"  lost {s['lost']}   shown twice {s['shown_twice']} "
         f"({s['shown_twice_across_client_restarts']} across client restarts)   "
-        f"not final {s['not_final']}   states {s['final_states']}",
+        f"not final {s['not_final']}   late (> {s['bound_s']} s) {s['late']}   "
+        f"states {s['final_states']}",
         f"  {'fault':<15}{'ran':>4}{'lost':>6}{'late':>6}{'unrec':>6}"
         f"{'p50 s':>8}{'p99 s':>8}{'max s':>8}",
     ]
