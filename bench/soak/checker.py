@@ -16,6 +16,8 @@ FINAL_CONNECTED = frozenset({"delivered"})
 # A user with no live connection at the end may be owed the message by replay or push.
 FINAL_OFFLINE = frozenset({"delivered", "pushed", "pending"})
 DETAIL_LIMIT = 20
+# A message given this long before a fault began was most likely still in flight when it hit.
+IN_FLIGHT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,11 @@ def percentile(values: Sequence[float], p: float) -> float | None:
 
 
 def _owner(t: float, windows: Sequence[Window]) -> Window | None:
-    """The fault during or after which (and before the next one) ``t`` falls."""
+    """The fault during or after which (and before the next one) ``t`` falls, counting a
+    message given just before a fault as the fault's."""
     owner = None
     for w in windows:
-        if w.start <= t:
+        if w.start <= t + IN_FLIGHT_S:
             owner = w
     return owner
 

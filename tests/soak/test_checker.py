@@ -78,3 +78,11 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
+
+
+def test_a_message_given_just_before_a_fault_is_the_faults() -> None:
+    windows = [Window(0, "kill_worker", 10.0, 12.0), Window(1, "db_outage", 20.0, 23.0)]
+    g = given(early=("a", 19.5), late=("a", 18.0))
+    v = check(g, [], {"early": None, "late": None}, USERS, windows, bound_s=30)
+    assert {d["id"]: d["fault"] for d in v.lost} == {"early": "1:db_outage",
+                                                    "late": "0:kill_worker"}
