@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from delivery.secret import check_secret
 from workers.procs import Proc
 
-_LISTENING = re.compile(r"listening on (ws://\S+)")
-_STUB = re.compile(r"fcm-stub listening on (http://\S+)")
+# The URL ends at whitespace or a quote (log lines may be key=value with a quoted event).
+_LISTENING = re.compile(r"listening on (ws://[^\s\"']+)")
+_STUB = re.compile(r"fcm-stub listening on (http://[^\s\"']+)")
 
 
 @dataclass
