@@ -14,7 +14,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from delivery.gateway.config import GatewayConfig
-from delivery.gateway.guard import RateBudget
+from delivery.gateway.guard import RateBudget, Verdict
 from delivery.gateway.session import LiveFrame, Offer, Session
 
 
@@ -39,7 +39,7 @@ class Connection:
         # The socket's budget, which its pings and pongs also draw on (guard.py).
         budget = getattr(ws, "budget", None)
         self.budget = (budget if isinstance(budget, RateBudget)
-                       else RateBudget(cfg.rate_per_s, cfg.rate_burst, now))
+                       else RateBudget(cfg.rate_per_s, cfg.rate_burst, now, cfg.flood_strikes))
         self.writer: asyncio.Task[None] | None = None
         self.replayer: asyncio.Task[None] | None = None
 
@@ -89,9 +89,10 @@ class Connection:
             self.space.set()
         return live
 
-    def allow(self, now: float) -> bool:
-        """Token bucket on client frames, shared with the socket's control frames."""
-        return self.budget.take(now)
+    def admit(self, now: float) -> Verdict:
+        """The rate budget's verdict on a client frame (shared with the socket's control
+        frames)."""
+        return self.budget.admit(now, warn=True)
 
     def close(self) -> list[LiveFrame]:
         """The connection ended: stop its writer and replayer; returns its unacked live frames

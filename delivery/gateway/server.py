@@ -40,7 +40,7 @@ from delivery.gateway import protocol as p
 from delivery.gateway.ack_batcher import AckBatcher, AckStep
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.connection import Connection, new_conn_id
-from delivery.gateway.guard import guarded_connection_class, origin_allowed
+from delivery.gateway.guard import Verdict, guarded_connection_class, origin_allowed
 from delivery.gateway.session import LiveFrame, Offer, ReplayCursor, ReplayNext, ReplayRow
 from delivery.gateway.static import load_static, static_response
 from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
@@ -312,12 +312,12 @@ class Gateway:
         async for raw in ws:
             now = loop.time()
             session.received(now)
-            if not conn.allow(now):
-                if conn.budget.strikes >= cfg.flood_strikes:
+            verdict = conn.admit(now)
+            if verdict is not Verdict.PASS:
+                if verdict is Verdict.CLOSE:
                     await close_draining(ws, p.CLOSE_POLICY, "rate limit exceeded")
                     return
-                if not conn.budget.warned:
-                    conn.budget.warned = True
+                if verdict is Verdict.WARN:
                     await ws.send(p.error_frame(
                         p.E_RATE_LIMITED,
                         f"too many frames (limit {cfg.rate_per_s:g}/s); frames are being dropped",
