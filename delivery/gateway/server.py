@@ -7,8 +7,9 @@ channel, and records client acks in the store in small batches.
 
 This module is the I/O shell: the decisions live in sans-I/O cores it feeds and obeys —
 ``session.py`` (each connection's window, dedupe and replay), ``ack_batcher.py`` (ack batches
-and their retries), ``protocol.py`` (typed frames), ``guard.py`` (rate budget) and
-``delivery.routing.policy.decide_reroute`` (frames whose connections are gone).
+and their retries; ``ack_recorder.py`` is its asyncio shell), ``protocol.py`` (typed frames),
+``guard.py`` (rate budget) and ``delivery.routing.policy.decide_reroute`` (frames whose
+connections are gone).
 
 Threading: everything runs on one asyncio loop, except the node-channel handler (called from
 the channel's thread; it only queues frames for the loop) and store calls (a small thread pool).
@@ -26,6 +27,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -37,7 +39,8 @@ from delivery import metrics
 from delivery.channels import BROADCAST
 from delivery.clock import utcnow
 from delivery.gateway import protocol as p
-from delivery.gateway.ack_batcher import AckBatcher, AckStep
+from delivery.gateway.ack_batcher import AckBatcher
+from delivery.gateway.ack_recorder import AckItem, AckRecorder, AckRow
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.connection import Connection, new_conn_id
 from delivery.gateway.guard import Verdict, guarded_connection_class, origin_allowed
@@ -61,10 +64,6 @@ class PresenceTracker(Protocol):
 
     def untrack(self, key: str, conn: str) -> Any: ...
 
-
-# An ack waiting to be recorded: message uuid, user, conn, message id, and for metrics the
-# dispatch->ack time and attempt of the routing frame acked (None: replayed frame).
-AckItem = tuple[uuid.UUID, str, str, str, float | None, int | None]
 
 __all__ = ["AckItem", "Connection", "Gateway", "LiveFrame", "close_draining", "new_conn_id"]
 
@@ -118,12 +117,13 @@ class Gateway:
         engine = getattr(runtime.store, "engine", None)
         sqlite = engine is not None and engine.dialect.name == "sqlite"
         cfg = self.config
-        self._ack_batcher: AckBatcher[AckItem] = AckBatcher(
+        batcher: AckBatcher[AckItem] = AckBatcher(
             batch_s=cfg.ack_batch_s, batch_max=cfg.ack_batch_max,
             max_flushes=1 if sqlite else cfg.ack_flushes,
             max_pending=cfg.max_pending_acks, retry_max_s=cfg.ack_retry_max_s)
-        self._ack_timer: asyncio.TimerHandle | None = None  # batch window or retry backoff
-        self._ack_flushes: set[asyncio.Task[None]] = set()  # batches being recorded
+        self._ack_recorder = AckRecorder(node, batcher, self._record_acks, self.stats,
+                                         runtime.extras)
+        self._queue_ack = self._ack_recorder.queue
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
@@ -189,7 +189,7 @@ class Gateway:
                 sub.close()
         self._sub = self._broadcast_sub = None
         self._drain_inbox()
-        await self._flush_all_acks(timeout)
+        await self._ack_recorder.flush_all(timeout)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         self._db.shutdown(wait=False)
@@ -564,91 +564,10 @@ class Gateway:
     @property
     def _acks(self) -> list[AckItem]:
         """The acks waiting to be recorded (oldest first)."""
-        return self._ack_batcher.pending
+        return self._ack_recorder.pending
 
-    def _queue_ack(self, msg_uuid: uuid.UUID, user: str, conn_id: str, msg_id: str,
-                   latency: float | None = None, attempt: int | None = None) -> None:
-        step = self._ack_batcher.add((msg_uuid, user, conn_id, msg_id, latency, attempt))
-        if step is AckStep.ARM:
-            self._ack_timer = asyncio.get_running_loop().call_later(
-                self.config.ack_batch_s, self._start_ack_flushes)
-        elif step is AckStep.FLUSH:
-            self._start_ack_flushes()
-
-    def _start_ack_flushes(self) -> None:
-        """The batch window (or a retry backoff) ended: record what the batcher hands out."""
-        self._ack_timer = None
-        self._launch_ack_batches(self._ack_batcher.start())
-
-    def _launch_ack_batches(self, batches: list[list[AckItem]]) -> None:
-        for batch in batches:
-            task = asyncio.create_task(self._flush_batch(batch))
-            self._ack_flushes.add(task)
-            task.add_done_callback(self._ack_flush_done)
-
-    def _ack_flush_done(self, task: asyncio.Task[None]) -> None:
-        self._ack_flushes.discard(task)
-        self._launch_ack_batches(self._ack_batcher.finished())
-
-    async def _flush_batch(self, batch: list[AckItem]) -> None:
-        rows = [(u, user, conn_id) for u, user, conn_id, _, _, _ in batch]
-        t0 = time.perf_counter()
-        try:
-            won = await self._db_call(partial(record_acks_bulk, self.runtime.store, rows,
-                                              utcnow()))
-        except Exception as exc:
-            self._retry_acks(batch, exc)
-            return
-        self._ack_batcher.recorded()
-        stats = self.stats
-        stats["acks"] += len(rows)
-        stats["acks_won"] += sum(won)
-        stats["ack_batches"] += 1
-        stats["ack_flush_us"] += int((time.perf_counter() - t0) * 1e6)
-        for (_, _, _, _, latency, attempt), w in zip(batch, won, strict=True):
-            if w:
-                metrics.record_delivered(latency, attempt)
-        hook = self.runtime.extras.get("on_ack")
-        if hook is not None:
-            for (_, _, conn_id, msg_id, _, _), w in zip(batch, won, strict=True):
-                try:
-                    hook(msg_id, conn_id, w)
-                except Exception:
-                    log.exception("gateway %s: on_ack hook failed", self.node)
-
-    def _retry_acks(self, batch: list[AckItem], exc: BaseException) -> None:
-        """A batch failed to commit (database down, statement timeout): the batcher keeps its
-        acks (bounded by ``max_pending_acks``; the dropped ones' messages stay unacked in the
-        store, are sent again and acked again: never lost); retry after its backoff."""
-        retry = self._ack_batcher.failed(batch)
-        self.stats["acks_dropped"] += retry.dropped
-        self.stats["ack_retries"] += 1
-        log.warning("gateway %s: recording %d acks failed (%s); retrying in %.1fs",
-                    self.node, len(batch), type(exc).__name__, retry.delay)
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-        self._ack_timer = asyncio.get_running_loop().call_later(
-            retry.delay, self._start_ack_flushes)
-
-    async def _flush_all_acks(self, timeout: float) -> None:
-        """On stop: record every waiting ack now, retrying failed batches until ``timeout``
-        (what is still unrecorded then is re-sent to the client on its next connection)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        batcher = self._ack_batcher
-        while batcher.pending or self._ack_flushes:
-            if self._ack_timer is not None:
-                self._ack_timer.cancel()
-            self._start_ack_flushes()
-            if self._ack_flushes:
-                await asyncio.wait(list(self._ack_flushes))
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                if batcher.pending:
-                    log.warning("gateway %s: %d acks unrecorded at stop", self.node,
-                                len(batcher.pending))
-                return
-            if batcher.pending and batcher.retry_s:
-                await asyncio.sleep(min(batcher.retry_s, left))
+    async def _record_acks(self, rows: list[AckRow], now: datetime) -> list[bool]:
+        return await self._db_call(partial(record_acks_bulk, self.runtime.store, rows, now))
 
     # -- helpers --------------------------------------------------------------------------------
 
