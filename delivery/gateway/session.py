@@ -35,22 +35,20 @@ class LiveFrame(NamedTuple):
 
 
 class Offer(Enum):
-    """What :meth:`Session.offer` did with a message."""
+    """What :meth:`Session.offer` did with a message; ``taken``: this connection has, had or
+    will send it (an attribute, not a property: read once per frame and connection)."""
 
-    QUEUED = "queued"  # new here: queued for the writer (wake it)
-    HELD = "held"  # already queued or in flight here: nothing to do
-    ACKED = "acked"  # acked here already (held or not), yet offered again: the store lacks
-    # that ack, record it again
-    DROPPED = "dropped"  # a live frame and the queue is full: it stays in the store
-    CLOSED = "closed"  # the connection is gone
+    QUEUED = ("queued", True)  # new here: queued for the writer (wake it)
+    HELD = ("held", True)  # already queued or in flight here: nothing to do
+    # Acked here already (held or not), yet offered again: the store lacks that ack, record
+    # it again.
+    ACKED = ("acked", True)
+    DROPPED = ("dropped", False)  # a live frame and the queue is full: it stays in the store
+    CLOSED = ("closed", False)  # the connection is gone
 
-    @property
-    def taken(self) -> bool:
-        """This connection has, had or will send the message."""
-        return self in _TAKEN
-
-
-_TAKEN = frozenset((Offer.QUEUED, Offer.HELD, Offer.ACKED))
+    def __init__(self, label: str, taken: bool) -> None:
+        self.label = label
+        self.taken = taken
 
 
 class Acked(NamedTuple):
