@@ -65,7 +65,7 @@ class PresenceTracker(Protocol):
     def untrack(self, key: str, conn: str) -> Any: ...
 
 
-__all__ = ["AckItem", "Connection", "Gateway", "LiveFrame", "close_draining", "new_conn_id"]
+__all__ = ["Gateway", "PresenceTracker", "close_draining"]
 
 
 class Gateway:
@@ -123,7 +123,7 @@ class Gateway:
             max_pending=cfg.max_pending_acks, retry_max_s=cfg.ack_retry_max_s)
         self._ack_recorder = AckRecorder(node, batcher, self._record_acks, self.stats,
                                          runtime.extras)
-        self._queue_ack = self._ack_recorder.queue
+        self._queue_ack = self._ack_recorder.queue  # bound once: called per ack
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
