@@ -1,8 +1,9 @@
 """Node-addressed channels: routing hands frames to the gateway node that holds a connection.
 
-A frame is a small dict (the ``deliver`` frame of docs/protocol.md); the channel is
-fire-and-forget on purpose: a frame lost with a crashed gateway is not a lost message, because
-the message stays in the store with an ack deadline and the recovery sweep routes it again.
+A frame is a small dict (the ``deliver`` and ``owed`` frames of docs/protocol.md, encoded and
+decoded by ``delivery.gateway.protocol``); the channel is fire-and-forget on purpose: a frame
+lost with a crashed gateway is not a lost message, because the message stays in the store with
+an ack deadline and the recovery sweep routes it again.
 """
 
 from __future__ import annotations
@@ -44,15 +45,9 @@ class NodeChannels(Protocol):
         ...
 
 
-# The channel every gateway listens on besides its own (``subscribe(BROADCAST, ...)``).
+# The channel every gateway listens on besides its own (``subscribe(BROADCAST, ...)``); the
+# frames on both are built and read in delivery/gateway/protocol.py.
 BROADCAST = "*"
-OWED = "owed"
-
-
-def owed_frame(user: str) -> dict[str, Any]:
-    """Routing could not place a message for ``user`` (push or pending): a gateway holding a
-    live connection of ``user`` replays that user's unacked messages."""
-    return {"type": OWED, "user": user}
 
 
 def channel_name(prefix: str, node: str) -> str:

@@ -1,7 +1,8 @@
 """The WebSocket gateway (wire protocol in docs/protocol.md)."""
 
 from delivery.gateway.config import GatewayConfig
-from delivery.gateway.server import Gateway, new_conn_id
+from delivery.gateway.connection import new_conn_id
+from delivery.gateway.server import Gateway
 from delivery.gateway.tokens import (
     ExpiredToken,
     InvalidToken,

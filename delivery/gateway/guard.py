@@ -11,6 +11,7 @@ over budget gets no pong; ``flood_strikes`` refused frames in a row close the so
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -21,17 +22,28 @@ from delivery.gateway import protocol as p
 from delivery.gateway.config import GatewayConfig
 
 
+class Verdict(Enum):
+    """What to do with one frame (:meth:`RateBudget.admit`)."""
+
+    PASS = "pass"  # in budget: handle it
+    DROP = "drop"  # over budget: drop it
+    WARN = "warn"  # over budget: drop it and tell the client (once per flood)
+    CLOSE = "close"  # ``flood_strikes`` refused in a row: close with 1008
+
+
 class RateBudget:
     """Token bucket of one socket (pure: the caller passes the time).
 
-    ``strikes`` counts refused frames since the bucket was last full; the caller closes the
-    connection when it reaches ``flood_strikes``. ``warned``: the client was told of this flood
-    (one ``rate_limited`` error per flood, whichever frame kind started it)."""
+    ``strikes`` counts refused frames since the bucket was last full; the connection is closed
+    when it reaches ``flood_strikes``. ``warned``: the client was told of this flood (one
+    ``rate_limited`` error per flood, whichever frame kind started it)."""
 
-    __slots__ = ("burst", "rate", "strikes", "t", "tokens", "warned")
+    __slots__ = ("burst", "flood_strikes", "rate", "strikes", "t", "tokens", "warned")
 
-    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
+    def __init__(self, rate_per_s: float, burst: int, now: float,
+                 flood_strikes: int = 50) -> None:
         self.rate = rate_per_s
+        self.flood_strikes = flood_strikes
         self.burst = float(burst)
         self.tokens = float(burst)
         self.t = now
@@ -50,6 +62,18 @@ class RateBudget:
             return True
         self.strikes += 1
         return False
+
+    def admit(self, now: float, *, warn: bool) -> Verdict:
+        """Spend one frame and decide its fate; ``warn``: the frame kind can carry the
+        ``rate_limited`` warning (data frames; a control frame is dropped silently)."""
+        if self.take(now):
+            return Verdict.PASS
+        if self.strikes >= self.flood_strikes:
+            return Verdict.CLOSE
+        if warn and not self.warned:
+            self.warned = True
+            return Verdict.WARN
+        return Verdict.DROP
 
 
 class Flooded(ProtocolError):
@@ -71,16 +95,19 @@ def guarded_connection_class(cfg: GatewayConfig) -> type[ServerConnection]:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.budget = RateBudget(cfg.rate_per_s, cfg.rate_burst, self.loop.time())
+            self.budget = RateBudget(cfg.rate_per_s, cfg.rate_burst, self.loop.time(),
+                                     cfg.flood_strikes)
             proto = self.protocol
             recv_frame: Callable[[Frame], None] = proto.recv_frame
 
             def guarded_recv_frame(frame: Frame) -> None:
-                if frame.opcode in _CONTROL and not self.budget.take(self.loop.time()):
-                    if self.budget.strikes >= cfg.flood_strikes:
+                if frame.opcode in _CONTROL:
+                    verdict = self.budget.admit(self.loop.time(), warn=False)
+                    if verdict is Verdict.CLOSE:
                         proto.fail(p.CLOSE_POLICY, "rate limit exceeded")
                         raise Flooded("control frame flood")
-                    return  # dropped: no pong, no event
+                    if verdict is not Verdict.PASS:
+                        return  # dropped: no pong, no event
                 recv_frame(frame)
 
             # The protocol object is this connection's own: shadowing the method on the

@@ -1,14 +1,16 @@
-"""The client <-> gateway wire protocol (documented in docs/protocol.md) and the node frame.
+"""The client <-> gateway wire protocol (documented in docs/protocol.md) and the node frames.
 
-JSON text frames, each an object with a ``type``. This module holds the names, the codes and the
-validation of client frames, so the server and the docs agree.
+JSON text frames, each an object with a ``type``. This module holds the names, the codes, the
+typed frames and their encoding and decoding, so the gateway, routing and the docs agree:
+client frames decode to :data:`ClientFrame` (``Hello | Ack | Ping``); the node channel carries
+:class:`Deliver` (routing -> one gateway) and :class:`Owed` (routing -> every gateway).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from delivery.jsondepth import too_deep
 
@@ -22,6 +24,7 @@ PONG = "pong"  # gateway -> client
 ERROR = "error"  # gateway -> client: {"type", "code", "message"[, "ref"]}
 
 DELIVER = "deliver"  # routing -> gateway node channel (see docs/protocol.md)
+OWED = "owed"  # routing -> every gateway (broadcast channel): replay this user's unacked
 
 # -- error codes (``error`` frames; the connection stays open) ----------------------------------
 E_INVALID_JSON = "invalid_json"
@@ -57,7 +60,28 @@ class FrameError(ValueError):
         self.ref = ref
 
 
-def parse_client_frame(data: str | bytes) -> dict[str, Any]:
+# -- client frames (typed) ----------------------------------------------------------------------
+# Named tuples: one is built per client frame, on the hot path.
+
+
+class Hello(NamedTuple):
+    token: str | None
+
+
+class Ack(NamedTuple):
+    id: str
+    uuid: uuid.UUID  # ``id`` parsed (the store's key)
+
+
+class Ping(NamedTuple):
+    pass
+
+
+ClientFrame = Hello | Ack | Ping
+_PING = Ping()
+
+
+def parse_client_frame(data: str | bytes) -> ClientFrame:
     """Decode and validate one client frame; raises :class:`FrameError`."""
     if isinstance(data, bytes | bytearray | memoryview):
         raise FrameError(E_BINARY, "binary frames are not supported; send JSON text frames")
@@ -82,16 +106,35 @@ def parse_client_frame(data: str | bytes) -> dict[str, Any]:
         if len(mid) > MAX_ID_LEN:
             raise FrameError(E_BAD_ID, "ack id is too long", ftype)
         try:
-            frame["_uuid"] = uuid.UUID(mid)
+            return Ack(mid, uuid.UUID(mid))
         except ValueError:
             raise FrameError(E_BAD_ID, "ack id is not a message id", ftype) from None
-    elif ftype == HELLO:
+    if ftype == HELLO:
         token = frame.get("token")
         if token is not None and not isinstance(token, str):
             raise FrameError(E_INVALID_FRAME, "hello needs a string 'token'", ftype)
-    elif ftype != PING:
-        raise FrameError(E_UNKNOWN_TYPE, f"unknown frame type {ftype[:32]!r}", ftype[:32])
-    return frame
+        return Hello(token)
+    if ftype == PING:
+        return _PING
+    raise FrameError(E_UNKNOWN_TYPE, f"unknown frame type {ftype[:32]!r}", ftype[:32])
+
+
+def encode_client_frame(frame: ClientFrame) -> str:
+    """What a client sends (tests and tools; the clients build their own)."""
+    if isinstance(frame, Ack):
+        return json.dumps({"type": ACK, "id": frame.id})
+    if isinstance(frame, Hello):
+        return json.dumps({"type": HELLO, "token": frame.token})
+    return json.dumps({"type": PING})
+
+
+# -- gateway -> client frames -------------------------------------------------------------------
+
+PONG_FRAME = '{"type":"pong"}'
+
+
+def welcome_frame(conn: str, user: str) -> str:
+    return json.dumps({"type": WELCOME, "conn": conn, "user": user})
 
 
 def error_frame(code: str, message: str, ref: str | None = None) -> str:
@@ -115,3 +158,68 @@ def message_frame(msg_id: str, sender: str, body: Any, sent_at: str) -> str:
         head = '{"type":"message","id":' + _compact(msg_id) + ',"from":'
     return (head + _compact(sender) + ',"body":' + _compact(body) + ',"sent_at":'
             + _compact(sent_at) + "}")
+
+
+# -- node channel frames (routing -> gateway) ---------------------------------------------------
+# Channels carry dicts (they encode them as JSON): these build and read those dicts.
+
+
+class Deliver(NamedTuple):
+    """One attempt of a message for some of ``user``'s connections on one gateway node."""
+
+    id: str
+    user: str
+    sender: str  # "from" on the wire
+    body: Any
+    sent_at: str
+    seq: int | None
+    attempt: int
+    conns: tuple[str, ...] = ()
+
+    def message_frame(self) -> str:
+        """The ``message`` frame the gateway sends to each connection."""
+        return message_frame(self.id, self.sender, self.body, self.sent_at)
+
+
+class Owed(NamedTuple):
+    """Routing could not place a message for ``user`` (push or pending): a gateway holding a
+    live connection of ``user`` replays that user's unacked messages."""
+
+    user: str
+
+
+class UnknownNodeFrame(NamedTuple):
+    type: object
+
+
+NodeFrame = Deliver | Owed | UnknownNodeFrame
+
+
+def encode_deliver(frame: Deliver) -> dict[str, Any]:
+    """The ``deliver`` frame, keys in the order routing has always published them."""
+    return {"type": DELIVER, "id": frame.id, "user": frame.user, "from": frame.sender,
+            "body": frame.body, "sent_at": frame.sent_at, "seq": frame.seq,
+            "attempt": frame.attempt, "conns": list(frame.conns)}
+
+
+def owed_frame(user: str) -> dict[str, Any]:
+    return {"type": OWED, "user": user}
+
+
+def decode_node_frame(frame: dict[str, Any]) -> NodeFrame:
+    """Read one node-channel frame; raises ``ValueError`` (or ``KeyError``) on a malformed
+    ``deliver`` frame. The gateway parses the id as a UUID itself (once, as the store key)."""
+    ftype = frame.get("type")
+    if ftype == OWED:
+        return Owed(str(frame.get("user")))
+    if ftype != DELIVER:
+        return UnknownNodeFrame(ftype)
+    msg_id = str(frame["id"])
+    user = frame["user"]
+    conns = frame.get("conns") or []
+    attempt = frame.get("attempt")
+    if not isinstance(user, str) or not isinstance(conns, list) or not isinstance(attempt, int):
+        raise ValueError("deliver frame needs user (str), conns (list), attempt (int)")
+    return Deliver(id=msg_id, user=user, sender=str(frame.get("from", "")),
+                   body=frame.get("body"), sent_at=str(frame.get("sent_at", "")),
+                   seq=frame.get("seq"), attempt=attempt, conns=tuple(map(str, conns)))

@@ -1,9 +1,15 @@
 """The WebSocket gateway: authenticated connections that ack, replay, nack and survive bad input.
 
 One :class:`Gateway` per node. It serves ``/ws`` (the wire protocol in docs/protocol.md) and the
-browser demo (``/`` and ``/client.js``) on the same port, tracks each authenticated connection
-in its presence replica, receives ``deliver`` frames for its connections on the node channel,
-and records client acks in the store in small batches.
+browser demo (``/`` and ``/client.js``, static.py) on the same port, tracks each authenticated
+connection in its presence replica, receives ``deliver`` frames for its connections on the node
+channel, and records client acks in the store in small batches.
+
+This module is the I/O shell: the decisions live in sans-I/O cores it feeds and obeys —
+``session.py`` (each connection's window, dedupe and replay), ``ack_batcher.py`` (ack batches
+and their retries; ``ack_recorder.py`` is its asyncio shell), ``protocol.py`` (typed frames),
+``guard.py`` (rate budget) and ``delivery.routing.policy.decide_reroute`` (frames whose
+connections are gone).
 
 Threading: everything runs on one asyncio loop, except the node-channel handler (called from
 the channel's thread; it only queues frames for the loop) and store calls (a small thread pool).
@@ -14,31 +20,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
-import secrets
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
-from importlib import resources
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from delivery import metrics
-from delivery.channels import BROADCAST, OWED
+from delivery.channels import BROADCAST
 from delivery.clock import utcnow
 from delivery.gateway import health
 from delivery.gateway import protocol as p
+from delivery.gateway.ack_batcher import AckBatcher
+from delivery.gateway.ack_recorder import AckItem, AckRecorder, AckRow
 from delivery.gateway.config import GatewayConfig
-from delivery.gateway.guard import RateBudget, guarded_connection_class, origin_allowed
+from delivery.gateway.connection import Connection, new_conn_id
+from delivery.gateway.guard import Verdict, guarded_connection_class, origin_allowed
+from delivery.gateway.session import LiveFrame, Offer, ReplayCursor, ReplayNext, ReplayRow
+from delivery.gateway.static import load_static, static_response
 from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
 from delivery.gateway.tokens import TokenError, verify_claims
 from delivery.routing.policy import Keep, Redirect, decide_reroute
@@ -58,141 +66,7 @@ class PresenceTracker(Protocol):
     def untrack(self, key: str, conn: str) -> Any: ...
 
 
-class LiveFrame(NamedTuple):
-    """A ``deliver`` frame from routing, kept until the connection acks it (for nacks).
-
-    A named tuple: one is built per frame, and a frozen dataclass costs 4x more to build."""
-
-    id: str
-    uuid: uuid.UUID
-    user: str
-    attempt: int
-    conns: tuple[str, ...]
-    text: str
-    arrived: float = 0.0  # monotonic time the frame reached this gateway (ack latency)
-    hops: int = 0  # redirects on this node so far (bounded by GatewayConfig.max_redirects)
-
-
-# An ack waiting to be recorded: message uuid, user, conn, message id, and for metrics the
-# dispatch->ack time and attempt of the routing frame acked (None: replayed frame).
-AckItem = tuple[uuid.UUID, str, str, str, float | None, int | None]
-
-
-def new_conn_id(node: str) -> str:
-    """Unique across the cluster (node name) and restarts (64 random bits)."""
-    return f"{node}.{secrets.token_hex(8)}"
-
-
-class Connection:
-    """One authenticated socket: its outbox, in-flight window and rate limiter."""
-
-    __slots__ = (
-        "acked",
-        "budget",
-        "cfg",
-        "dropped",
-        "id",
-        "in_flight",
-        "last_rx",
-        "open",
-        "outbox",
-        "queued",
-        "recent",
-        "replayer",
-        "sent",
-        "space",
-        "user",
-        "wake",
-        "writer",
-        "ws",
-    )
-
-    def __init__(self, conn_id: str, user: str, ws: ServerConnection, cfg: GatewayConfig,
-                 now: float) -> None:
-        self.id = conn_id
-        self.user = user
-        self.ws = ws
-        self.cfg = cfg
-        # Sent, not yet acked: message id -> the live frame (None when sent by replay).
-        self.in_flight: dict[str, LiveFrame | None] = {}
-        self.outbox: deque[tuple[str, str, LiveFrame | None]] = deque()
-        self.queued: set[str] = set()
-        self.recent: OrderedDict[str, None] = OrderedDict()
-        self.wake = asyncio.Event()
-        self.space = asyncio.Event()
-        self.open = True
-        self.last_rx = now
-        # The socket's budget, which its pings and pongs also draw on (guard.py).
-        budget = getattr(ws, "budget", None)
-        self.budget = (budget if isinstance(budget, RateBudget)
-                       else RateBudget(cfg.rate_per_s, cfg.rate_burst, now))
-        self.sent = 0
-        self.acked = 0
-        self.dropped = 0
-        self.writer: asyncio.Task[None] | None = None
-        self.replayer: asyncio.Task[None] | None = None
-
-    @property
-    def load(self) -> int:
-        return len(self.in_flight) + len(self.outbox)
-
-    def has(self, msg_id: str) -> bool:
-        return msg_id in self.in_flight or msg_id in self.queued or msg_id in self.recent
-
-    def offer(self, msg_id: str, text: str, live: LiveFrame | None) -> bool:
-        """Queue a message frame; True if this connection has, had or will send it."""
-        if not self.open:
-            return False
-        if msg_id in self.in_flight:
-            if live is not None and self.in_flight[msg_id] is None:
-                self.in_flight[msg_id] = live  # replayed first: remember the attempt for nacks
-            return True
-        if msg_id in self.queued or msg_id in self.recent:
-            return True
-        if live is not None and len(self.outbox) >= self.cfg.max_queued:
-            self.dropped += 1  # stays in the store: routing's deadline and replay resend it
-            return False
-        self.outbox.append((msg_id, text, live))
-        self.queued.add(msg_id)
-        self.wake.set()
-        return True
-
-    def acked_id(self, msg_id: str) -> LiveFrame | None:
-        """Mark ``msg_id`` acked here; returns the routing frame it answers, if any."""
-        live: LiveFrame | None = None
-        if msg_id in self.in_flight:
-            live = self.in_flight.pop(msg_id)
-            self.acked += 1
-            self.wake.set()
-            self.space.set()
-        self.recent[msg_id] = None
-        if len(self.recent) > self.cfg.recent_acked:
-            self.recent.popitem(last=False)
-        return live
-
-    def allow(self, now: float) -> bool:
-        """Token bucket on client frames, shared with the socket's control frames."""
-        return self.budget.take(now)
-
-    def unacked_live(self) -> list[LiveFrame]:
-        frames = [f for f in self.in_flight.values() if f is not None]
-        frames += [f for _, _, f in self.outbox if f is not None]
-        return frames
-
-    async def write_loop(self) -> None:
-        ws, window = self.ws, self.cfg.max_in_flight
-        try:
-            while self.open:
-                await self.wake.wait()
-                self.wake.clear()
-                while self.outbox and len(self.in_flight) < window and self.open:
-                    msg_id, text, live = self.outbox.popleft()
-                    self.queued.discard(msg_id)
-                    self.in_flight[msg_id] = live
-                    self.sent += 1
-                    await ws.send(text)
-        except ConnectionClosed:
-            pass
+__all__ = ["Gateway", "PresenceTracker", "close_draining"]
 
 
 class Gateway:
@@ -240,18 +114,21 @@ class Gateway:
         self._inbox: deque[dict[str, Any]] = deque()
         self._inbox_lock = threading.Lock()
         self._inbox_scheduled = False
-        self._acks: list[AckItem] = []  # waiting to be recorded
-        self._ack_retry_s = 0.0  # backoff after a failed batch (0: the last one succeeded)
-        self._ack_timer: asyncio.TimerHandle | None = None  # the batch window is open
-        self._ack_flushes: set[asyncio.Task[None]] = set()  # batches being recorded
         # SQLite has one writer: a second batch would only wait for the first one's lock.
         engine = getattr(runtime.store, "engine", None)
         sqlite = engine is not None and engine.dialect.name == "sqlite"
-        self._max_ack_flushes = 1 if sqlite else self.config.ack_flushes
+        cfg = self.config
+        batcher: AckBatcher[AckItem] = AckBatcher(
+            batch_s=cfg.ack_batch_s, batch_max=cfg.ack_batch_max,
+            max_flushes=1 if sqlite else cfg.ack_flushes,
+            max_pending=cfg.max_pending_acks, retry_max_s=cfg.ack_retry_max_s)
+        self._ack_recorder = AckRecorder(node, batcher, self._record_acks, self.stats,
+                                         runtime.extras)
+        self._queue_ack = self._ack_recorder.queue  # bound once: called per ack
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
-        self._static = _load_static()
+        self._static = load_static()
         self.host = ""
         self.port = 0
 
@@ -313,7 +190,7 @@ class Gateway:
                 sub.close()
         self._sub = self._broadcast_sub = None
         self._drain_inbox()
-        await self._flush_all_acks(timeout)
+        await self._ack_recorder.flush_all(timeout)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         self._db.shutdown(wait=False)
@@ -335,17 +212,7 @@ class Gateway:
             return None
         if (probe := health.respond(self, connection, path)) is not None:
             return probe  # type: ignore[return-value]  # /healthz, /readyz: websockets awaits it
-        static = self._static.get(path)
-        if static is None:
-            return connection.respond(404, "not found\n")
-        content_type, body = static
-        resp = connection.respond(200, body)
-        headers = Headers(
-            (k, v) for k, v in resp.headers.raw_items() if k.lower() != "content-type"
-        )
-        headers["Content-Type"] = content_type
-        headers["Cache-Control"] = "no-cache"
-        return Response(resp.status_code, resp.reason_phrase, headers, resp.body)
+        return static_response(connection, self._static, path)
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -365,7 +232,7 @@ class Gateway:
         self.stats["accepted"] += 1
         try:
             self._track(conn)  # before welcome: routing may see the connection at once
-            await ws.send(json.dumps({"type": p.WELCOME, "conn": conn.id, "user": user}))
+            await ws.send(p.welcome_frame(conn.id, user))
             conn.writer = asyncio.create_task(conn.write_loop())
             conn.replayer = asyncio.create_task(self._replay(conn))
             await self._receive(conn)
@@ -407,11 +274,11 @@ class Gateway:
                 await ws.send(p.error_frame(exc.code, exc.message, exc.ref))
             await close_draining(ws, code, f"first frame must be a hello: {exc.message}"[:120])
             return None
-        if frame["type"] != p.HELLO:
+        if not isinstance(frame, p.Hello):
             await close_draining(ws, p.CLOSE_POLICY, "first frame must be a hello")
             return None
         try:
-            claims = verify_claims(frame.get("token"), self.runtime.settings.effective_secret)
+            claims = verify_claims(frame.token, self.runtime.settings.effective_secret)
         except TokenError as exc:
             await close_draining(ws, p.CLOSE_POLICY, exc.reason)
             return None
@@ -442,15 +309,16 @@ class Gateway:
     async def _receive_frames(self, conn: Connection) -> None:
         ws, cfg = conn.ws, self.config
         loop = asyncio.get_running_loop()
+        session = conn.session
         async for raw in ws:
             now = loop.time()
-            conn.last_rx = now
-            if not conn.allow(now):
-                if conn.budget.strikes >= cfg.flood_strikes:
+            session.received(now)
+            verdict = conn.admit(now)
+            if verdict is not Verdict.PASS:
+                if verdict is Verdict.CLOSE:
                     await close_draining(ws, p.CLOSE_POLICY, "rate limit exceeded")
                     return
-                if not conn.budget.warned:
-                    conn.budget.warned = True
+                if verdict is Verdict.WARN:
                     await ws.send(p.error_frame(
                         p.E_RATE_LIMITED,
                         f"too many frames (limit {cfg.rate_per_s:g}/s); frames are being dropped",
@@ -462,21 +330,21 @@ class Gateway:
                 self.stats["errors"] += 1
                 await ws.send(p.error_frame(exc.code, exc.message, exc.ref))
                 continue
-            ftype = frame["type"]
-            if ftype == p.ACK:
-                msg_id: str = frame["id"]
+            if isinstance(frame, p.Ack):
+                msg_id = frame.id
                 live = conn.acked_id(msg_id)
                 if live is not None and live.arrived:
-                    self._queue_ack(frame["_uuid"], conn.user, conn.id, msg_id,
+                    self._queue_ack(frame.uuid, conn.user, conn.id, msg_id,
                                     time.monotonic() - live.arrived, live.attempt)
                 else:
-                    self._queue_ack(frame["_uuid"], conn.user, conn.id, msg_id)
-            elif ftype == p.PING:
-                await ws.send('{"type":"pong"}')
+                    self._queue_ack(frame.uuid, conn.user, conn.id, msg_id)
+            elif isinstance(frame, p.Ping):
+                await ws.send(p.PONG_FRAME)
             else:  # a second hello
                 self.stats["errors"] += 1
                 await ws.send(p.error_frame(
-                    p.E_ALREADY_AUTHENTICATED, "this connection is already authenticated", ftype))
+                    p.E_ALREADY_AUTHENTICATED, "this connection is already authenticated",
+                    p.HELLO))
 
     def _track(self, conn: Connection) -> None:
         if self.presence is None:
@@ -498,9 +366,7 @@ class Gateway:
         """The connection ended (any reason): untrack it and answer for its unacked frames."""
         if not conn.open:
             return
-        conn.open = False
-        conn.wake.set()
-        conn.space.set()
+        owed = conn.close()
         self.conns.pop(conn.id, None)
         mine = self.by_user.get(conn.user)
         if mine is not None:
@@ -509,46 +375,39 @@ class Gateway:
                 del self.by_user[conn.user]
         if not self._stopping:
             self._untrack(conn)  # on stop, every connection was untracked first
-        for task in (conn.writer, conn.replayer):
-            if task is not None:
-                task.cancel()
         self.stats["closed"] += 1
         self.stats["frames_sent"] += conn.sent
         self.stats["dropped"] += conn.dropped
-        seen: set[str] = set()
-        for live in conn.unacked_live():
-            if live.id not in seen:
-                seen.add(live.id)
-                self._reroute(live, (conn.id,))
+        for live in owed:
+            self._reroute(live, (conn.id,))
 
     # -- replay ---------------------------------------------------------------------------------
 
     async def _replay(self, conn: Connection) -> None:
-        cfg, store = self.config, self.runtime.store
-        cursor = 0
-        tail = cfg.replay_tail_s > 0
+        cfg, store, session = self.config, self.runtime.store, conn.session
+        cursor = ReplayCursor(cfg.replay_batch, cfg.replay_tail_s)
         try:
-            while conn.open:
-                while conn.load >= cfg.max_in_flight and conn.open:
+            while session.open:
+                while not session.replay_may_read and session.open:
                     conn.space.clear()
                     await conn.space.wait()
-                if not conn.open:
+                if not session.open:
                     return
-                rows = await self._db_call(
-                    partial(store.unacked_for, conn.user, after_seq=cursor, limit=cfg.replay_batch))
+                rows = await self._db_call(partial(
+                    store.unacked_for, conn.user, after_seq=cursor.after, limit=cfg.replay_batch))
                 for m in rows:
-                    cursor = m.seq
+                    cursor.row(m.seq)
                     mid = str(m.id)
-                    if mid in conn.recent:
-                        # Acked here, yet the store still owes it: that ack was not recorded.
+                    step = session.replay_row(mid)
+                    if step is ReplayRow.REACK:
                         self._queue_ack(m.id, conn.user, conn.id, mid)
-                    elif not conn.has(mid):
+                    elif step is ReplayRow.OFFER:
                         conn.offer(mid, p.message_frame(mid, m.sender, m.body,
                                                         m.created_at.isoformat()), None)
-                if len(rows) < cfg.replay_batch:
-                    if not tail:
-                        return
-                    tail = False
+                then = cursor.page_read(len(rows))
+                if then is ReplayNext.DONE:
+                    return
+                if then is ReplayNext.TAIL:
                     await asyncio.sleep(cfg.replay_tail_s)
         except asyncio.CancelledError:
             raise
@@ -611,32 +470,27 @@ class Gateway:
     def deliver(self, frame: dict[str, Any]) -> None:
         """Handle one node frame (``{"type": "deliver", ...}``); must run on the loop."""
         self.stats["node_frames"] += 1
-        if frame.get("type") == OWED:
-            self._replay_user(str(frame.get("user")))
+        node_frame = p.decode_node_frame(frame)
+        if isinstance(node_frame, p.Owed):
+            self._replay_user(node_frame.user)
             return
-        if frame.get("type") != p.DELIVER:
-            log.warning("gateway %s: ignoring node frame of type %r", self.node, frame.get("type"))
+        if isinstance(node_frame, p.UnknownNodeFrame):
+            log.warning("gateway %s: ignoring node frame of type %r", self.node, node_frame.type)
             return
-        msg_id = str(frame["id"])
-        user = frame["user"]
-        conns = frame.get("conns") or []
-        attempt = frame.get("attempt")
-        if not isinstance(user, str) or not isinstance(conns, list) or not isinstance(attempt, int):
-            raise ValueError("deliver frame needs user (str), conns (list), attempt (int)")
+        msg_id, user = node_frame.id, node_frame.user
         live = LiveFrame(
-            id=msg_id, uuid=uuid.UUID(msg_id), user=user, attempt=attempt,
-            conns=tuple(map(str, conns)),
-            text=p.message_frame(msg_id, str(frame.get("from", "")), frame.get("body"),
-                                 str(frame.get("sent_at", ""))),
-            arrived=time.monotonic(),
+            id=msg_id, uuid=uuid.UUID(msg_id), user=user, attempt=node_frame.attempt,
+            conns=node_frame.conns, text=node_frame.message_frame(), arrived=time.monotonic(),
         )
         gone: list[str] = []
         reached = False
         for cid in live.conns:
             conn = self.conns.get(cid)
-            if conn is not None and conn.user == user and conn.offer(msg_id, live.text, live):
+            offered = (conn.offer(msg_id, live.text, live)
+                       if conn is not None and conn.user == user else Offer.CLOSED)
+            if offered.taken:
                 reached = True
-                if msg_id in conn.recent:
+                if offered is Offer.ACKED:
                     # Sent again although acked here: the store did not get that ack.
                     self._queue_ack(live.uuid, user, cid, msg_id)
             else:
@@ -677,7 +531,7 @@ class Gateway:
         await self._db_call(partial(
             redirect_attempt, self.runtime.store, live.uuid, live.attempt,
             from_conns=gone, to_conns=[c.id for c in others], node=self.node, now=utcnow()))
-        taken = [c for c in others if c.offer(live.id, live.text, live)]
+        taken = [c for c in others if c.offer(live.id, live.text, live).taken]
         if taken:
             self.stats["redirects"] += 1
         else:
@@ -708,101 +562,13 @@ class Gateway:
 
     # -- acks -----------------------------------------------------------------------------------
 
-    def _queue_ack(self, msg_uuid: uuid.UUID, user: str, conn_id: str, msg_id: str,
-                   latency: float | None = None, attempt: int | None = None) -> None:
-        self._acks.append((msg_uuid, user, conn_id, msg_id, latency, attempt))
-        if self._ack_timer is not None:
-            return
-        if not self._ack_flushes:
-            # The first ack of a batch waits ``ack_batch_s`` for company.
-            self._ack_timer = asyncio.get_running_loop().call_later(
-                self.config.ack_batch_s, self._start_ack_flushes)
-        elif len(self._acks) >= self.config.ack_batch_max:
-            self._start_ack_flushes()  # a full batch behind a running flush: record it too
+    @property
+    def _acks(self) -> list[AckItem]:
+        """The acks waiting to be recorded (oldest first)."""
+        return self._ack_recorder.pending
 
-    def _start_ack_flushes(self) -> None:
-        """Record the waiting acks: batches of ``ack_batch_max``, at most ``ack_flushes`` at a
-        time (one on SQLite). With a flush running, another starts only for a full batch; the
-        rest waits for the running one to finish (full batches under load, no wait when idle)."""
-        self._ack_timer = None
-        cfg = self.config
-        while self._acks and len(self._ack_flushes) < self._max_ack_flushes:
-            if self._ack_flushes and len(self._acks) < cfg.ack_batch_max:
-                break
-            batch, self._acks = self._acks[:cfg.ack_batch_max], self._acks[cfg.ack_batch_max:]
-            task = asyncio.create_task(self._flush_batch(batch))
-            self._ack_flushes.add(task)
-            task.add_done_callback(self._ack_flush_done)
-
-    def _ack_flush_done(self, task: asyncio.Task[None]) -> None:
-        self._ack_flushes.discard(task)
-        if self._acks and self._ack_timer is None:
-            self._start_ack_flushes()  # these acks waited for the flush: no further window
-
-    async def _flush_batch(self, batch: list[AckItem]) -> None:
-        rows = [(u, user, conn_id) for u, user, conn_id, _, _, _ in batch]
-        t0 = time.perf_counter()
-        try:
-            won = await self._db_call(partial(record_acks_bulk, self.runtime.store, rows,
-                                              utcnow()))
-        except Exception as exc:
-            self._retry_acks(batch, exc)
-            return
-        self._ack_retry_s = 0.0
-        stats = self.stats
-        stats["acks"] += len(rows)
-        stats["acks_won"] += sum(won)
-        stats["ack_batches"] += 1
-        stats["ack_flush_us"] += int((time.perf_counter() - t0) * 1e6)
-        for (_, _, _, _, latency, attempt), w in zip(batch, won, strict=True):
-            if w:
-                metrics.record_delivered(latency, attempt)
-        hook = self.runtime.extras.get("on_ack")
-        if hook is not None:
-            for (_, _, conn_id, msg_id, _, _), w in zip(batch, won, strict=True):
-                try:
-                    hook(msg_id, conn_id, w)
-                except Exception:
-                    log.exception("gateway %s: on_ack hook failed", self.node)
-
-    def _retry_acks(self, batch: list[AckItem], exc: BaseException) -> None:
-        """A batch failed to commit (database down, statement timeout): keep its acks and try
-        again with backoff. Bounded: past ``max_pending_acks`` the oldest are dropped; their
-        messages stay unacked in the store, are sent again and acked again (never lost)."""
-        cfg = self.config
-        self._acks[:0] = batch
-        overflow = len(self._acks) - cfg.max_pending_acks
-        if overflow > 0:
-            del self._acks[:overflow]
-            self.stats["acks_dropped"] += overflow
-        self.stats["ack_retries"] += 1
-        self._ack_retry_s = min(cfg.ack_retry_max_s, max(0.1, self._ack_retry_s * 2))
-        log.warning("gateway %s: recording %d acks failed (%s); retrying in %.1fs",
-                    self.node, len(batch), type(exc).__name__, self._ack_retry_s)
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-        self._ack_timer = asyncio.get_running_loop().call_later(
-            self._ack_retry_s, self._start_ack_flushes)
-
-    async def _flush_all_acks(self, timeout: float) -> None:
-        """On stop: record every waiting ack now, retrying failed batches until ``timeout``
-        (what is still unrecorded then is re-sent to the client on its next connection)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self._acks or self._ack_flushes:
-            if self._ack_timer is not None:
-                self._ack_timer.cancel()
-                self._ack_timer = None
-            self._start_ack_flushes()
-            if self._ack_flushes:
-                await asyncio.wait(list(self._ack_flushes))
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                if self._acks:
-                    log.warning("gateway %s: %d acks unrecorded at stop", self.node,
-                                len(self._acks))
-                return
-            if self._acks and self._ack_retry_s:
-                await asyncio.sleep(min(self._ack_retry_s, left))
+    async def _record_acks(self, rows: list[AckRow], now: datetime) -> list[bool]:
+        return await self._db_call(partial(record_acks_bulk, self.runtime.store, rows, now))
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -842,7 +608,7 @@ class Gateway:
                 continue
             now = loop.time()
             for conn in list(self.conns.values()):
-                if conn.open and now - conn.last_rx > idle:
+                if conn.session.idle(now, idle):
                     self._spawn(conn.ws.close(p.CLOSE_NORMAL, "idle timeout"))
 
     def snapshot(self) -> dict[str, Any]:
@@ -869,17 +635,3 @@ async def close_draining(ws: ServerConnection, code: int, reason: str) -> None:
     except ConnectionClosed:
         pass
     await closer
-
-
-def _load_static() -> dict[str, tuple[str, str]]:
-    files = {"/": ("index.html", "text/html; charset=utf-8"),
-             "/index.html": ("index.html", "text/html; charset=utf-8"),
-             "/client.js": ("client.js", "text/javascript; charset=utf-8")}
-    out: dict[str, tuple[str, str]] = {}
-    base = resources.files("delivery") / "static"
-    for path, (name, ctype) in files.items():
-        try:
-            out[path] = (ctype, (base / name).read_text(encoding="utf-8"))
-        except (FileNotFoundError, OSError):
-            continue
-    return out

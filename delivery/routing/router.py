@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from delivery.channels import BROADCAST, NodeChannels, owed_frame
+from delivery.channels import BROADCAST, NodeChannels
+from delivery.gateway.protocol import Deliver, encode_deliver, owed_frame
 from delivery.routing.policy import (
     Conn,
     Decision,
@@ -290,14 +291,11 @@ class Router:
         by_node: dict[str, list[str]] = defaultdict(list)
         for t in targets:
             by_node[t.node].append(t.conn)
-        frame = {
-            "type": "deliver", "id": str(msg.id), "user": msg.recipient, "from": msg.sender,
-            "body": msg.body, "sent_at": msg.created_at.isoformat(), "seq": msg.seq,
-            "attempt": attempt,
-        }
+        frame = Deliver(id=str(msg.id), user=msg.recipient, sender=msg.sender, body=msg.body,
+                        sent_at=msg.created_at.isoformat(), seq=msg.seq, attempt=attempt)
         unreachable: list[str] = []
         for node, conns in by_node.items():
-            if self.channels.publish(node, {**frame, "conns": conns}) == 0:
+            if self.channels.publish(node, encode_deliver(frame._replace(conns=tuple(conns)))) == 0:
                 unreachable += conns
         if unreachable and len(unreachable) == len(targets):
             # No gateway listens for any target: they are gone (a crashed node whose presence

@@ -136,7 +136,8 @@ def test_an_owed_notice_replays_to_a_connection_presence_did_not_show(
     """Fault: a worker's presence view is stale (delayed or cut link) and it left a message
     pending for a user who is in fact connected here. Must hold: routing's owed notice on the
     broadcast channel makes this gateway replay it to the open connection at once."""
-    from delivery.channels import BROADCAST, owed_frame
+    from delivery.channels import BROADCAST
+    from delivery.gateway.protocol import owed_frame
 
     async def main() -> None:
         async with gateway_harness(sqlite_store) as h:
