@@ -38,10 +38,10 @@ from delivery.clock import utcnow
 from delivery.gateway import protocol as p
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.guard import RateBudget, guarded_connection_class, origin_allowed
-from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
 from delivery.gateway.tokens import TokenError, verify_claims
 from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
+from delivery.store.acks import nack_attempts, record_acks_bulk, redirect_attempt
 from delivery.task_names import ROUTE_TASK
 
 log = logging.getLogger("delivery.gateway")
