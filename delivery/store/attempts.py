@@ -1,8 +1,8 @@
 """Attempt rows (``delivery_attempts``): one row per connection or device an attempt went to.
 
-Every attempt row is written by :func:`insert_attempts`, and closed by
-:meth:`AttemptQueries.finish_attempts` (or by the ack path in bulk). Closing only touches rows
-still open, so a retried close is harmless (at-least-once callers).
+Every attempt row is written by :func:`insert_attempts` and closed by :func:`close_attempts`
+(or, for acks, by the bulk ack path in ``acks``). Closing only touches rows still open, so a
+retried close is harmless (at-least-once callers).
 """
 
 from __future__ import annotations
