@@ -150,7 +150,8 @@ async def _gateway_server(db_dir: str, feed: int, url: str) -> None:
     from delivery.gateway.cli import make_presence
     from delivery.runtime import Runtime
     from delivery.settings import Settings
-    from delivery.store import M, Store
+    from delivery.store import Store
+    from delivery.store.tables import messages
 
     settings = Settings(secret=SECRET, data_dir=db_dir, database_url=url)
     store = Store(make_engine(url))
@@ -207,7 +208,7 @@ async def _gateway_server(db_dir: str, feed: int, url: str) -> None:
                         "conns": [users[user]]}))
             with store.engine.begin() as c:
                 for i in range(0, len(rows), 5000):
-                    c.execute(M.insert(), rows[i:i + 5000])
+                    c.execute(messages.insert(), rows[i:i + 5000])
             # The stored frames are routing's state, not the gateway's: keep the collector from
             # walking them (full collections of ~1M objects paused the loop ~0.3 s each).
             gc.collect()

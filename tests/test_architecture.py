@@ -1,7 +1,7 @@
 """The house rules, checked on the source: no import cycles, dependencies point one way
-(workers/ -> delivery/ -> presence/), and tooling (bench/, tests/) stays out of the runtime
-packages. Every import counts, including those inside functions: a lazy import is still a
-dependency, only hidden from the reader.
+(workers/ -> delivery/ -> presence/), tooling (bench/, tests/) stays out of the runtime
+packages, and SQL is written in the store package only. Every import counts, including those
+inside functions: a lazy import is still a dependency, only hidden from the reader.
 """
 
 from __future__ import annotations
@@ -162,3 +162,44 @@ def test_task_names_are_spelt_once() -> None:
                   if isinstance(n, ast.Constant) and n.value in names
                   and id(n) not in docstrings]
     assert found == []
+
+
+# SQL is written in the store package only; besides it, the schema (models.py) and the engine
+# (db.py) use SQLAlchemy, and migrations/ sits outside the packages.
+SQL_HOMES = ("delivery.store", "delivery.db", "delivery.models")
+# Tooling that still writes SQL, and why.
+SQL_EXCEPTIONS = {"bench.gateway": "CREATE / DROP DATABASE of its scratch database"}
+SQL_CONSTRUCTS = {
+    "select", "insert", "update", "delete", "text", "func", "and_", "or_", "not_", "exists",
+    "case", "literal", "literal_column", "bindparam", "column", "table", "tuple_", "union",
+    "Table", "MetaData",
+}
+
+
+def sql_imports() -> dict[str, list[str]]:
+    """Project module -> the SQL constructs it imports from SQLAlchemy (anywhere in its source):
+    ``select``, ``text``, ... from ``sqlalchemy``, anything from its ``sql``, ``dialects`` or
+    ``orm`` modules, or the whole library."""
+    out: dict[str, list[str]] = {}
+    for name, path in _modules().items():
+        found: list[str] = []
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found += [a.name for a in node.names if a.name.split(".")[0] == "sqlalchemy"
+                          and a.name.split(".")[:2] != ["sqlalchemy", "exc"]]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+                module = node.module or ""
+                whole = module.split(".")[1:2] in (["sql"], ["dialects"], ["orm"])
+                found += [f"{module}.{a.name}" for a in node.names
+                          if whole or (module == "sqlalchemy" and a.name in SQL_CONSTRUCTS)]
+        if found:
+            out[name] = found
+    return out
+
+
+def test_sql_lives_in_the_store_package() -> None:
+    found = sql_imports()
+    assert "sqlalchemy.select" in found["delivery.store.messages"]  # the check sees imports
+    wrong = sorted(f"{mod} imports {', '.join(names)}" for mod, names in found.items()
+                   if not mod.startswith(SQL_HOMES) and mod not in SQL_EXCEPTIONS)
+    assert wrong == []

@@ -12,17 +12,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from celery.signals import task_postrun
-from sqlalchemy import func, select
 
 from delivery import metrics
-from delivery.models import IN_FLIGHT
 from delivery.push.service import PushOutcome
 from delivery.routing.policy import Decision, Dispatch, Expire, MarkPending, Push, Trigger
-from delivery.store import M, MessageRecord, Store
+from delivery.store import MessageRecord, Store
 from delivery.task_names import PUSH_TASK
 from delivery.vocabulary import State
 from workers.wiring import WorkerRouting
@@ -77,15 +74,6 @@ def _chain(
     return both
 
 
-def oldest_in_flight(store: Store) -> datetime | None:
-    """Creation time of the oldest message routing still owns (uses the deadline index)."""
-    with store.engine.connect() as conn:
-        result: datetime | None = conn.execute(
-            select(func.min(M.c.created_at)).where(M.c.state.in_(list(IN_FLIGHT)))
-        ).scalar()
-    return result
-
-
 class WorkerMetrics:
     """The periodic gauge updater of one worker process: presence every ``interval`` seconds,
     the store's oldest-message ages every ``store_interval`` seconds."""
@@ -113,7 +101,7 @@ class WorkerMetrics:
             return
         self._next_store = time.monotonic() + self.store_interval
         try:
-            metrics.update_ages(oldest_in_flight(self.store), self.store.oldest_unacked())
+            metrics.update_ages(self.store.oldest_in_flight(), self.store.oldest_unacked())
         except Exception:
             log.exception("metrics: reading message ages failed")
 

@@ -47,10 +47,10 @@ from delivery.gateway.connection import Connection, new_conn_id
 from delivery.gateway.guard import Verdict, guarded_connection_class, origin_allowed
 from delivery.gateway.session import LiveFrame, Offer, ReplayCursor, ReplayNext, ReplayRow
 from delivery.gateway.static import load_static, static_response
-from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
 from delivery.gateway.tokens import TokenError, verify_claims
 from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
+from delivery.store.acks import nack_attempts, record_acks_bulk, redirect_attempt
 from delivery.task_names import ROUTE_TASK
 
 log = logging.getLogger("delivery.gateway")

@@ -9,10 +9,10 @@ import argparse
 import json
 import sys
 
-from delivery.push import store_ops
 from delivery.push.devices import PLATFORMS, InvalidDevice, device_dict, register_device
 from delivery.push.fcm import token_ref
 from delivery.runtime import get_runtime
+from delivery.store.devices import devices_of, remove_device
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def device_main(argv: list[str]) -> int:
         print(f"registered {d.platform} device {token_ref(d.token)} for {d.user_id}")
         return 0
     if args.cmd == "list":
-        devices = store_ops.devices_of(store, args.user)
+        devices = devices_of(store, args.user)
         if args.json:
             for d in devices:
                 print(json.dumps(device_dict(d)))
@@ -59,7 +59,7 @@ def device_main(argv: list[str]) -> int:
                       if d.disabled_at else "active")
             print(f"{token_ref(d.token)}  {d.platform:<7}  {status:<10}  {_short(d.token)}")
         return 0
-    if store_ops.remove_device(store, args.token):
+    if remove_device(store, args.token):
         print(f"removed device {token_ref(args.token)}")
         return 0
     print(f"delivery device: no device with that token ({token_ref(args.token)})",

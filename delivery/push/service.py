@@ -28,7 +28,6 @@ from typing import Any
 from firebase_admin import messaging
 
 from delivery.clock import later, utcnow
-from delivery.push import store_ops
 from delivery.push.fcm import (
     TRANSIENT_CODES,
     FcmSender,
@@ -39,6 +38,7 @@ from delivery.push.fcm import (
 )
 from delivery.runtime import Runtime, get_runtime
 from delivery.store import MessageRecord
+from delivery.store import push as push_store
 from delivery.vocabulary import FCM_PREFIX, Result
 
 log = logging.getLogger(__name__)
@@ -140,13 +140,13 @@ def push_message(
     rt = runtime or get_runtime()
     store = rt.store
     mid = uuid.UUID(str(message_id))
-    with store_ops.push_lease(store, mid, attempt) as held:
+    with push_store.push_lease(store, mid, attempt) as held:
         if not held:
             return PushOutcome.BUSY
         started = utcnow()
         # Check state + attempt and keep the recovery sweep away while we talk to FCM.
         deadline = later(SEND_BUDGET_S + rt.settings.ack_timeout_s, started)
-        msg = store_ops.claim_for_push(store, mid, attempt, deadline)
+        msg = push_store.claim_for_push(store, mid, attempt, deadline)
         if msg is None:
             return PushOutcome.SKIPPED
         outcome = _push_locked(rt, msg, attempt, final=final, started=started)
@@ -165,7 +165,7 @@ def _push_locked(
     rt: Runtime, msg: MessageRecord, attempt: int, *, final: bool, started: Any
 ) -> PushOutcome | None:
     store = rt.store
-    prior, devices = store_ops.push_targets(store, msg.id, attempt, msg.recipient)
+    prior, devices = push_store.push_targets(store, msg.id, attempt, msg.recipient)
     ok_before = sum(1 for r in prior.values() if r == Result.FCM_OK)
     todo = [d for d in devices if not _is_final(prior.get(token_ref(d.token)))]
 
@@ -187,7 +187,7 @@ def _push_locked(
         else:
             results = sender.send([(d.token, build_message(msg, d.token)) for d in todo])
     now = utcnow()
-    store_ops.record_device_results(
+    push_store.record_device_results(
         store, msg.id, attempt,
         [(token_ref(r.token), r.result,
           r.detail if r.retry_after is None else f"{r.detail} (Retry-After {r.retry_after:g}s)")
@@ -222,7 +222,7 @@ def _decide(
     rt: Runtime, msg: MessageRecord, attempt: int, *, pushed: bool, result: str, detail: str,
     outcome: PushOutcome, last_error: str | None = None,
 ) -> PushOutcome | None:
-    won = store_ops.finish_push(rt.store, msg.id, attempt, pushed=pushed, now=utcnow(),
+    won = push_store.finish_push(rt.store, msg.id, attempt, pushed=pushed, now=utcnow(),
                                 result=result, detail=detail, last_error=last_error)
     return outcome if won else None
 
@@ -251,4 +251,4 @@ def defer(
     the recovery sweep does not re-route the message meanwhile. False: it moved on; drop it."""
     rt = runtime or get_runtime()
     deadline = later(countdown + SEND_BUDGET_S + rt.settings.ack_timeout_s)
-    return store_ops.extend_deadline(rt.store, uuid.UUID(str(message_id)), attempt, deadline)
+    return push_store.extend_deadline(rt.store, uuid.UUID(str(message_id)), attempt, deadline)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from delivery.routing.prune import DEFAULT_KEEP, prune_attempts
 from delivery.runtime import get_runtime
+from delivery.store.prune import DEFAULT_KEEP, prune_attempts
 
 
 def main(argv: list[str]) -> int:

@@ -14,10 +14,11 @@ from firebase_admin import messaging
 from delivery.push.cli import device_main
 from delivery.push.devices import InvalidDevice, register_device
 from delivery.push.fcm import FcmConfig, FcmSender, token_ref
-from delivery.push.store_ops import devices_of
 from delivery.runtime import Runtime, set_runtime
 from delivery.store import Store
+from delivery.store.devices import devices_of
 from tests.delivery.push.conftest import make_runtime
+from tests.support.devices import disable
 from tests.support.procs import Proc, delivery_cmd
 from tests.support.services import ServiceEnv
 
@@ -58,11 +59,11 @@ def test_validation_names_the_field(
 def test_register_reactivates_and_reowns(rt: Runtime) -> None:
     d = register_device("bob", "t" * 4096, "IOS")
     assert d.platform == "ios" and d.user_id == "bob"
-    assert rt.store.disable_device("t" * 4096, "UNREGISTERED", d.created_at)
-    assert rt.store.active_devices("bob") == []
+    assert disable(rt.store, "t" * 4096, "UNREGISTERED", d.created_at)
+    assert devices_of(rt.store, "bob", include_disabled=False) == []
     d2 = register_device("carol", "t" * 4096, "android")  # the phone changed hands
     assert d2.id == d.id and d2.user_id == "carol" and d2.disabled_at is None
-    assert rt.store.active_devices("bob") == []
+    assert devices_of(rt.store, "bob", include_disabled=False) == []
 
 
 def test_device_cli(rt: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,7 +72,7 @@ def test_device_cli(rt: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     assert "registered web device" in capsys.readouterr().out
     assert device_main(["add", "bob", "tok-3", "--platform", "tv"]) == 2
     assert "invalid platform" in capsys.readouterr().err
-    rt.store.disable_device("tok-1", "UNREGISTERED", devices_of(rt.store, "bob")[0].created_at)
+    disable(rt.store, "tok-1", "UNREGISTERED", devices_of(rt.store, "bob")[0].created_at)
     assert device_main(["list", "bob"]) == 0
     out = capsys.readouterr().out
     assert token_ref("tok-1") in out and "disabled" in out and "(UNREGISTERED)" in out
@@ -89,7 +90,8 @@ def test_device_command_subprocess(services: ServiceEnv, pg_store: Store) -> Non
     env = services.env()
     add = delivery_cmd("device-add", ["device", "add", "dave", "tok-9", "--platform", "ios"], env)
     assert add.popen.wait(30) == 0, add.log()
-    assert [(d.token, d.platform) for d in pg_store.active_devices("dave")] == [("tok-9", "ios")]
+    active = devices_of(pg_store, "dave", include_disabled=False)
+    assert [(d.token, d.platform) for d in active] == [("tok-9", "ios")]
     ls = delivery_cmd("device-list", ["device", "list", "dave"], env)
     assert ls.popen.wait(30) == 0
     assert token_ref("tok-9") in ls.log()

@@ -15,7 +15,9 @@ from delivery.push.service import PushOutcome, TransientPushError, push_message
 from delivery.push.stub import FcmStub
 from delivery.runtime import Runtime, set_runtime
 from delivery.store import Store
+from delivery.store.devices import devices_of
 from tests.delivery.push.conftest import dispatch, make_runtime, service_account_json
+from tests.support.acks import ack
 
 
 def _rows(store: Store, mid: str, attempt: int) -> list[tuple[str | None, str | None]]:
@@ -69,11 +71,9 @@ def test_invalid_token_is_disabled_not_retried_and_message_pending(
     msg = store.get(uuid.UUID(mid))
     assert msg is not None and msg.state == State.PENDING
     assert msg.last_error == f"no active device (tokens rejected: {code})"
-    assert store.active_devices("bob") == []
+    assert devices_of(store, "bob", include_disabled=False) == []
     assert (token_ref("dead"), f"fcm:{code}") in _rows(store, mid, attempt)
     assert len(stub.requests) == 1
-    from delivery.push.store_ops import devices_of
-
     (dev,) = devices_of(store, "bob")
     assert dev.disabled_reason == code and dev.disabled_at is not None
 
@@ -86,7 +86,7 @@ def test_invalid_token_among_good_ones_still_pushed(
     stub.fail_token("dead", "UNREGISTERED")
     mid, attempt = dispatch(store)
     assert push_message(mid, attempt) == PushOutcome.PUSHED
-    assert [d.token for d in store.active_devices("bob")] == ["live"]
+    assert [d.token for d in devices_of(store, "bob", include_disabled=False)] == ["live"]
 
 
 def test_transient_then_success_resends_only_to_failed_device(
@@ -124,7 +124,8 @@ def test_transient_exhausted_becomes_pending(
     msg = store.get(uuid.UUID(mid))
     assert msg is not None and msg.state == State.PENDING
     assert msg.last_error == "push failed after retries: QUOTA_EXCEEDED"
-    assert store.active_devices("bob") != []  # a quota error is not the token's fault
+    # a quota error is not the token's fault
+    assert devices_of(store, "bob", include_disabled=False) != []
     assert len(stub.requests) == 3
 
 
@@ -141,7 +142,7 @@ def test_no_device_is_pending_with_reason(runtime: Runtime, stub: FcmStub, store
 def test_acked_meanwhile_does_nothing(runtime: Runtime, stub: FcmStub, store: Store) -> None:
     store.register_device("bob", "tok", "android", _now())
     mid, attempt = dispatch(store)
-    assert store.record_ack(uuid.UUID(mid), "bob", "conn-1", _now())
+    assert ack(store, uuid.UUID(mid), "bob", "conn-1", _now())
     assert push_message(mid, attempt) == PushOutcome.SKIPPED
     assert stub.requests == []
     msg = store.get(uuid.UUID(mid))

@@ -16,6 +16,7 @@ from delivery.push.fcm import token_ref
 from delivery.push.stub import FcmStub
 from delivery.settings import Settings
 from delivery.store import Store
+from delivery.store.devices import devices_of
 from tests.delivery.push.conftest import dispatch
 from tests.support.procs import Proc, celery_worker
 from tests.support.services import ServiceEnv
@@ -76,7 +77,8 @@ def test_push_task_on_worker(
     assert flaky[1]["at"] - flaky[0]["at"] >= 0.95  # honoured Retry-After
     assert len(stub.sends_to("tok-ok", ok_only=True)) == 1
     assert len(stub.sends_to("tok-dead")) == 1
-    assert [d.token for d in store.active_devices("bob")] == ["tok-ok", "tok-flaky"]
+    active = devices_of(store, "bob", include_disabled=False)
+    assert [d.token for d in active] == ["tok-ok", "tok-flaky"]
     # a duplicate delivery of the same task changes nothing
     res = client.send_task("delivery.push", kwargs={"message_id": mid, "attempt": attempt})
     assert res.get(timeout=20) == "skipped"
@@ -111,7 +113,7 @@ def test_register_device_task(worker: Proc, client: Celery, pg_store: Store) -> 
         "delivery.register_device", kwargs={"user": "carol", "token": "t-1", "platform": "web"})
     out = res.get(timeout=20)
     assert out["user"] == "carol" and out["platform"] == "web" and out["disabled_at"] is None
-    assert [d.token for d in pg_store.active_devices("carol")] == ["t-1"]
+    assert [d.token for d in devices_of(pg_store, "carol", include_disabled=False)] == ["t-1"]
     bad = client.send_task(
         "delivery.register_device", kwargs={"user": "carol", "token": "t-2", "platform": "tv"})
     with pytest.raises(Exception, match="invalid platform"):

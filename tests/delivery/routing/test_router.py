@@ -28,6 +28,7 @@ from delivery.routing.sweep import sweep_once
 from delivery.store import MessageRecord, Store
 from delivery.validation import SendRequest, validate_send
 from presence.runtime import MemoryNetwork, PresenceConfig, PresenceNode
+from tests.support.acks import ack
 
 FAST = PresenceConfig(heartbeat_s=0.02, down_s=0.5, purge_s=2.0, batch_s=0.001)
 
@@ -93,7 +94,7 @@ def test_online_recipient_gets_one_frame_per_connection_and_ack_delivers(h: Harn
     assert isinstance(decision, Dispatch)
     assert [f["conns"] for f in h.frames] == [["c1", "c2"]]
     assert h.frames[0]["id"] == str(msg.id) and h.frames[0]["attempt"] == 1
-    assert h.store.record_ack(msg.id, "bob", "c2", utcnow())
+    assert ack(h.store, msg.id, "bob", "c2", utcnow())
     assert h.store.get(msg.id).state == "delivered"  # type: ignore[union-attr]
     # A late duplicate route of the same snapshot changes nothing.
     assert isinstance(h.router.route_new(msg), Nothing)
@@ -144,7 +145,7 @@ def test_seed_race_nack_waits_for_fresh_presence_then_reaches_the_new_connection
     decision = h.router.route(msg.id, Trigger.RECHECK, attempt=1)
     assert isinstance(decision, Dispatch) and [c.conn for c in decision.targets] == ["c2"]
     assert h.frames[-1]["conns"] == ["c2"] and h.frames[-1]["attempt"] == 2
-    assert h.store.record_ack(msg.id, "bob", "c2", utcnow())
+    assert ack(h.store, msg.id, "bob", "c2", utcnow())
     assert h.pushes == []
 
 
@@ -168,8 +169,8 @@ def test_late_ack_of_an_earlier_attempt_wins_once(h: Harness) -> None:
     snapshot = h.store.get(msg.id)
     assert snapshot is not None
     h.router.route_stalled(snapshot)  # the sweep re-sends: attempt 2
-    assert h.store.record_ack(msg.id, "bob", "c1", utcnow())  # ack of attempt 1's frame
-    assert not h.store.record_ack(msg.id, "bob", "c1", utcnow())  # attempt 2's frame
+    assert ack(h.store, msg.id, "bob", "c1", utcnow())  # ack of attempt 1's frame
+    assert not ack(h.store, msg.id, "bob", "c1", utcnow())  # attempt 2's frame
     after = h.store.get(msg.id)
     assert after is not None and after.state == "delivered"
     assert isinstance(h.router.route_stalled(after), Nothing)

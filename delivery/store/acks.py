@@ -1,4 +1,4 @@
-"""Store writes that only the gateway makes: attempt rows for nacks and redirects.
+"""What a gateway records about the frames it sent: acks (in bulk), nacks and redirects.
 
 They run in a thread executor (the store is synchronous). Every write is idempotent enough for
 at-least-once: finishing an attempt row only touches rows still open.
@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from delivery.models import UNACKED
-from delivery.store import A, M, Store
-from delivery.vocabulary import Channel, Result, State
+from delivery.store.attempts import AttemptRow, close_attempts, insert_attempts
+from delivery.store.core import Store
+from delivery.store.tables import attempts, messages
+from delivery.vocabulary import UNACKED, Channel, Result, State
 
 
 def nack_attempts(
@@ -31,10 +32,8 @@ def nack_attempts(
     """Close the open attempt rows of ``conns`` (this attempt) as nacked."""
     with store.engine.begin() as c:
         for conn_id in conns:
-            store.finish_attempts(
-                msg_id, attempt, Result.NACKED, now=now, conn_id=conn_id, detail=detail,
-                connection=c,
-            )
+            close_attempts(c, msg_id, attempt, Result.NACKED, now=now, conn_id=conn_id,
+                           detail=detail)
 
 
 def redirect_attempt(
@@ -53,27 +52,27 @@ def redirect_attempt(
     an open row with the same attempt number, so the ack closes them like any other.
     """
     detail = "redirected to " + ", ".join(to_conns)
+    moved = "redirected from " + ", ".join(from_conns)
     with store.engine.begin() as c:
         for conn_id in from_conns:
-            store.finish_attempts(
-                msg_id, attempt, Result.NACKED, now=now, conn_id=conn_id, detail=detail,
-                connection=c,
-            )
-        c.execute(insert(A), [
-            {"message_id": msg_id, "attempt": attempt, "channel": Channel.WS, "node": node,
-             "conn": conn_id, "started_at": now, "finished_at": None, "result": None,
-             "detail": "redirected from " + ", ".join(from_conns)}
-            for conn_id in to_conns
-        ])
+            close_attempts(c, msg_id, attempt, Result.NACKED, now=now, conn_id=conn_id,
+                           detail=detail)
+        insert_attempts(c, msg_id, attempt, Channel.WS,
+                        [AttemptRow(node, conn_id, detail=moved) for conn_id in to_conns],
+                        started_at=now)
 
 
 def record_acks_bulk(
     store: Store, acks: Sequence[tuple[uuid.UUID, str, str]], now: datetime
 ) -> list[bool]:
-    """Same outcome as :meth:`Store.record_acks`, with a fixed number of statements per batch.
+    """Record a batch of acks ``(message id, user, connection)``: each message is delivered
+    once, by the first ack in the batch from its recipient while it is unacked; the acking
+    connection's open rows of the current attempt close as acked, the others as superseded.
+    Returns, per ack, whether it won.
 
-    Acks arrive in batches of hundreds on a busy gateway; building three statements per ack
-    costs ~1 ms of CPU each (SQLAlchemy), which would cap a gateway near 1,000 acks/s. Here:
+    A fixed number of statements per batch: acks arrive in batches of hundreds on a busy
+    gateway; building three statements per ack costs ~1 ms of CPU each (SQLAlchemy), which
+    would cap a gateway near 1,000 acks/s. Here:
     one SELECT reads the batch's messages and picks the first valid ack per message (recipient
     matches, still unacked); one compare-and-set UPDATE per message (by ``seq``, ``state IN
     unacked``), sent as a single executemany, records the outcome; when its row count shows
@@ -112,23 +111,23 @@ class _Raw:
         dialect = c.dialect
         ph = "?" if dialect.paramstyle == "qmark" else "%s"
         self.ph = ph
-        self.uuid = M.c.id.type.bind_processor(dialect) or (lambda v: v)
-        self.time = M.c.delivered_at.type.bind_processor(dialect) or (lambda v: v)
+        self.uuid = messages.c.id.type.bind_processor(dialect) or (lambda v: v)
+        self.time = messages.c.delivered_at.type.bind_processor(dialect) or (lambda v: v)
         self.ack_msg = (
-            f"UPDATE messages SET state = '{State.DELIVERED}', delivered_at = {ph},"
+            f"UPDATE {messages.name} SET state = '{State.DELIVERED}', delivered_at = {ph},"
             f" ack_deadline = NULL, delivered_conn = {ph}"
             f" WHERE seq = {ph} AND state IN ({_UNACKED_SQL})"
         )
         self.ack_attempts = (
-            f"UPDATE delivery_attempts SET finished_at = {ph},"
+            f"UPDATE {attempts.name} SET finished_at = {ph},"
             f" result = CASE WHEN conn = {ph} THEN '{Result.ACKED}' ELSE '{Result.SUPERSEDED}' END"
             f" WHERE message_id = {ph} AND attempt = {ph} AND finished_at IS NULL"
         )
 
     def select(self, n: int) -> str:
         marks = ", ".join([self.ph] * n)
-        return (f"SELECT id, recipient, attempts, seq FROM messages WHERE id IN ({marks})"
-                f" AND state IN ({_UNACKED_SQL})")
+        return (f"SELECT id, recipient, attempts, seq FROM {messages.name}"
+                f" WHERE id IN ({marks}) AND state IN ({_UNACKED_SQL})")
 
 
 _raw: dict[str, _Raw] = {}
@@ -207,7 +206,8 @@ def _bulk_chunk(
     won = list(chosen)
     if updated != len(chosen):  # lost some races (another ack, an expiry...): which ones?
         mine = c.execute(
-            select(M.c.id, M.c.delivered_conn, M.c.delivered_at).where(M.c.id.in_(won))
+            select(messages.c.id, messages.c.delivered_conn, messages.c.delivered_at)
+            .where(messages.c.id.in_(won))
         ).all()
         won = [r[0] for r in mine if r[2] == now and r[1] == chosen[r[0]][1]]
     if not won:

@@ -7,8 +7,9 @@ import uuid
 from datetime import timedelta
 
 from delivery.clock import utcnow
-from delivery.routing.prune import PRUNED, SUMMARY_CHANNEL, Row, plan_prune, prune_attempts
 from delivery.store import Store, Target
+from delivery.store.prune import PRUNED, SUMMARY_CHANNEL, Row, plan_prune, prune_attempts
+from tests.support.acks import ack
 
 
 def rows(*results: str | None) -> list[Row]:
@@ -46,7 +47,7 @@ def _message_with_rows(store: Store, n: int, state: str) -> uuid.UUID:
     for i in range(n - 1):
         store.finish_attempts(msg.id, attempt, "nacked", now=now, conn_id=f"c{i}")
     if state == "delivered":
-        assert store.record_ack(msg.id, "mallory", f"c{n - 1}", now)
+        assert ack(store, msg.id, "mallory", f"c{n - 1}", now)
     return msg.id
 
 

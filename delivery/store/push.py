@@ -1,4 +1,5 @@
-"""Store queries the push path needs beyond ``delivery.store.Store`` (same tables)."""
+"""What the push path reads and writes: its lease, its claim on the message, a row per device
+pushed to, and the attempt's one outcome."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, text, update
+from sqlalchemy import and_, select, text, update
 
-from delivery.models import State
-from delivery.store import A, D, DeviceRecord, M, MessageRecord, Store
-from delivery.vocabulary import Channel
+from delivery.store.attempts import AttemptRow, insert_attempts
+from delivery.store.core import Store
+from delivery.store.devices import devices_query, disable_device
+from delivery.store.records import DeviceRecord, MessageRecord
+from delivery.store.tables import MESSAGE_COLUMNS, attempts, messages
+from delivery.vocabulary import Channel, State
 
 _local_leases: set[tuple[uuid.UUID, int]] = set()
 _local_lock = threading.Lock()
@@ -62,20 +66,17 @@ def push_lease(store: Store, msg_id: uuid.UUID, attempt: int) -> Iterator[bool]:
                 _local_leases.discard(token)
 
 
-_MSG_COLS = [M.c[n] for n in MessageRecord.__dataclass_fields__]
-_DEV_COLS = [D.c[n] for n in DeviceRecord.__dataclass_fields__]
-
-
 def claim_for_push(
     store: Store, msg_id: uuid.UUID, attempt: int, deadline: datetime
 ) -> MessageRecord | None:
     """One statement: if the message is ``dispatched`` on this attempt, move its ack deadline
     (the recovery sweep keeps away while FCM is called) and return it; else None."""
     stmt = (
-        update(M)
-        .where(M.c.id == msg_id, M.c.state == State.DISPATCHED, M.c.attempts == attempt)
+        update(messages)
+        .where(messages.c.id == msg_id, messages.c.state == State.DISPATCHED,
+               messages.c.attempts == attempt)
         .values(ack_deadline=deadline)
-        .returning(*_MSG_COLS)
+        .returning(*MESSAGE_COLUMNS)
     )
     with store.engine.begin() as c:
         row = c.execute(stmt).first()
@@ -89,16 +90,12 @@ def push_targets(
     ref -> latest result) and the user's active devices."""
     with store.engine.connect() as conn:
         rows = conn.execute(
-            select(A.c.conn, A.c.result)
-            .where(A.c.message_id == msg_id, A.c.attempt == attempt, A.c.channel == Channel.PUSH,
-                   A.c.conn.is_not(None))
-            .order_by(A.c.id)
+            select(attempts.c.conn, attempts.c.result)
+            .where(attempts.c.message_id == msg_id, attempts.c.attempt == attempt,
+                   attempts.c.channel == Channel.PUSH, attempts.c.conn.is_not(None))
+            .order_by(attempts.c.id)
         ).all()
-        devices = conn.execute(
-            select(*_DEV_COLS)
-            .where(D.c.user_id == user, D.c.disabled_at.is_(None))
-            .order_by(D.c.id)
-        ).all()
+        devices = conn.execute(devices_query(user, include_disabled=False)).all()
     return ({ref: result for ref, result in rows if result is not None},
             [DeviceRecord(*d) for d in devices])
 
@@ -119,17 +116,11 @@ def record_device_results(
         return
     with store.engine.begin() as c:
         if rows:
-            c.execute(insert(A), [
-                {"message_id": msg_id, "attempt": attempt, "channel": Channel.PUSH, "node": "fcm",
-                 "conn": ref, "started_at": started_at, "finished_at": now, "result": result,
-                 "detail": detail}
-                for ref, result, detail in rows
-            ])
+            per_device = [AttemptRow("fcm", ref, result, detail) for ref, result, detail in rows]
+            insert_attempts(c, msg_id, attempt, Channel.PUSH, per_device,
+                            started_at=started_at, finished_at=now)
         for token, reason in disable:
-            c.execute(
-                update(D).where(D.c.token == token, D.c.disabled_at.is_(None))
-                .values(disabled_at=now, disabled_reason=reason[:64])
-            )
+            disable_device(c, token, reason[:64], now)
 
 
 def extend_deadline(store: Store, msg_id: uuid.UUID, attempt: int, deadline: datetime) -> bool:
@@ -166,30 +157,14 @@ def finish_push(
                                 conn=c, **values):
             return False
         closed = c.execute(
-            update(A)
-            .where(and_(A.c.message_id == msg_id, A.c.attempt == attempt,
-                        A.c.channel == Channel.PUSH, A.c.conn.is_(None), A.c.finished_at.is_(None)))
+            update(attempts)
+            .where(and_(attempts.c.message_id == msg_id, attempts.c.attempt == attempt,
+                        attempts.c.channel == Channel.PUSH, attempts.c.conn.is_(None),
+                        attempts.c.finished_at.is_(None)))
             .values(finished_at=now, result=result, detail=detail)
         ).rowcount
         if not closed:
-            c.execute(insert(A).values(
-                message_id=msg_id, attempt=attempt, channel=Channel.PUSH, node=None, conn=None,
-                started_at=now, finished_at=now, result=result, detail=detail,
-            ))
+            insert_attempts(c, msg_id, attempt, Channel.PUSH,
+                            [AttemptRow(result=result, detail=detail)],
+                            started_at=now, finished_at=now)
     return True
-
-
-# -- devices ------------------------------------------------------------------------------------
-
-def devices_of(store: Store, user: str, *, include_disabled: bool = True) -> list[DeviceRecord]:
-    q = select(*_DEV_COLS).where(D.c.user_id == user).order_by(D.c.id)
-    if not include_disabled:
-        q = q.where(D.c.disabled_at.is_(None))
-    with store.engine.connect() as conn:
-        return [DeviceRecord(*r) for r in conn.execute(q).all()]
-
-
-def remove_device(store: Store, token: str) -> bool:
-    """Delete a device row (the user logged out on it). True if it existed."""
-    with store.engine.begin() as c:
-        return bool(c.execute(delete(D).where(D.c.token == token)).rowcount)

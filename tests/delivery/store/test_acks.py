@@ -1,4 +1,5 @@
-"""The gateway's store writes: bulk acks equal ``Store.record_acks``; nack and redirect rows."""
+"""The gateway's store writes: bulk acks equal the reference oracle (random batches, SQLite and
+PostgreSQL), races against other writers, nack and redirect rows."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, insert
 
 from delivery.clock import utcnow
-from delivery.gateway.store_ops import nack_attempts, record_acks_bulk, redirect_attempt
-from delivery.store import A, M, Store
+from delivery.models import State
+from delivery.store import Store, Target
+from delivery.store.acks import nack_attempts, record_acks_bulk, redirect_attempt
+from delivery.store.tables import attempts, messages
+from tests.delivery.store.helpers import accept
+from tests.support import ack_oracle
+from tests.support.acks import ack
 
 IDS = [uuid.UUID(int=i + 1) for i in range(5)]
 USERS = ["u0", "u1", "u2"]
@@ -33,17 +39,17 @@ scenario = st.tuples(
 def load(store: Store, msgs: list[tuple[str, str, int, list[str]]]) -> None:
     now = utcnow()
     with store.engine.begin() as c:
-        c.execute(delete(A))
-        c.execute(delete(M))
-        for mid, (user, state, attempts, conns) in zip(IDS, msgs, strict=True):
-            c.execute(insert(M).values(
+        c.execute(delete(attempts))
+        c.execute(delete(messages))
+        for mid, (user, state, n_attempts, conns) in zip(IDS, msgs, strict=True):
+            c.execute(insert(messages).values(
                 id=mid, sender="s", recipient=user, client_msg_id=None, body="b",
                 created_at=now, expires_at=now + timedelta(hours=1), state=state,
-                attempts=attempts, ack_deadline=now))
-            for a in range(1, attempts + 1):
+                attempts=n_attempts, ack_deadline=now))
+            for a in range(1, n_attempts + 1):
                 for conn in conns:
-                    c.execute(insert(A).values(message_id=mid, attempt=a, channel="ws",
-                                               node="n", conn=conn, started_at=now))
+                    c.execute(insert(attempts).values(message_id=mid, attempt=a, channel="ws",
+                                                      node="n", conn=conn, started_at=now))
 
 
 def snapshot(store: Store) -> tuple[object, ...]:
@@ -54,14 +60,39 @@ def snapshot(store: Store) -> tuple[object, ...]:
     return tuple(msgs), tuple(map(tuple, atts))
 
 
+
+def test_ack_delivers_once_and_only_for_the_recipient(store: Store) -> None:
+    msg, _ = accept(store)
+    now = utcnow()
+    store.start_attempt(msg, channel="ws", targets=[Target("gw-a", "c1"), Target("gw-a", "c2")],
+                        now=now, deadline=now + timedelta(seconds=1))
+    assert not ack(store, msg.id, "mallory", "c9", now)
+    assert ack(store, msg.id, "bob", "c2", now)
+    assert not ack(store, msg.id, "bob", "c1", now)
+    got = store.get(msg.id)
+    assert got is not None and got.state == State.DELIVERED and got.delivered_conn == "c2"
+    results = {r.conn: r.result for r in store.attempts_of(msg.id)}
+    assert results == {"c1": "superseded", "c2": "acked"}
+    # A late attempt claim after delivery loses.
+    assert store.start_attempt(got, channel="ws", targets=[], now=now, deadline=now) is None
+
+
+def test_batch_acks(store: Store) -> None:
+    a, _ = accept(store)
+    b, _ = accept(store)
+    now = utcnow()
+    assert record_acks_bulk(store, [(a.id, "bob", "c1"), (b.id, "eve", "c1"),
+                                    (a.id, "bob", "c1")], now) == [True, False, False]
+
+
 @settings(max_examples=40, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=scenario)
-def test_bulk_acks_equal_record_acks(store: Store, case: tuple) -> None:  # type: ignore[type-arg]
+def test_bulk_acks_equal_the_oracle(store: Store, case: tuple) -> None:  # type: ignore[type-arg]
     msgs, acks = case
     now = utcnow()
     load(store, msgs)
-    expected = store.record_acks(acks, now)
+    expected = ack_oracle.record_acks(store, acks, now)
     want = snapshot(store)
     load(store, msgs)
     got = record_acks_bulk(store, acks, now)
@@ -80,7 +111,7 @@ def test_nack_and_redirect_rows(sqlite_store: Store) -> None:
     assert rows == [("c0", "nacked", "connection gone", True),
                     ("c1", "nacked", "redirected to c2", True),
                     ("c2", None, "redirected from c1", False)]
-    assert store.record_acks([(IDS[0], "u0", "c2")], now) == [True]
+    assert record_acks_bulk(store, [(IDS[0], "u0", "c2")], now) == [True]
     assert store.attempts_of(IDS[0])[2].result == "acked"
 
 
