@@ -102,3 +102,13 @@ def store(request: pytest.FixtureRequest) -> Store:
     name = "sqlite_store" if request.param == "sqlite" else "pg_store"
     result: Store = request.getfixturevalue(name)
     return result
+
+
+@pytest.fixture
+def own_pg() -> Iterator[tuple[str, Store]]:
+    """A database of this test's own, so an outage of it disturbs nothing else."""
+    with fresh_pg_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        yield url, Store(engine)
+        engine.dispose()

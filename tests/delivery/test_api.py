@@ -6,31 +6,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
 from celery import Celery
 
-from delivery import migrate
 from delivery.api import SendNotAccepted, send_message, stores_first
 from delivery.celery_app import make_app
-from delivery.db import make_engine
 from delivery.settings import Settings
 from delivery.store import Store
 from delivery.validation import message_id_for
 from tests.support.faults import database_outage
-from tests.support.services import REDIS_URL, ServiceEnv, fresh_pg_database
+from tests.support.services import REDIS_URL, ServiceEnv
 from workers.procs import ROOT
-
-
-@pytest.fixture
-def own_pg() -> Iterator[tuple[str, Store]]:
-    with fresh_pg_database() as url:
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield url, Store(engine)
-        engine.dispose()
 
 
 def _queue_length(prefix: str) -> int:

@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from delivery import migrate
 from delivery.channels import RedisChannels
-from delivery.db import make_engine
 from delivery.gateway import Gateway, GatewayConfig
 from delivery.models import State
 from delivery.runtime import Runtime
@@ -28,17 +23,6 @@ from tests.delivery.gateway.conftest import (
     run,
 )
 from tests.support.faults import PrivateRedis, allow_connections, refuse_connections
-from tests.support.services import fresh_pg_database
-
-
-@pytest.fixture
-def own_pg() -> Iterator[tuple[str, Store]]:
-    """A database of this test's own, so an outage of it disturbs nothing else."""
-    with fresh_pg_database() as url:
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield url, Store(engine)
-        engine.dispose()
 
 
 def test_an_ack_batch_that_fails_is_retried_until_recorded(
