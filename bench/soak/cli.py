@@ -20,7 +20,8 @@ def parse(argv: list[str]) -> tuple[SoakConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="delivery soak", description=(
         "fault-injection soak over real processes: private Redis (and PostgreSQL where "
         "possible), 2 gateways, 2 workers, the FCM stub, reconnecting clients"))
-    p.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
+    p.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis",
+                   help="the Celery broker: a private Redis, or a private RabbitMQ vhost")
     p.add_argument("--messages", type=int, default=3000,
                    help="at least this many sends (traffic lasts until the faults are done)")
     p.add_argument("--rate", type=float, default=50.0, help="sends per second")

@@ -25,7 +25,7 @@ def token_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="delivery token", description="Print a gateway hello token for USER (signed with "
         "DELIVERY_SECRET).")
-    parser.add_argument("user")
+    parser.add_argument("user", help="the user id the token is for")
     parser.add_argument("--ttl", type=float, default=None,
                         help="lifetime in seconds (default DELIVERY_TOKEN_TTL_S)")
     args = parser.parse_args(argv)

@@ -15,7 +15,6 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from sqlalchemy import text
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
@@ -32,11 +31,6 @@ def _ping_redis(url: str) -> None:
         client.ping()
     finally:
         client.close()
-
-
-def _ping_database(engine: Any) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
 
 
 async def _check(name: str, func: Any, *args: Any) -> str | None:
@@ -57,9 +51,9 @@ async def problems(gateway: Any, ready: bool) -> list[str]:
     checks = []
     if runtime.settings.redis_url:
         checks.append(_check("redis", _ping_redis, runtime.settings.redis_url))
-    engine = getattr(runtime.store, "engine", None)
-    if engine is not None:
-        checks.append(_check("database", _ping_database, engine))
+    ping = getattr(runtime.store, "ping", None)
+    if ping is not None:
+        checks.append(_check("database", ping))
     found = [p for p in await asyncio.gather(*checks) if p]
     if ready:
         if getattr(gateway, "_stopping", False):

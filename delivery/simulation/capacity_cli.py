@@ -26,22 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="delivery capacity", description="Presence capacity "
                                  "model: today's shared replication (S=1) and the sharded design.")
     ap.add_argument("--users", type=int, default=10**6, help="connected users")
-    ap.add_argument("--gateways", type=int, default=50)
-    ap.add_argument("--workers", type=int, default=50)
+    ap.add_argument("--gateways", type=int, default=50, help="gateway nodes (G)")
+    ap.add_argument("--workers", type=int, default=50, help="worker processes (W)")
     ap.add_argument("--churn-per-min", type=float, default=0.1,
                     help="reconnects per connected user per minute")
     ap.add_argument("--rate", type=float, default=0.0, help="messages per second")
     ap.add_argument("--shards", default="1", help="S, or 'auto' (choose_shards)")
-    ap.add_argument("--shards-per-worker", type=int, default=1)
+    ap.add_argument("--shards-per-worker", type=int, default=1,
+                    help="shards each worker serves (sharded design)")
     ap.add_argument("--redis-nodes", default="auto",
                     help="Redis Cluster nodes for the shard channels, or 'auto' (as needed)")
-    ap.add_argument("--heartbeat-ms", type=float, default=250.0)
-    ap.add_argument("--gateway-heartbeat-ms", type=float, default=250.0)
-    ap.add_argument("--batch-ms", type=float, default=5.0)
+    ap.add_argument("--heartbeat-ms", type=float, default=250.0,
+                    help="worker replica heartbeat period")
+    ap.add_argument("--gateway-heartbeat-ms", type=float, default=250.0,
+                    help="gateway replica heartbeat period")
+    ap.add_argument("--batch-ms", type=float, default=5.0,
+                    help="delta batching window of a replica")
     ap.add_argument("--table", action="store_true",
                     help="U = 10^5, 10^6, 10^7 on 10, 100, 1000 nodes (half gateways), S=1 "
                     "and sharded")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
     return ap
 
 

@@ -15,6 +15,11 @@ from delivery.vocabulary import IN_FLIGHT, UNACKED, Result
 
 
 class MetricQueries(StoreBase):
+    def ping(self) -> None:
+        """One round trip to the database (health probes); raises when it does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
     def count_by_state(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(

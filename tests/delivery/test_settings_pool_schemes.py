@@ -6,6 +6,7 @@ import pytest
 
 from delivery.runtime import Runtime
 from delivery.settings import Settings, SettingsError
+from tests.support.services import RUN_SECRET as SECRET
 
 
 @pytest.mark.parametrize(("var", "url"), [
@@ -16,7 +17,8 @@ from delivery.settings import Settings, SettingsError
     ("DELIVERY_REDIS_URL", "redis://h:6379/1"),
 ])
 def test_accepted_schemes(var: str, url: str) -> None:
-    Settings.from_env({"DELIVERY_REDIS_URL": "redis://h:6379/0", var: url})
+    Settings.from_env({"DELIVERY_REDIS_URL": "redis://h:6379/0", "DELIVERY_SECRET": SECRET,
+                       var: url})
 
 
 @pytest.mark.parametrize(("var", "url"), [
@@ -27,12 +29,13 @@ def test_accepted_schemes(var: str, url: str) -> None:
 ])
 def test_rejected_schemes_name_the_variable(var: str, url: str) -> None:
     with pytest.raises(SettingsError, match=var):
-        Settings.from_env({"DELIVERY_REDIS_URL": "redis://h:6379/0", var: url})
+        Settings.from_env({"DELIVERY_REDIS_URL": "redis://h:6379/0", "DELIVERY_SECRET": SECRET,
+                       var: url})
 
 
 def test_pool_settings_reach_the_engine(pg_url: str) -> None:
     settings = Settings.from_env({"DELIVERY_DATABASE_URL": pg_url, "DELIVERY_DB_POOL_SIZE": "3",
-                                  "DELIVERY_DB_MAX_OVERFLOW": "4"})
+                                  "DELIVERY_DB_MAX_OVERFLOW": "4", "DELIVERY_SECRET": SECRET})
     engine = Runtime.from_settings(settings).store.engine
     try:
         assert engine.pool.size() == 3  # type: ignore[attr-defined]

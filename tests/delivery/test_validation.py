@@ -134,6 +134,9 @@ def test_the_send_task_refuses_hostile_input_without_storing(sqlite_store: Store
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    from delivery import migrate
+
+    migrate.upgrade(f"sqlite:///{tmp_path / 'delivery.db'}")  # the embedded store, ready
     env = {k: v for k, v in os.environ.items() if not k.startswith("DELIVERY_")}
     env["DELIVERY_DATA_DIR"] = str(tmp_path)
     return subprocess.run([sys.executable, "-m", "workers.cli", "send", *args], env=env,
