@@ -612,21 +612,24 @@ class Simulation:
 
         Returns (0 lost | 1 shown | 2 pushed, display time)."""
         r = self.nrng
-        p = self.p
         now = self.now
         if ps:
-            sc = self.conns[ps[-1].conn]
-            if p.frame_loss and r.random() < p.frame_loss:
-                return 0, INF
-            t_arr = now + self.nl * (0.5 + r.random())
-            gw = sc.gw
-            if gw.inc != sc.gw_inc or not gw.up or gw.crash_at <= t_arr:
-                return 0, INF
-            tr = t_arr + self.cl * (0.5 + r.random())
-            if sc.close_at > tr:
-                return 1, tr
-            return 0, INF
+            return self._write_and_assume(self.conns[ps[-1].conn], now, r)
         return self._fire_and_forget_push(u, now, r, self.naive)
+
+    def _write_and_assume(self, sc: SConn, t: float, r: random.Random) -> tuple[int, float]:
+        """The seed's write: a frame to ``sc`` leaves at ``t`` and is assumed delivered. Shown
+        only if the connection is still there when it arrives (1, display time); else lost."""
+        if self.p.frame_loss and r.random() < self.p.frame_loss:
+            return 0, INF
+        t_arr = t + self.nl * (0.5 + r.random())
+        gw = sc.gw
+        if gw.inc != sc.gw_inc or not gw.up or gw.crash_at <= t_arr:
+            return 0, INF
+        tr = t_arr + self.cl * (0.5 + r.random())
+        if sc.close_at > tr:
+            return 1, tr
+        return 0, INF
 
     def _fire_and_forget_push(self, u: User, now: float, r: random.Random,
                               st: StrategyStats) -> tuple[int, float]:
@@ -649,7 +652,6 @@ class Simulation:
 
         Returns (0 lost | 1 shown | 2 pushed, display time)."""
         r = self.rrng
-        p = self.p
         now = self.now
         self.registry.lookups += 1
         sc = self.registry.at(u.idx, now)
@@ -657,16 +659,8 @@ class Simulation:
         if sc is None:
             return self._fire_and_forget_push(u, t, r, self.reg)
         assert isinstance(sc, SConn)
-        if p.frame_loss and r.random() < p.frame_loss:
-            return 0, INF
-        t_arr = t + self.nl * (0.5 + r.random())
-        gw = sc.gw
-        if gw.inc != sc.gw_inc or not gw.up or gw.crash_at <= t_arr:
-            return 0, INF
-        tr = t_arr + self.cl * (0.5 + r.random())
-        if sc.close_at > tr:
-            return 1, tr
-        return 0, INF  # the connection died between the lookup and the write
+        # Lost when the connection died between the lookup and the write.
+        return self._write_and_assume(sc, t, r)
 
     # ------------------------------------------------------------------ pipeline strategy
 
