@@ -23,10 +23,10 @@ from bench.soak.services import (
     RabbitVhost,
     create_database,
     drop_database,
-    free_port,
     rabbitmq_answers,
 )
 from bench.soak.traffic import Traffic
+from workers.procs import free_port
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,11 @@ from pathlib import Path
 import psycopg
 import redis
 
-from workers.procs import Proc
+from workers.procs import Proc, free_port
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateRedis:

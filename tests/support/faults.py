@@ -5,7 +5,6 @@ database or server."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,13 +14,7 @@ import redis
 from sqlalchemy.engine import make_url
 
 from tests.support.services import PG_ADMIN_URL
-from workers.procs import Proc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from workers.procs import Proc, free_port
 
 
 def _database_name(url: str) -> str:
