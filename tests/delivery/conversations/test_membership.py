@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from functools import cache
 from datetime import timedelta
+from functools import cache
 
 import pytest
 from hypothesis import settings
