@@ -152,7 +152,7 @@ def test_benchmarks_import_no_tests() -> None:
 # The dev kit holds tooling the demo needs (processes, the local cluster), so it sits in
 # workers/; the rest of the runtime never reaches it.
 DEVKIT = "workers.devkit"
-DEVKIT_USERS = {"workers.demo_cluster"}
+DEVKIT_USERS = {"workers.demo.stack"}
 
 
 def test_only_the_demo_uses_the_dev_kit() -> None:

@@ -27,7 +27,7 @@ from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, set_runtime
 from delivery.settings import Settings
 from delivery.store import Store
-from presence.runtime import LinkPolicy, MemoryNetwork, PresenceNode
+from presence.runtime import MemoryNetwork, PresenceNode
 from workers.wiring import celery_hooks, presence_config
 
 log = logging.getLogger("delivery.embedded")
@@ -131,10 +131,6 @@ class EmbeddedStack:
         self.network.partition([WORKER], gws)
         loop = asyncio.get_running_loop()
         loop.call_later(seconds, self.network.heal)
-
-    def set_replication_delay(self, seconds: float) -> None:
-        for gw in self.gateway_names:
-            self.network.set_link(gw, WORKER, LinkPolicy(delay=seconds))
 
     def send(self, sender: str, recipient: str, body: Any, client_msg_id: str) -> str:
         assert self.app is not None
