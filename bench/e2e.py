@@ -725,12 +725,13 @@ class Bench:
 
     def run_group(self, size: int, messages: int) -> dict[str, Any]:
         """``--group``: only the group case (bench/e2e_group.py) after the warm-up."""
-        from bench.e2e_group import run_group
+        from bench.e2e_group import Meters, run_group
 
         started = time.monotonic()
         self.setup()
         self.warmup()
-        self.result = run_group(self, size=size, messages=messages)
+        meters = Meters(ONLINE, cpu_by_pid, cpu_delta_ms, pg_counters, progress)
+        self.result = run_group(self, meters, size=size, messages=messages)
         self.result["config"] = {"workers": self.p.workers, "gateways": self.p.gateways,
                                  "clients": self.p.clients, "concurrency": self.p.concurrency,
                                  "cpus": os.cpu_count()}
