@@ -1,0 +1,203 @@
+"""Per-conversation order for the clients: a pure core (no I/O, no clock of its own).
+
+Each ``message`` frame of a conversation carries ``seq``, strictly increasing and gap-free in
+that conversation on the server. A client may still receive them out of order (a message whose
+first attempt missed the connection comes again after later ones; replay and live delivery
+interleave), and may never receive some (a member who was not in the conversation when it was
+sent; another device of the same user acked it). :class:`OrderBuffer` is fed frames as they
+arrive and answers what to present now:
+
+- the next seq of a conversation (one more than the last presented) is presented at once,
+  followed by any held successors that are now contiguous;
+- a later seq is **held** while an earlier one is missing, for at most ``wait_s`` after it
+  arrived; at that bound the missing seqs are **skipped** (reported as :class:`Skipped`) and the
+  held frames are presented in seq order;
+- a skipped seq that arrives afterwards is still presented, once, flagged ``late`` (never
+  dropped: it is a message the user has not seen; a UI places it by its seq);
+- a seq already presented or already held is a duplicate (the caller acks it again, as for a
+  copy of a message id it has shown);
+- the first frame of a conversation the buffer knows nothing about is presented at once and
+  becomes its starting point (lower seqs arriving later are presented ``late``), unless the
+  caller told it where the conversation stood (:meth:`OrderBuffer.resume`).
+
+The caller owns the clock: it passes ``now`` (any monotonic seconds) to :meth:`feed` and
+:meth:`tick`, and calls :meth:`tick` at :meth:`next_deadline`. Nothing is held past its bound.
+The browser client (``delivery/static/client.js``, ``OrderBuffer``) implements the same rules;
+tests/delivery/gateway/test_browser_order.py runs both on the same inputs.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Generic, Literal, NamedTuple, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_WAIT_S = 2.0
+# Skipped ranges remembered per conversation (to tell a late arrival from a duplicate); past
+# this, the oldest are forgotten and seqs below them count as "before the start" (presented
+# late if they come; the caller's id dedupe still drops copies it has shown).
+MAX_HOLES = 64
+MAX_EARLY = 1024  # seqs below the start presented late, remembered per conversation
+DEFAULT_MAX_HELD = 1000  # per conversation; past it the oldest gap is skipped at once
+
+
+class Ready(NamedTuple, Generic[T]):
+    """Present this frame now."""
+
+    conversation: str
+    seq: int
+    item: T
+    late: bool = False  # below a gap skipped earlier (or before the start): shown out of order
+
+
+class Skipped(NamedTuple):
+    """Seqs ``first``..``last`` of ``conversation`` were given up on at the bound."""
+
+    conversation: str
+    first: int
+    last: int
+
+
+Out = Ready[T] | Skipped
+Status = Literal["ready", "held", "duplicate"]
+
+
+@dataclass(frozen=True)
+class Fed(Generic[T]):
+    """What :meth:`OrderBuffer.feed` decided for one frame, and what to present now."""
+
+    status: Status
+    out: list[Ready[T] | Skipped]
+
+
+@dataclass
+class _Conversation(Generic[T]):
+    last: int  # highest seq presented in order (or the starting point)
+    floor: int  # seqs <= floor are not tracked
+    holes: list[tuple[int, int]] = field(default_factory=list)  # skipped, sorted, disjoint
+    early: dict[int, None] = field(default_factory=dict)  # presented late, below floor (FIFO)
+    held: dict[int, tuple[T, float]] = field(default_factory=dict)  # seq -> (item, deadline)
+
+
+class OrderBuffer(Generic[T]):
+    def __init__(self, wait_s: float = DEFAULT_WAIT_S, *, max_held: int = DEFAULT_MAX_HELD,
+                 max_holes: int = MAX_HOLES) -> None:
+        if not wait_s >= 0:
+            raise ValueError("wait_s must be >= 0")
+        if max_held < 1 or max_holes < 1:
+            raise ValueError("max_held and max_holes must be >= 1")
+        self.wait_s = wait_s
+        self.max_held = max_held
+        self.max_holes = max_holes
+        self._convs: dict[str, _Conversation[T]] = {}
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def last_presented(self, conversation: str) -> int | None:
+        conv = self._convs.get(conversation)
+        return None if conv is None else conv.last
+
+    def held(self) -> int:
+        return sum(len(c.held) for c in self._convs.values())
+
+    def is_held(self, conversation: str, seq: int) -> bool:
+        conv = self._convs.get(conversation)
+        return conv is not None and seq in conv.held
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` has something to release (None: nothing is held)."""
+        best: float | None = None
+        for conv in self._convs.values():
+            for _, deadline in conv.held.values():
+                if best is None or deadline < best:
+                    best = deadline
+        return best
+
+    # -- events -----------------------------------------------------------------------------
+
+    def resume(self, conversation: str, last_seq: int) -> None:
+        """Everything up to ``last_seq`` was presented before (e.g. in an earlier run)."""
+        conv = self._convs.get(conversation)
+        if conv is None:
+            self._convs[conversation] = _Conversation(last=last_seq, floor=last_seq)
+        elif last_seq > conv.last and not conv.held:
+            conv.last = last_seq
+
+    def feed(self, conversation: str, seq: int, item: T, now: float) -> Fed[T]:
+        conv = self._convs.get(conversation)
+        if conv is None:  # no starting point: this frame is it
+            self._convs[conversation] = _Conversation(last=seq, floor=seq - 1)
+            return Fed("ready", [Ready(conversation, seq, item)])
+        if seq <= conv.last:
+            if seq <= conv.floor:
+                if seq in conv.early:
+                    return Fed("duplicate", [])
+                conv.early[seq] = None
+                if len(conv.early) > MAX_EARLY:
+                    del conv.early[next(iter(conv.early))]
+                return Fed("ready", [Ready(conversation, seq, item, True)])
+            if _take_from_holes(conv.holes, seq):
+                return Fed("ready", [Ready(conversation, seq, item, True)])
+            return Fed("duplicate", [])
+        if seq in conv.held:
+            return Fed("duplicate", [])
+        if seq == conv.last + 1:
+            out: list[Ready[T] | Skipped] = [Ready(conversation, seq, item)]
+            conv.last = seq
+            self._drain(conversation, conv, out)
+            return Fed("ready", out)
+        conv.held[seq] = (item, now + self.wait_s)
+        out = []
+        if len(conv.held) > self.max_held:
+            self._release_through(conversation, conv, min(conv.held), out)
+        return Fed("held", out)
+
+    def tick(self, now: float) -> list[Ready[T] | Skipped]:
+        """Release every held frame whose bound has passed (and all before it, in order)."""
+        out: list[Ready[T] | Skipped] = []
+        for name, conv in self._convs.items():
+            due = [seq for seq, (_, deadline) in conv.held.items() if deadline <= now]
+            if due:
+                self._release_through(name, conv, max(due), out)
+        return out
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _release_through(self, name: str, conv: _Conversation[T], top: int,
+                         out: list[Ready[T] | Skipped]) -> None:
+        """Present every held seq <= top in order, skipping the gaps between them."""
+        for seq in sorted(s for s in conv.held if s <= top):
+            if seq > conv.last + 1:
+                out.append(Skipped(name, conv.last + 1, seq - 1))
+                self._add_hole(conv, conv.last + 1, seq - 1)
+            item, _ = conv.held.pop(seq)
+            out.append(Ready(name, seq, item))
+            conv.last = seq
+        self._drain(name, conv, out)
+
+    def _drain(self, name: str, conv: _Conversation[T], out: list[Ready[T] | Skipped]) -> None:
+        while conv.last + 1 in conv.held:
+            conv.last += 1
+            item, _ = conv.held.pop(conv.last)
+            out.append(Ready(name, conv.last, item))
+
+    def _add_hole(self, conv: _Conversation[T], first: int, last: int) -> None:
+        conv.holes.append((first, last))  # above every earlier hole: the list stays sorted
+        if len(conv.holes) > self.max_holes:
+            _, forgotten_last = conv.holes.pop(0)
+            conv.floor = max(conv.floor, forgotten_last)
+
+
+def _take_from_holes(holes: list[tuple[int, int]], seq: int) -> bool:
+    """If ``seq`` lies in a hole, remove it from the hole (splitting it) and say so."""
+    i = bisect.bisect_right(holes, seq, key=lambda hole: hole[0]) - 1
+    if i < 0:
+        return False
+    first, last = holes[i]
+    if not first <= seq <= last:
+        return False
+    parts = [(a, b) for a, b in ((first, seq - 1), (seq + 1, last)) if a <= b]
+    holes[i:i + 1] = parts
+    return True
