@@ -1,16 +1,18 @@
 """Per-conversation order for the clients: a pure core (no I/O, no clock of its own).
 
-Each ``message`` frame of a conversation carries ``seq``, strictly increasing and gap-free in
-that conversation on the server. A client may still receive them out of order (a message whose
+Each ``message`` frame of a conversation carries ``seq`` (strictly increasing and gap-free over
+the conversation) and ``prev``, the seq of the previous message of the conversation addressed
+to this user (0: none; a user does not receive its own messages nor those sent while it was
+not a member, so its seqs have holes). A client may receive them out of order (a message whose
 first attempt missed the connection comes again after later ones; replay and live delivery
-interleave), and may never receive some (a member who was not in the conversation when it was
-sent; another device of the same user acked it). :class:`OrderBuffer` is fed frames as they
-arrive and answers what to present now:
+interleave), and may never receive some (another device of the same user acked it).
+:class:`OrderBuffer` is fed frames as they arrive and answers what to present now:
 
-- the next seq of a conversation (one more than the last presented) is presented at once,
-  followed by any held successors that are now contiguous;
-- a later seq is **held** while an earlier one is missing, for at most ``wait_s`` after it
-  arrived; at that bound the missing seqs are **skipped** (reported as :class:`Skipped`) and the
+- a frame whose ``prev`` is already presented (or 0) is presented at once, followed by any held
+  frames that now follow on;
+- otherwise it is **held** while the one numbered ``prev`` is missing, for at most ``wait_s``
+  after it arrived; at that bound the gap is **skipped** (reported as :class:`Skipped`: the
+  seqs between the last presented and the held frame, where the missing ones lie) and the
   held frames are presented in seq order;
 - a skipped seq that arrives afterwards is still presented, once, flagged ``late`` (never
   dropped: it is a message the user has not seen; a UI places it by its seq);
@@ -53,7 +55,8 @@ class Ready(NamedTuple, Generic[T]):
 
 
 class Skipped(NamedTuple):
-    """Seqs ``first``..``last`` of ``conversation`` were given up on at the bound."""
+    """A gap given up on at the bound: the missing message(s) of ``conversation`` lie within
+    seqs ``first``..``last`` (not every seq there was addressed to this user)."""
 
     conversation: str
     first: int
@@ -78,7 +81,7 @@ class _Conversation(Generic[T]):
     floor: int  # seqs <= floor are not tracked
     holes: list[tuple[int, int]] = field(default_factory=list)  # skipped, sorted, disjoint
     early: dict[int, None] = field(default_factory=dict)  # presented late, below floor (FIFO)
-    held: dict[int, tuple[T, float]] = field(default_factory=dict)  # seq -> (item, deadline)
+    held: dict[int, tuple[int, T, float]] = field(default_factory=dict)  # seq: prev, item, due
 
 
 class OrderBuffer(Generic[T]):
@@ -110,7 +113,7 @@ class OrderBuffer(Generic[T]):
         """When :meth:`tick` has something to release (None: nothing is held)."""
         best: float | None = None
         for conv in self._convs.values():
-            for _, deadline in conv.held.values():
+            for _, _, deadline in conv.held.values():
                 if best is None or deadline < best:
                     best = deadline
         return best
@@ -125,7 +128,9 @@ class OrderBuffer(Generic[T]):
         elif last_seq > conv.last and not conv.held:
             conv.last = last_seq
 
-    def feed(self, conversation: str, seq: int, item: T, now: float) -> Fed[T]:
+    def feed(self, conversation: str, seq: int, prev: int, item: T, now: float) -> Fed[T]:
+        """One frame: ``seq`` and ``prev`` as on the wire (``prev`` is ``seq - 1`` for a
+        producer that sends none)."""
         conv = self._convs.get(conversation)
         if conv is None:  # no starting point: this frame is it
             self._convs[conversation] = _Conversation(last=seq, floor=seq - 1)
@@ -143,12 +148,12 @@ class OrderBuffer(Generic[T]):
             return Fed("duplicate", [])
         if seq in conv.held:
             return Fed("duplicate", [])
-        if seq == conv.last + 1:
+        if prev <= conv.last:
             out: list[Ready[T] | Skipped] = [Ready(conversation, seq, item)]
             conv.last = seq
             self._drain(conversation, conv, out)
             return Fed("ready", out)
-        conv.held[seq] = (item, now + self.wait_s)
+        conv.held[seq] = (prev, item, now + self.wait_s)
         out = []
         if len(conv.held) > self.max_held:
             self._release_through(conversation, conv, min(conv.held), out)
@@ -158,7 +163,7 @@ class OrderBuffer(Generic[T]):
         """Release every held frame whose bound has passed (and all before it, in order)."""
         out: list[Ready[T] | Skipped] = []
         for name, conv in self._convs.items():
-            due = [seq for seq, (_, deadline) in conv.held.items() if deadline <= now]
+            due = [seq for seq, (_, _, deadline) in conv.held.items() if deadline <= now]
             if due:
                 self._release_through(name, conv, max(due), out)
         return out
@@ -169,19 +174,30 @@ class OrderBuffer(Generic[T]):
                          out: list[Ready[T] | Skipped]) -> None:
         """Present every held seq <= top in order, skipping the gaps between them."""
         for seq in sorted(s for s in conv.held if s <= top):
-            if seq > conv.last + 1:
+            prev, item, _ = conv.held.pop(seq)
+            if seq <= conv.last:  # passed by a frame whose prev skipped it (a server bug)
+                out.append(Ready(name, seq, item, True))
+                continue
+            if prev > conv.last:
                 out.append(Skipped(name, conv.last + 1, seq - 1))
                 self._add_hole(conv, conv.last + 1, seq - 1)
-            item, _ = conv.held.pop(seq)
             out.append(Ready(name, seq, item))
             conv.last = seq
         self._drain(name, conv, out)
 
     def _drain(self, name: str, conv: _Conversation[T], out: list[Ready[T] | Skipped]) -> None:
-        while conv.last + 1 in conv.held:
-            conv.last += 1
-            item, _ = conv.held.pop(conv.last)
-            out.append(Ready(name, conv.last, item))
+        # Only the lowest held seq can follow on: any later one's prev is at least that seq.
+        while conv.held:
+            seq = min(conv.held)
+            prev, item, _ = conv.held[seq]
+            if prev > conv.last:
+                return
+            del conv.held[seq]
+            if seq <= conv.last:  # passed by a frame whose prev skipped it (a server bug)
+                out.append(Ready(name, seq, item, True))
+                continue
+            conv.last = seq
+            out.append(Ready(name, seq, item))
 
     def _add_hole(self, conv: _Conversation[T], first: int, last: int) -> None:
         conv.holes.append((first, last))  # above every earlier hole: the list stays sorted
