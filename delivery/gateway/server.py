@@ -38,6 +38,7 @@ from websockets.http11 import Request, Response
 from delivery import metrics
 from delivery.channels import BROADCAST
 from delivery.clock import utcnow
+from delivery.conversations.frames import frame_for
 from delivery.gateway import health
 from delivery.gateway import protocol as p
 from delivery.gateway.ack_batcher import AckBatcher
@@ -50,12 +51,13 @@ from delivery.gateway.static import load_static, static_response
 from delivery.gateway.tokens import TokenError, verify_claims
 from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
-from delivery.store.acks import nack_attempts, record_acks_bulk, redirect_attempt
+from delivery.store.acks import nack_attempts, record_acks, redirect_attempt
 from delivery.task_names import ROUTE_TASK
 
 log = logging.getLogger("delivery.gateway")
 
 T = TypeVar("T")
+READ_TRIES = 5
 
 
 class PresenceTracker(Protocol):
@@ -340,6 +342,8 @@ class Gateway:
                     self._queue_ack(frame.uuid, conn.user, conn.id, msg_id)
             elif isinstance(frame, p.Ping):
                 await ws.send(p.PONG_FRAME)
+            elif isinstance(frame, p.Read):
+                self._spawn(self._record_read(conn.user, frame))
             else:  # a second hello
                 self.stats["errors"] += 1
                 await ws.send(p.error_frame(
@@ -402,8 +406,7 @@ class Gateway:
                     if step is ReplayRow.REACK:
                         self._queue_ack(m.id, conn.user, conn.id, mid)
                     elif step is ReplayRow.OFFER:
-                        conn.offer(mid, p.message_frame(mid, m.sender, m.body,
-                                                        m.created_at.isoformat()), None)
+                        conn.offer(mid, frame_for(m), None)
                 then = cursor.page_read(len(rows))
                 if then is ReplayNext.DONE:
                     return
@@ -477,6 +480,13 @@ class Gateway:
         if isinstance(node_frame, p.UnknownNodeFrame):
             log.warning("gateway %s: ignoring node frame of type %r", self.node, node_frame.type)
             return
+        if isinstance(node_frame, p.DeliverBatch):  # a group message's recipients here
+            for one in node_frame.frames:
+                self._deliver_one(one)
+            return
+        self._deliver_one(node_frame)
+
+    def _deliver_one(self, node_frame: p.Deliver) -> None:
         msg_id, user = node_frame.id, node_frame.user
         live = LiveFrame(
             id=msg_id, uuid=uuid.UUID(msg_id), user=user, attempt=node_frame.attempt,
@@ -568,7 +578,44 @@ class Gateway:
         return self._ack_recorder.pending
 
     async def _record_acks(self, rows: list[AckRow], now: datetime) -> list[bool]:
-        return await self._db_call(partial(record_acks_bulk, self.runtime.store, rows, now))
+        return await self._db_call(partial(self._record_acks_now, rows, now))
+
+    def _record_acks_now(self, rows: list[AckRow], now: datetime) -> list[bool]:
+        """In the executor: record the acks (and the group senders' receipts, in the same
+        transaction), then tell the gateways holding those senders."""
+        outcome = record_acks(self.runtime.store, rows, now,
+                              receipt_ttl_s=self.runtime.settings.message_ttl_s)
+        self._announce_owed(outcome.owed)
+        return outcome.won
+
+    def _announce_owed(self, users: set[str]) -> None:
+        """One ``owed`` broadcast per user owed new receipts: the gateways holding them
+        replay (this one included). Lost, it costs a delay only: receipts are stored and
+        replayed on the user's next connection."""
+        for user in users:
+            try:
+                self.channels.publish(BROADCAST, p.owed_frame(user))
+            except Exception as exc:
+                log.warning("gateway %s: announcing receipts failed (%s)", self.node,
+                            type(exc).__name__)
+
+    async def _record_read(self, user: str, frame: p.Read) -> None:
+        """Record a ``read`` frame (a few tries while the store is down; a read lost then
+        is repeated by the client's next ``read`` of a later seq)."""
+        for attempt in range(READ_TRIES):
+            try:
+                await self._db_call(partial(self._record_read_now, user, frame))
+                return
+            except Exception as exc:
+                log.warning("gateway %s: recording a read failed (%s)", self.node,
+                            type(exc).__name__)
+                await asyncio.sleep(0.2 * 2 ** attempt)
+
+    def _record_read_now(self, user: str, frame: p.Read) -> None:
+        owed = self.runtime.store.record_read(
+            user, frame.conversation, frame.seq, now=utcnow(),
+            ttl_s=self.runtime.settings.message_ttl_s)
+        self._announce_owed(owed)
 
     # -- helpers --------------------------------------------------------------------------------
 
