@@ -212,3 +212,20 @@ def page_origins(host: str, port: int) -> set[str]:
     if host in ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::"):
         names |= {"127.0.0.1", "localhost", "[::1]"}
     return {f"http://{n}:{port}" for n in names}
+
+
+def api_sender(app: Any) -> Sender:
+    """Send through :mod:`delivery.api` on the Celery ``app`` (what ``delivery up`` runs)."""
+    from delivery.api import send_message, send_to_conversation
+    from delivery.conversations.ids import dm_conversation_id
+
+    def send(req: SendDirect | SendToConversation) -> tuple[str, str]:
+        if isinstance(req, SendDirect):
+            msg_id = send_message(req.sender, req.recipient, req.body,
+                                  client_msg_id=req.client_msg_id, app=app)
+            return msg_id, dm_conversation_id(req.sender, req.recipient)
+        msg_id = send_to_conversation(req.sender, req.conversation, req.body,
+                                      client_msg_id=req.client_msg_id, app=app)
+        return msg_id, req.conversation
+
+    return send
