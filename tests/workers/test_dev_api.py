@@ -5,14 +5,15 @@ bad tokens, foreign origins and bad input with a clear error, and is off with --
 from __future__ import annotations
 
 import json
-import uuid
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.up import delivery_up
 from workers.dev_api import (
     MAX_BODY_BYTES,
     Preflight,
@@ -22,7 +23,6 @@ from workers.dev_api import (
     decide,
     page_origins,
 )
-from tests.support.up import delivery_up
 
 ORIGINS = {"http://127.0.0.1:8765"}
 OK = {"authorization": "Bearer good"}
