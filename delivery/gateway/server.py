@@ -38,13 +38,13 @@ from websockets.http11 import Request, Response
 from delivery import metrics
 from delivery.channels import BROADCAST
 from delivery.clock import utcnow
-from delivery.conversations.frames import frame_for
 from delivery.gateway import health
 from delivery.gateway import protocol as p
 from delivery.gateway.ack_batcher import AckBatcher
 from delivery.gateway.ack_recorder import AckItem, AckRecorder, AckRow
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.connection import Connection, new_conn_id
+from delivery.gateway.frames import frame_for
 from delivery.gateway.guard import Verdict, guarded_connection_class, origin_allowed
 from delivery.gateway.session import LiveFrame, Offer, ReplayCursor, ReplayNext, ReplayRow
 from delivery.gateway.static import load_static, static_response

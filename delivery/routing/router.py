@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from delivery.channels import BROADCAST, NodeChannels
-from delivery.conversations.frames import place_of
 from delivery.conversations.requests import GroupSendRequest
+from delivery.gateway.frames import place_of
 from delivery.gateway.protocol import (
     Deliver,
     encode_deliver,
