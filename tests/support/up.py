@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.procs import Proc, delivery_cmd
+from workers.devkit.procs import Proc, delivery_cmd
 
 
 @dataclass
