@@ -518,6 +518,12 @@ class DeliveryClient:
         ``timeout`` seconds). It was acked when it arrived."""
         return await asyncio.wait_for(self._receipts.get(), timeout)
 
+    def resume_conversation(self, conversation: str, last_seq: int) -> None:
+        """The application showed ``conversation`` up to ``last_seq`` before (an earlier run,
+        or another client object): messages after it wait for their ``prev`` from there, and
+        an earlier one arriving now is handed over ``late``. Call before :meth:`connect`."""
+        self._order.resume(conversation, last_seq)
+
     async def mark_read(self, conversation: str, seq: int) -> bool:
         """Tell the senders that everything up to ``seq`` of ``conversation`` was read. False if
         not connected now: the mark is sent after the next ``welcome``."""

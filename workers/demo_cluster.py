@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 
 from delivery import migrate
-from delivery.api import send_message
+from delivery.api import send_message, send_to_conversation
 from delivery.celery_app import make_app
 from delivery.db import make_engine
 from delivery.settings import Settings
@@ -43,6 +43,10 @@ class ClusterStack:
 
     def send(self, sender: str, recipient: str, body: Any, client_msg_id: str) -> str:
         return send_message(sender, recipient, body, client_msg_id=client_msg_id, app=self.app)
+
+    def send_group(self, sender: str, conversation: str, body: Any, client_msg_id: str) -> str:
+        return send_to_conversation(sender, conversation, body, client_msg_id=client_msg_id,
+                                    app=self.app)
 
 
 @contextlib.contextmanager
