@@ -59,10 +59,11 @@ from delivery.client_dedupe import (
     FILE_MAX_IDS,
     MEMORY_MAX_IDS,
     MemorySeenStore,
+    OrderMarks,
     SeenStore,
     SqliteSeenStore,
 )
-from delivery.client_order import DEFAULT_WAIT_S, OrderBuffer, Ready, Skipped
+from delivery.client_order import DEFAULT_WAIT_S, Fed, OrderBuffer, Ready, Skipped
 
 log = logging.getLogger("delivery.client")
 
@@ -174,6 +175,13 @@ class DeliveryClient:
         self._pending: set[str] = set()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._order: OrderBuffer[Message] = OrderBuffer(order_wait_s)
+        self._places: dict[str, tuple[str, int]] = {}  # handed over: id -> conversation, seq
+        if isinstance(self.seen_store, OrderMarks):
+            try:
+                for conversation, seq in self.seen_store.last_seqs().items():
+                    self._order.resume(conversation, seq)
+            except Exception:  # then the first message of each conversation may wait
+                log.warning("delivery client: could not read the order marks", exc_info=True)
         self._order_timer: asyncio.TimerHandle | None = None
         self.on_receipt = on_receipt
         self._receipts: asyncio.Queue[Receipt] = asyncio.Queue()
@@ -277,6 +285,7 @@ class DeliveryClient:
                     await result
             except BaseException:
                 self._pending.discard(msg.id)
+                self._places.pop(msg.id, None)
                 raise
             # No await between the handler's return and the record: the window in which a
             # crash shows the message twice is this one synchronous write.
@@ -296,8 +305,11 @@ class DeliveryClient:
     def _record(self, msg_id: str) -> None:
         # A store that fails (disk full, file locked) must not stop acks: the worst outcome is
         # then a message shown twice, never one held back.
+        place = self._places.pop(msg_id, None)
         try:
             self.seen_store.add(msg_id)
+            if place is not None and isinstance(self.seen_store, OrderMarks):
+                self.seen_store.mark_seq(*place)
         except Exception:
             log.warning("delivery client: could not record message %s as seen", msg_id,
                         exc_info=True)
@@ -430,11 +442,12 @@ class DeliveryClient:
         fed = self._order.feed(msg.conversation, msg.seq, prev, msg,
                                asyncio.get_running_loop().time())
         if fed.status == "duplicate":
-            # Its seq was shown (or is held) under this id: the dedupe store forgot the id.
-            self.stats.duplicates += 1
-            if not self._order.is_held(msg.conversation, msg.seq):
-                await self._send_ack(msg_id)
-            return
+            if self._order.is_held(msg.conversation, msg.seq):
+                self.stats.duplicates += 1  # a copy of one waiting for its prev
+                return
+            # Its seq was handed over before, yet its id is not recorded: the handler failed
+            # (or the dedupe store forgot it). Hand it over again rather than lose it.
+            fed = Fed("ready", [Ready(msg.conversation, msg.seq, msg, True)])
         self._pending.add(msg_id)
         if fed.status == "held":
             self.stats.held += 1
@@ -449,6 +462,8 @@ class DeliveryClient:
                     self.stats.late += 1
                     msg = replace(msg, late=True)
                 self._queue.put_nowait(msg)
+                if msg.conversation is not None and msg.seq is not None:
+                    self._places[msg.id] = (msg.conversation, msg.seq)
             else:
                 self.stats.gaps_skipped += 1
                 log.info("delivery client: conversation %s: seqs %d..%d not received within "

@@ -18,9 +18,12 @@ interleave), and may never receive some (another device of the same user acked i
   dropped: it is a message the user has not seen; a UI places it by its seq);
 - a seq already presented or already held is a duplicate (the caller acks it again, as for a
   copy of a message id it has shown);
-- the first frame of a conversation the buffer knows nothing about is presented at once and
-  becomes its starting point (lower seqs arriving later are presented ``late``), unless the
-  caller told it where the conversation stood (:meth:`OrderBuffer.resume`).
+- a conversation the buffer knows nothing about starts before its first message: a frame
+  with ``prev`` 0 (the first addressed to this user) is presented at once, any other waits for
+  its ``prev`` like any frame. A client that showed part of the conversation in an earlier run
+  says so with :meth:`OrderBuffer.resume` (the clients keep the last seq shown per
+  conversation), so a restart does not wait for messages already shown; seqs at or below that
+  point arriving later are presented ``late`` (the caller's id dedupe drops those it showed).
 
 The caller owns the clock: it passes ``now`` (any monotonic seconds) to :meth:`feed` and
 :meth:`tick`, and calls :meth:`tick` at :meth:`next_deadline`. Nothing is held past its bound.
@@ -132,9 +135,8 @@ class OrderBuffer(Generic[T]):
         """One frame: ``seq`` and ``prev`` as on the wire (``prev`` is ``seq - 1`` for a
         producer that sends none)."""
         conv = self._convs.get(conversation)
-        if conv is None:  # no starting point: this frame is it
-            self._convs[conversation] = _Conversation(last=seq, floor=seq - 1)
-            return Fed("ready", [Ready(conversation, seq, item)])
+        if conv is None:  # nothing shown yet: it starts before seq 1
+            conv = self._convs[conversation] = _Conversation(last=0, floor=0)
         if seq <= conv.last:
             if seq <= conv.floor:
                 if seq in conv.early:

@@ -30,8 +30,9 @@
 // unacked, while the one numbered prev (the previous one addressed to this user) has not been
 // shown, at most orderWaitMs (default 2000) after it arrived; then the gap is skipped (a
 // "gap" event, stats.gapsSkipped) and a missing message that arrives afterwards is still shown,
-// with late: true (place it by its seq). The first message of a conversation the page has not
-// shown before (since it loaded) is shown at once. OrderBuffer below is the same state machine
+// with late: true (place it by its seq). The highest seq shown per conversation is kept in
+// localStorage (OrderMarks), so after a reload the order continues from there; a conversation
+// with nothing recorded starts before seq 1 (a message with prev 0 is shown at once). OrderBuffer below is the same state machine
 // as delivery/client_order.py; the tests run both on the same inputs.
 //
 // Receipts (to the sender of a group message): a "receipt" event {id, message, conversation,
@@ -67,7 +68,10 @@ export class DeliveryClient extends EventTarget {
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
     this.pingIntervalMs = options.pingIntervalMs ?? 25000;
     this.pongTimeoutMs = options.pongTimeoutMs ?? 10000;
-    this.order = new OrderBuffer(options.orderWaitMs ?? 2000);
+    this.orderWaitS = (options.orderWaitMs ?? 2000) / 1000;
+    this.order = new OrderBuffer(this.orderWaitS);
+    this.orderMarks = null; // OrderMarks of this.user, opened at welcome
+    this.places = new Map(); // handed over, not yet recorded: id -> [conversation, seq]
     this._orderTimer = null;
     this.receiptIds = new Set(); // receipts handed over (most recent 10,000)
     this.receiptPending = new Set();
@@ -132,6 +136,9 @@ export class DeliveryClient extends EventTarget {
   // The application has the message: record its id, then ack it.
   ack(id) {
     if (this.seen) this.seen.add(id);
+    const place = this.places.get(id);
+    if (place && this.orderMarks) this.orderMarks.mark(place[0], place[1]);
+    this.places.delete(id);
     this.pending.delete(id);
     return this._sendAck(id);
   }
@@ -179,6 +186,12 @@ export class DeliveryClient extends EventTarget {
         this.conn = frame.conn;
         if (!this.seen || this.seen.user !== frame.user) {
           this.seen = new SeenIds(frame.user, { maxIds: this.dedupeSize, storage: this.storage });
+          // Continue each conversation's order from what this user was shown before.
+          this.order = new OrderBuffer(this.orderWaitS);
+          this.orderMarks = new OrderMarks(frame.user, { storage: this.storage });
+          for (const [conversation, seq] of this.orderMarks.entries()) {
+            this.order.resume(conversation, seq);
+          }
         }
         this.user = frame.user;
         this.delay = this.backoffInitialMs;
@@ -352,10 +365,14 @@ export class DeliveryClient extends EventTarget {
     if (!Number.isInteger(prev) || prev < 0 || prev >= msg.seq) prev = msg.seq - 1;
     const fed = this.order.feed(msg.conversation, msg.seq, prev, msg, performance.now() / 1000);
     if (fed.status === "duplicate") {
-      // Its seq was shown (or is held) under this id: the dedupe store forgot the id.
-      this.pending.delete(id);
-      this.stats.duplicates += 1;
-      if (!this.order.isHeld(msg.conversation, msg.seq)) this._sendAck(id);
+      if (this.order.isHeld(msg.conversation, msg.seq)) {
+        this.pending.delete(id);
+        this.stats.duplicates += 1; // a copy of one waiting for its prev
+        return;
+      }
+      // Its seq was shown before, yet its id is not recorded: a listener failed (or the ids
+      // were forgotten). Show it again rather than lose it.
+      this._release([{ conversation: msg.conversation, seq: msg.seq, item: msg, late: true }]);
       return;
     }
     if (fed.status === "held") this.stats.held += 1;
@@ -369,6 +386,7 @@ export class DeliveryClient extends EventTarget {
         this._emit("gap", { conversation: o.conversation, first: o.first, last: o.last });
       } else {
         if (o.late) this.stats.late += 1;
+        this.places.set(o.item.id, [o.conversation, o.seq]);
         this._present(o.late ? { ...o.item, late: true } : o.item);
       }
     }
@@ -400,6 +418,7 @@ export class DeliveryClient extends EventTarget {
       (err) => {
         // Not acked: delivered again later, and then shown again.
         this.pending.delete(id);
+        this.places.delete(id);
         this.stats.handlerFailures += 1;
         this._emit("handlererror", { id, error: err });
       },
@@ -456,10 +475,10 @@ export class OrderBuffer {
   }
 
   feed(conversation, seq, prev, item, now) {
-    const c = this.convs.get(conversation);
-    if (!c) {
-      this.convs.set(conversation, OrderBuffer._conv(seq, seq - 1));
-      return { status: "ready", out: [{ conversation, seq, item, late: false }] };
+    let c = this.convs.get(conversation);
+    if (!c) { // nothing shown yet: it starts before seq 1
+      c = OrderBuffer._conv(0, 0);
+      this.convs.set(conversation, c);
     }
     if (seq <= c.last) {
       if (seq <= c.floor) {
@@ -609,6 +628,44 @@ export class SeenIds {
       // Storage full or gone: keep going in memory (what is in this.ids is kept).
       this.storage = memoryStorage();
       return null;
+    }
+  }
+}
+
+// The highest seq shown per conversation for one user, in a Storage under
+// "PREFIX/USER" (a JSON object; the most recently marked maxConversations), so that after a
+// reload a conversation's order continues from there instead of waiting for what was shown.
+export class OrderMarks {
+  constructor(user, options = {}) {
+    const { storage = usableLocalStorage(), prefix = "delivery.order.v1",
+      maxConversations = 1000 } = options;
+    this.storage = storage ?? memoryStorage();
+    this.key = `${prefix}/${encodeURIComponent(user)}`;
+    this.max = maxConversations;
+    this.seqs = new Map();
+    try {
+      const saved = JSON.parse(this.storage.getItem(this.key) ?? "[]");
+      if (Array.isArray(saved)) {
+        for (const [c, n] of saved) if (typeof c === "string" && Number.isInteger(n)) this.seqs.set(c, n);
+      }
+    } catch (err) {
+      // unreadable: start empty (the first message of each conversation may wait)
+    }
+  }
+
+  entries() {
+    return [...this.seqs];
+  }
+
+  mark(conversation, seq) {
+    const best = Math.max(seq, this.seqs.get(conversation) ?? seq);
+    this.seqs.delete(conversation);
+    this.seqs.set(conversation, best);
+    while (this.seqs.size > this.max) this.seqs.delete(this.seqs.keys().next().value);
+    try {
+      this.storage.setItem(this.key, JSON.stringify([...this.seqs]));
+    } catch (err) {
+      this.storage = memoryStorage(); // full or gone: keep going in memory
     }
   }
 }

@@ -13,11 +13,13 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from delivery.client import DeliveryClient, Receipt
+from delivery.client import DeliveryClient, Message, Receipt
 from tests.delivery.gateway.conftest import run
 
 
@@ -86,15 +88,61 @@ def test_a_message_waits_for_its_prev_then_both_come_in_order_and_are_acked_so()
     run(main())
 
 
-def test_the_first_message_of_a_conversation_new_to_the_client_is_shown_at_once() -> None:
-    # After a restart the client does not know what it showed before: waiting for prev here
-    # would delay every conversation's replay by the bound.
+def test_a_new_client_waits_for_prev_unless_told_what_was_shown_before() -> None:
+    async def main() -> None:
+        async with peer() as p:
+            # A live frame overtakes the replay of an older one: still shown in order.
+            async with DeliveryClient(p.url, "t") as client:
+                await p.send(msg(12, 10), msg(10, 0))
+                got = [await client.receive(5), await client.receive(5)]
+                assert [(m.seq, m.late) for m in got] == [(10, False), (12, False)]
+            # The application showed up to 10 in an earlier run: 12 is shown at once, and a
+            # replayed 9 it had not shown comes late.
+            client = DeliveryClient(p.url, "t")
+            client.resume_conversation("team", 10)
+            async with client:
+                await p.send(msg(12, 10), msg(9, 0))
+                got = [await client.receive(5), await client.receive(5)]
+                assert [(m.seq, m.late) for m in got] == [(12, False), (9, True)]
+                assert client.stats.held == 0
+
+    run(main())
+
+
+def test_the_order_continues_after_a_restart_on_the_same_dedupe_file(tmp_path: Path) -> None:
+    async def main() -> None:
+        path = tmp_path / "seen.sqlite3"
+        async with peer() as p:
+            async with DeliveryClient(p.url, "t", dedupe_path=path) as client:
+                await p.send(msg(1, 0), msg(3, 1))
+                assert [(await client.receive(5)).seq for _ in range(2)] == [1, 3]
+            async with DeliveryClient(p.url, "t", dedupe_path=path) as client:
+                await p.send(msg(6, 3))  # its prev was shown in the first run: no wait
+                m = await client.receive(5)
+                assert (m.seq, m.late) == (6, False) and client.stats.held == 0
+
+    run(main())
+
+
+def test_a_message_whose_handler_failed_is_handed_over_again_not_acked_unseen() -> None:
     async def main() -> None:
         async with peer() as p, DeliveryClient(p.url, "t") as client:
-            await p.send(msg(12, 10))
-            assert (await client.receive(5)).seq == 12
-            await p.send(msg(10, 8))  # the replay of one this client had not shown after all
-            assert [(m.seq, m.late) for m in [await client.receive(5)]] == [(10, True)]
+            calls: list[int] = []
+
+            def handler(m: Message) -> None:
+                calls.append(m.seq or 0)
+                if len(calls) == 1:
+                    raise RuntimeError("the application could not show it")
+
+            await p.send(msg(1, 0))
+            with pytest.raises(RuntimeError):
+                await client.run(handler)
+            await p.send(msg(1, 0))  # the gateway delivers it again
+            runner = asyncio.create_task(client.run(handler))
+            await p.until(lambda: len(calls) == 2)
+            await p.until(lambda: len(p.sent_by_client("ack")) == 1)
+            runner.cancel()
+            assert calls == [1, 1]
 
     run(main())
 

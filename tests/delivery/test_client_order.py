@@ -19,10 +19,11 @@ def seqs(out: Sequence[Ready[Any] | Skipped]) -> list[object]:
     return [(o.seq, o.late) if isinstance(o, Ready) else ("skip", o.first, o.last) for o in out]
 
 
-def test_the_first_frame_of_an_unknown_conversation_is_the_start() -> None:
+def test_an_unknown_conversation_starts_before_its_first_message() -> None:
     buf: OrderBuffer[str] = OrderBuffer(2.0)
-    fed = buf.feed("c", 7, 6, "m7", 0.0)
-    assert fed == Fed("ready", [Ready("c", 7, "m7")])
+    assert buf.feed("c", 7, 6, "m7", 0.0) == Fed("held", [])  # waits for 6
+    assert buf.feed("d", 7, 0, "d7", 0.0) == Fed("ready", [Ready("d", 7, "d7")])
+    assert seqs(buf.tick(2.0)) == [("skip", 1, 6), (7, False)]
     assert buf.last_presented("c") == 7 and buf.next_deadline() is None
 
 
@@ -103,8 +104,9 @@ def test_a_copy_of_a_presented_or_held_seq_is_a_duplicate() -> None:
 
 def test_a_seq_before_the_start_is_presented_late() -> None:
     buf: OrderBuffer[str] = OrderBuffer(2.0)
-    buf.feed("c", 10, 9, "m10", 0.0)
+    buf.resume("c", 10)  # shown up to 10 in an earlier run
     assert seqs(buf.feed("c", 9, 8, "m9", 0.1).out) == [(9, True)]
+    assert buf.feed("c", 9, 8, "m9", 0.1).status == "duplicate"
     assert seqs(buf.feed("c", 11, 10, "m11", 0.1).out) == [(11, False)]
 
 
@@ -119,7 +121,7 @@ def test_conversations_are_independent() -> None:
 
 def test_resume_does_not_move_a_conversation_backwards() -> None:
     buf: OrderBuffer[str] = OrderBuffer(2.0)
-    buf.feed("c", 5, 4, "m5", 0.0)
+    buf.resume("c", 5)
     buf.resume("c", 3)
     assert buf.last_presented("c") == 5
     buf.resume("c", 8)
