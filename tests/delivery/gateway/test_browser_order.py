@@ -94,7 +94,8 @@ def test_browser_and_python_order_buffers_agree(sqlite_store: Store) -> None:
             page = Page(f"http://127.0.0.1:{h.gateway.port}/client.js")
             try:
                 await page.attach()
-                await until(page, "location.pathname === '/client.js' && document.readyState === 'complete'")
+                await until(page, "location.pathname === '/client.js'"
+                                  " && document.readyState === 'complete'")
                 reply = await page.call("Runtime.evaluate", {
                     "expression": BROWSER_RUN % json.dumps(runs), "awaitPromise": True,
                     "returnByValue": True})
