@@ -70,15 +70,16 @@ class Population:
     receipts: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     receipt_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     receipt_frames: Counter[str] = field(default_factory=Counter)
+    last_seq: dict[tuple[str, str], int] = field(default_factory=dict)  # shown, per conversation
 
     async def connect(self, user: str, gateway: str | None = None) -> DeliveryClient:
         gateway = gateway or self.rng.choice(self.stack.gateway_names)
         client = DeliveryClient(self.stack.url(gateway), issue_token(user, self.secret, 3600),
                                 reconnect=False, on_receipt=self._on_receipt)
         # What this user was shown before, as an app keeps it: order continues from there.
-        for (who, conversation), seqs in self.shown_seqs.items():
+        for (who, conversation), seq in self.last_seq.items():
             if who == user:
-                client.resume_conversation(conversation, max(seq for seq, _ in seqs))
+                client.resume_conversation(conversation, seq)
         await client.connect()
         self.clients[user] = client
         task = asyncio.create_task(self._drain(client))
@@ -93,6 +94,9 @@ class Population:
                     self.wire_duplicates += 1  # a replay of a frame another connection showed
                 else:
                     self.shown_at[m.id] = time.monotonic()
+                    if m.conversation is not None and m.seq is not None and client.user:
+                        key = (client.user, m.conversation)
+                        self.last_seq[key] = max(m.seq, self.last_seq.get(key, 0))
                     if m.conversation is not None and not m.conversation.startswith("dm:"):
                         await self._shown_in_group(client, m)
 
