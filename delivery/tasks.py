@@ -113,9 +113,8 @@ def send_group(
 
 def _store_and_route_group(rt: Runtime, req: GroupSendRequest, *, stored: bool) -> None:
     router = rt.extras.get("router")
-    if stored and router is not None and rt.store.group_message(req.message_id) is not None:
-        router.route_group_stored(req.message_id)
-        return
+    if stored and router is not None and router.route_group_stored(req.message_id):
+        return  # stored by the producer: routed (its rows read once, no other lookup)
     if router is not None:
         router.accept_and_route_group(req)
         return

@@ -31,8 +31,9 @@ def recipients(current: Collection[str], sender: str) -> list[str]:
 
 
 def check_add(current: Collection[str], users: Collection[str], limit: int) -> list[str]:
-    """The users to add (those not already members); too many members: nothing is added."""
-    new = [u for u in users if u not in current]
+    """The users to add (those not already members, once each); too many members: nothing is
+    added."""
+    new = [u for u in dict.fromkeys(users) if u not in current]
     if len(current) + len(new) > limit:
         raise ConversationError(
             "members", f"the conversation would have {len(current) + len(new)} members, more "

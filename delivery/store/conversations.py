@@ -134,7 +134,8 @@ class ConversationQueries(StoreBase):
         """End the members' spans at the current seq; returns those removed."""
         with self.engine.begin() as c:
             seq = _lock(c, conv_id, bump=False)
-            gone = [u for u in users if u in set(_current(c, conv_id))]
+            current = set(_current(c, conv_id))
+            gone = [u for u in dict.fromkeys(users) if u in current]
             if gone:
                 c.execute(update(members).where(
                     members.c.conversation_id == conv_id, members.c.user_id.in_(gone),

@@ -29,7 +29,7 @@ from tests.e2e.test_crashes import (
     visibility_timeout,
 )
 from tests.e2e.test_outcomes import pushed_ids
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 __all__ = ["broker", "crash_cluster", "crash_env", "private_redis", "visibility_timeout"]

@@ -5,6 +5,7 @@ replayed like messages, and read receipts."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -15,6 +16,10 @@ from delivery.routing.policy import PolicyConfig
 from delivery.routing.router import Router
 from delivery.store import Store
 from tests.delivery.gateway.conftest import Harness, gateway_harness, recv_json, run
+
+
+def ack(frame: dict[str, Any]) -> str:
+    return json.dumps({"type": "ack", "id": frame["id"]})
 
 
 def _router(h: Harness) -> Router:
@@ -54,15 +59,15 @@ def test_a_group_message_reaches_each_member_and_its_receipts_reach_the_sender(
                         got["from"], got["body"]) == (
                     "team", 1, 0, str(req.message_id), "alice", {"text": "hi all"})
             assert got_b["id"] != got_c["id"]
-            await bob.send('{"type":"ack","id":"%s"}' % got_b["id"])
+            await bob.send(ack(got_b))
             r1 = await _next(alice, "receipt")
             assert (r1["status"], r1["user"], r1["message"], r1["seq"]) == (
                 "delivered", "bob", str(req.message_id), 1)
-            await alice.send('{"type":"ack","id":"%s"}' % r1["id"])
+            await alice.send(ack(r1))
             # carol acks and reads while alice is away: replayed on her next connection
             await h.wait_db(lambda: h.store.count_by_state().get("delivered") == 2)
             await alice.close()
-            await carol.send('{"type":"ack","id":"%s"}' % got_c["id"])
+            await carol.send(ack(got_c))
             await carol.send('{"type":"read","conversation":"team","seq":1}')
             await h.wait_db(lambda: h.store.count_by_state().get("pending") == 2)
             alice, _ = await h.client("alice")
@@ -70,7 +75,7 @@ def test_a_group_message_reaches_each_member_and_its_receipts_reach_the_sender(
             assert sorted((r["status"], r["user"]) for r in later) == [
                 ("delivered", "carol"), ("read", "carol")]
             for r in later:
-                await alice.send('{"type":"ack","id":"%s"}' % r["id"])
+                await alice.send(ack(r))
             await h.wait_db(lambda: h.store.count_by_state() == {"delivered": 5})
             for ws in (alice, bob, carol):
                 await ws.close()
