@@ -18,7 +18,8 @@ import tempfile
 
 from delivery.settings import Settings, get_settings
 from workers import demo
-from workers.demo.phases import Plan, drive
+from workers.demo.phases import drive
+from workers.demo.population import Plan
 from workers.demo.report import report
 from workers.demo.result import Result
 from workers.demo.stack import cluster_stack

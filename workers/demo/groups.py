@@ -7,15 +7,12 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from typing import TYPE_CHECKING
 
 from delivery.api import create_conversation
 from delivery.conversations.ids import delivery_id
+from workers.demo.population import Plan, Population, Run
 from workers.demo.result import GroupResult
 from workers.demo.stack import Stack
-
-if TYPE_CHECKING:
-    from workers.demo.phases import Plan, Population, Run
 
 RECEIPT_SINGLE_MAX = 20  # docs/protocol.md: larger groups get coalesced (count/of) receipts
 
