@@ -87,3 +87,38 @@ def test_two_users_chat_in_order_and_the_sender_sees_read(tmp_path: Path) -> Non
                 await bob.close()
 
     run(main(), timeout=180)
+
+
+def test_a_recipient_away_gets_the_messages_on_return_and_the_sender_sees_ticks_move(
+        tmp_path: Path) -> None:
+    """Fault: bob's browser is gone (killed) while alice sends. Must hold: alice's messages stay
+    at "sent"; bob signs in again from a fresh browser profile (nothing remembered), the
+    gateway replays both in seq order, and alice's page turns them read — receipts reach her
+    live connection when bob's acks and read mark are recorded."""
+    async def main() -> None:
+        with delivery_up(tmp_path) as up:
+            alice, bob = Page(up.links["alice"]), Page(up.links["bob"])
+            try:
+                await alice.attach()
+                await bob.attach()
+                for page in (alice, bob):
+                    await page.wait_state(lambda s: s["status"] == "open")
+                await say(alice, "before")
+                await alice.wait_state(lambda s: [m["tick"] for m in items(s)] == ["read"])
+                await bob.close()  # kill -9 of the whole browser
+                await say(alice, "while you were away")
+                await say(alice, "and again")
+                st = await alice.wait_state(
+                    lambda s: [m["tick"] for m in items(s)] == ["read", "sent", "sent"])
+                bob = Page(up.links["bob"])
+                await bob.attach()
+                st = await bob.wait_state(lambda s: len(items(s)) == 2, timeout=30)
+                assert [m["text"] for m in items(st)] == ["while you were away", "and again"]
+                assert not any(m["late"] for m in items(st))
+                st = await alice.wait_state(
+                    lambda s: [m["tick"] for m in items(s)] == ["read"] * 3, timeout=30)
+            finally:
+                await alice.close()
+                await bob.close()
+
+    run(main(), timeout=180)
