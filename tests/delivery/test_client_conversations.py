@@ -147,6 +147,33 @@ def test_a_message_whose_handler_failed_is_handed_over_again_not_acked_unseen() 
     run(main())
 
 
+def test_a_held_message_survives_a_dropped_connection_and_the_replay_completes_it() -> None:
+    """Fault: the connection drops while a message waits for its prev. Must hold: after the
+    reconnect the replay brings the missing one and a copy of the held one; both are handed
+    over once, in order, and acked on the new connection."""
+    async def main() -> None:
+        async with peer() as p:
+            client = DeliveryClient(p.url, "t", backoff_initial_s=0.01, order_wait_s=60)
+            await client.connect()
+            try:
+                await p.send(msg(1, 0))
+                assert (await client.receive(5)).seq == 1
+                await p.send(msg(4, 2))  # 2 is still on its way
+                await p.until(lambda: client.stats.held == 1)
+                await p.conns[-1].close(1011, "test")
+                await p.until(lambda: len(p.conns) == 2 and client.connected)
+                await p.send(msg(2, 1), msg(4, 2))  # the replay, oldest first
+                got = [await client.receive(5), await client.receive(5)]
+                assert [(m.seq, m.late) for m in got] == [(2, False), (4, False)]
+                await p.until(lambda: len(p.sent_by_client("ack")) == 3)
+                assert [a["id"] for a in p.sent_by_client("ack")][1:] == [m.id for m in got]
+                assert client.stats.gaps_skipped == 0
+            finally:
+                await client.close()
+
+    run(main())
+
+
 def test_at_the_bound_the_gap_is_skipped_and_the_missing_one_still_comes_late() -> None:
     async def main() -> None:
         async with peer() as p, DeliveryClient(p.url, "t", order_wait_s=0.2) as client:
