@@ -18,7 +18,8 @@ from delivery.settings import Settings, get_settings
 from delivery.store import Store
 from presence.runtime import PresenceNode
 
-if TYPE_CHECKING:  # the router is built on the runtime: naming its type here is enough
+if TYPE_CHECKING:  # built on the runtime, or heavy to load: naming their types is enough
+    from delivery.push.fcm import FcmSender
     from delivery.routing.router import Router
 
 
@@ -39,6 +40,8 @@ class Hooks:
     on_ack: Callable[[str, str, bool], None] | None = None
     # After each decided push: message id, its PushOutcome value.
     on_push: Callable[[str, str], None] | None = None
+    # The push step's sender, in place of the one the settings describe.
+    fcm_sender: FcmSender | None = None
 
 
 @dataclass

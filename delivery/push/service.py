@@ -121,7 +121,8 @@ def _is_final(result: str | None) -> bool:
 
 
 def _sender_for(rt: Runtime) -> FcmSender:
-    return get_sender(rt.settings)
+    injected = rt.hooks.fcm_sender
+    return injected if injected is not None else get_sender(rt.settings)
 
 
 def push_message(
