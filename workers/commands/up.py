@@ -111,6 +111,7 @@ delivery is up (embedded: SQLite at {stack.settings.effective_database_url})
 
   get a token:      delivery token alice
   send a message:   delivery send --from bob --to alice "hello"
+  to the group:     delivery send --from bob --conversation {DEMO_CONVERSATION} "hello all"
   follow it:        delivery inspect MESSAGE_ID
 
 Ctrl-C stops every role gracefully.""", flush=True)
