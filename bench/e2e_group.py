@@ -18,61 +18,51 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from celery import Celery
+
+from bench.e2e_measure import ONLINE, cpu_by_pid, cpu_delta_ms, pg_counters, progress
+
+
+class _Sized(Protocol):
+    @property
+    def clients(self) -> int: ...
 
 
 class Bench(Protocol):
-    """What this case uses of ``bench.e2e.Bench`` (passed in: no import back)."""
+    """What the group case uses of bench.e2e's Bench (a protocol: bench.e2e imports this module)."""
+
+    pg_admin: str
+    tag: str
+    engine: Any
+    sent: dict[str, tuple[str, float]]
 
     @property
-    def p(self) -> Any: ...
+    def p(self) -> _Sized: ...
     @property
-    def app(self) -> Any: ...
-    @property
-    def engine(self) -> Any: ...
-    @property
-    def clients(self) -> Any: ...
-    @property
-    def tag(self) -> str: ...
-    @property
-    def pg_admin(self) -> str: ...
+    def app(self) -> Celery | None: ...
     @property
     def dbname(self) -> str: ...
-    @property
-    def sent(self) -> dict[str, tuple[str, float]]: ...
-
     def role_pids(self) -> dict[str, list[int]]: ...
     def wait_received(self, ids: list[str], timeout: float) -> bool: ...
     def recv_wall(self, mid: str) -> float: ...
-
-
-@dataclass(frozen=True)
-class Meters:
-    """bench.e2e's counters and progress line, handed in by its ``run_group``."""
-
-    online_prefix: str
-    cpu_by_pid: Callable[[dict[str, list[int]]], dict[tuple[str, int], float]]
-    cpu_delta_ms: Callable[..., dict[str, float]]
-    pg_counters: Callable[[str, str], dict[str, int]]
-    progress: Callable[[str], None]
-
 
 GROUP_SENDER = "bench-gsender"
 IDLE_S = 4.0
 STATS_FLUSH_S = 11.0  # a PostgreSQL 15 backend reports its statistics within 10 s of idling
 
 
-def _members(bench: Bench, m: Meters, size: int, k: int) -> list[str]:
+def _members(bench: Bench, size: int, k: int) -> list[str]:
+
     n = bench.p.clients
-    return [f"{m.online_prefix}{(k * size + j) % n}" for j in range(size)]
+    return [f"{ONLINE}{(k * size + j) % n}" for j in range(size)]
 
 
-def idle_cpu_ms_per_s(bench: Bench, m: Meters) -> float:
+def idle_cpu_ms_per_s(bench: Bench) -> float:
     """The whole cluster's CPU per second with no traffic."""
-    cpu_by_pid = m.cpu_by_pid
+
     roles = bench.role_pids()
     before, t0 = cpu_by_pid(roles), time.monotonic()
     time.sleep(IDLE_S)
@@ -81,10 +71,9 @@ def idle_cpu_ms_per_s(bench: Bench, m: Meters) -> float:
     return used * 1000.0 / (t1 - t0)
 
 
-def _phase(bench: Bench, m: Meters, name: str, prefill: Any, expected: Any, deliveries: int,
+def _phase(bench: Bench, name: str, prefill: Any, expected: Any, deliveries: int,
            idle_ms_per_s: float) -> dict[str, Any]:
-    cpu_by_pid, cpu_delta_ms, pg_counters = m.cpu_by_pid, m.cpu_delta_ms, m.pg_counters
-    progress = m.progress
+
     roles = bench.role_pids()
     start = time.monotonic()
     cpu0, pg0 = cpu_by_pid(roles), pg_counters(bench.pg_admin, bench.dbname)
@@ -113,27 +102,26 @@ def _phase(bench: Bench, m: Meters, name: str, prefill: Any, expected: Any, deli
             "db_counters": db}
 
 
-def run_group(bench: Bench, m: Meters, *, size: int, messages: int) -> dict[str, Any]:
+def run_group(bench: Bench, *, size: int, messages: int) -> dict[str, Any]:
     """Direct then group, ``messages`` group messages of ``size`` recipients each."""
     from delivery.api import create_conversation, send_message, send_to_conversation
     from delivery.conversations.ids import delivery_id
     from delivery.store import Store
 
-    progress = m.progress
     assert bench.app is not None
     app = bench.app
     store = Store(bench.engine)
     groups = max(1, bench.p.clients // size)
     convs = [f"bench-g{k}-{bench.tag}" for k in range(groups)]
     for k, conv in enumerate(convs):
-        create_conversation(conv, [GROUP_SENDER, *_members(bench, m, size, k)], store=store)
+        create_conversation(conv, [GROUP_SENDER, *_members(bench, size, k)], store=store)
     deliveries = messages * size
     progress(f"group case: {messages} messages to {groups} groups of {size} online members "
              f"against {deliveries} direct messages")
 
     def direct_one(i: int) -> list[str]:
         out = []
-        for u in _members(bench, m, size, i % groups):
+        for u in _members(bench, size, i % groups):
             t = time.time()
             mid = send_message(GROUP_SENDER, u, {"t": t}, client_msg_id=f"gd-{i}-{u}",
                                app=app, store=store)
@@ -157,16 +145,16 @@ def run_group(bench: Bench, m: Meters, *, size: int, messages: int) -> dict[str,
     def group_ids(sent: list[tuple[str, int, float]]) -> list[str]:
         ids = []
         for mid, k, t in sent:
-            for u in _members(bench, m, size, k):
+            for u in _members(bench, size, k):
                 did = str(delivery_id(uuid.UUID(mid), u))
                 bench.sent[did] = ("group", t)
                 ids.append(did)
         return ids
 
-    idle = idle_cpu_ms_per_s(bench, m)
+    idle = idle_cpu_ms_per_s(bench)
     progress(f"idle cluster: {idle:.0f} ms CPU per second")
-    direct = _phase(bench, m, "direct", direct_prefill, lambda s: s, deliveries, idle)
-    group = _phase(bench, m, "group", group_prefill, group_ids, deliveries, idle)
+    direct = _phase(bench, "direct", direct_prefill, lambda s: s, deliveries, idle)
+    group = _phase(bench, "group", group_prefill, group_ids, deliveries, idle)
     ratio = group["cpu_ms_per_delivery_net"] / direct["cpu_ms_per_delivery_net"]
     gross = group["cpu_ms_per_delivery"]["total"] / direct["cpu_ms_per_delivery"]["total"]
     progress(f"group / direct CPU per recipient delivery: {ratio:.3f} net of idle, "

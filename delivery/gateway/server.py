@@ -29,14 +29,14 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from delivery import metrics
-from delivery.channels import BROADCAST
+from delivery.channels import BROADCAST, NodeChannels, Subscription
 from delivery.clock import utcnow
 from delivery.gateway import health
 from delivery.gateway import protocol as p
@@ -53,6 +53,9 @@ from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
 from delivery.store.acks import nack_attempts, record_acks, redirect_attempt
 from delivery.task_names import ROUTE_TASK
+
+if TYPE_CHECKING:  # made on the first nack only: the gateway does not load Celery before
+    from celery import Celery
 
 log = logging.getLogger("delivery.gateway")
 
@@ -77,7 +80,7 @@ class Gateway:
     ``Gateway(node, runtime, config, presence=..., channels=..., celery_app=...)``; then
     ``await start(host, port)`` and ``await stop()``. ``presence`` and ``channels`` default to
     ``runtime.presence`` / ``runtime.channels``; the caller owns them (starts and stops them).
-    Hooks in ``runtime.extras``: ``nack_handler(**kwargs)`` replaces the ``delivery.route``
+    Hooks in ``runtime.hooks``: ``nack_handler(**kwargs)`` replaces the ``delivery.route``
     task for nacks, ``on_ack(msg_id, conn, won)`` is called after each recorded ack.
     """
 
@@ -88,8 +91,8 @@ class Gateway:
         config: GatewayConfig | None = None,
         *,
         presence: PresenceTracker | None = None,
-        channels: Any = None,
-        celery_app: Any = None,
+        channels: NodeChannels | None = None,
+        celery_app: Celery | None = None,
         db_threads: int = 4,
     ) -> None:
         if not node or ":" in node or len(node) > 64:
@@ -110,8 +113,8 @@ class Gateway:
              "ack_retries", "acks_dropped", "owed_replays", "evicted"), 0)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sub: Any = None
-        self._broadcast_sub: Any = None
+        self._sub: Subscription | None = None
+        self._broadcast_sub: Subscription | None = None
         self._stopping = False
         self._inbox: deque[dict[str, Any]] = deque()
         self._inbox_lock = threading.Lock()
@@ -125,7 +128,7 @@ class Gateway:
             max_flushes=1 if sqlite else cfg.ack_flushes,
             max_pending=cfg.max_pending_acks, retry_max_s=cfg.ack_retry_max_s)
         self._ack_recorder = AckRecorder(node, batcher, self._record_acks, self.stats,
-                                         runtime.extras)
+                                         runtime.hooks)
         self._queue_ack = self._ack_recorder.queue  # bound once: called per ack
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
@@ -389,7 +392,7 @@ class Gateway:
 
     async def _replay(self, conn: Connection) -> None:
         cfg, store, session = self.config, self.runtime.store, conn.session
-        cursor = ReplayCursor(cfg.replay_batch, cfg.replay_tail_s)
+        cursor = conn.cursor = ReplayCursor(cfg.replay_batch, cfg.replay_tail_s)
         try:
             while session.open:
                 while not session.replay_may_read and session.open:
@@ -447,7 +450,7 @@ class Gateway:
                  self.node, len(self.conns))
         for conn in list(self.conns.values()):
             if conn.open:
-                conn.replayer = asyncio.create_task(self._replay(conn))
+                self._start_replay(conn)
 
     def _replay_user(self, user: str) -> None:
         """Routing could not place a message for ``user``; if we hold a live connection of
@@ -455,7 +458,16 @@ class Gateway:
         for conn in list(self.by_user.get(user, {}).values()):
             if conn.open:
                 self.stats["owed_replays"] += 1
-                conn.replayer = asyncio.create_task(self._replay(conn))
+                self._start_replay(conn)
+
+    def _start_replay(self, conn: Connection) -> None:
+        """Replay ``conn``'s unacked rows from the oldest: restart the running pass if there is
+        one (ReplayCursor.restart), else start one."""
+        running = conn.replayer
+        if running is not None and not running.done() and conn.cursor is not None:
+            conn.cursor.restart()
+            return
+        conn.replayer = asyncio.create_task(self._replay(conn))
 
     def _drain_inbox(self) -> None:
         with self._inbox_lock:
@@ -554,16 +566,17 @@ class Gateway:
             now=utcnow(), detail="connection gone"))
         kwargs = {"message_id": live.id, "attempt": live.attempt, "nacked": list(gone),
                   "node": self.node}
-        handler = self.runtime.extras.get("nack_handler")
+        handler = self.runtime.hooks.nack_handler
         if handler is not None:
-            result = handler(**kwargs)
+            result = handler(message_id=live.id, attempt=live.attempt, nacked=list(gone),
+                             node=self.node)
             if inspect.isawaitable(result):
                 await result
             return
         app = self._celery_app()
         await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs=kwargs, ignore_result=True))
 
-    def _celery_app(self) -> Any:
+    def _celery_app(self) -> Celery:
         if self._celery is None:
             from delivery.celery_app import make_app
 
@@ -592,9 +605,12 @@ class Gateway:
         """One ``owed`` broadcast per user owed new receipts: the gateways holding them
         replay (this one included). Lost, it costs a delay only: receipts are stored and
         replayed on the user's next connection."""
+        channels = self.channels
+        if channels is None:  # no node channels (a test gateway): replay on reconnect only
+            return
         for user in users:
             try:
-                self.channels.publish(BROADCAST, p.owed_frame(user))
+                channels.publish(BROADCAST, p.owed_frame(user))
             except Exception as exc:
                 log.warning("gateway %s: announcing receipts failed (%s)", self.node,
                             type(exc).__name__)

@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from delivery.channels import BROADCAST, NodeChannels
 from delivery.conversations.requests import GroupSendRequest
@@ -43,6 +43,7 @@ from delivery.routing.policy import (
 from delivery.store import MessageRecord, Store, Target
 from delivery.validation import SendRequest
 from delivery.vocabulary import Channel, Result, State
+from presence.state import Presence
 
 log = logging.getLogger("delivery.routing")
 
@@ -57,7 +58,7 @@ class PresenceReader(Protocol):
     @property
     def synced(self) -> bool: ...
 
-    def list(self, key: str) -> Sequence[Any]: ...
+    def list(self, key: str) -> Sequence[Presence]: ...
 
 
 def _ts(dt: datetime) -> float:
