@@ -196,6 +196,15 @@ class Replica:
             return
         if sender not in self._baseline:
             self._baseline[sender] = dict(clock)
+        elif clock == peer.clock:
+            # the usual heartbeat: nothing new since the last one. Only origins we
+            # still lag on matter (a want dropped after a failed transfer is re-learned).
+            for origin in self.state.behind(clock):
+                if origin != self.rid and not self.state.is_purged(origin):
+                    cur = self._want.get(origin)
+                    if cur is None or clock[origin] > cur[0]:
+                        self._want[origin] = (clock[origin], sender)
+            return
         peer.clock = dict(clock)
         for origin, n in clock.items():
             if origin == self.rid or self.state.is_purged(origin):

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import itemgetter
+from operator import gt, itemgetter
 from types import NoneType
 from typing import Any, NamedTuple, NoReturn, cast
 
@@ -405,6 +405,13 @@ class State:
 
     def counter(self, origin: Rid) -> int:
         return self._ctx.get(origin, 0)
+
+    def behind(self, clock: Mapping[Rid, int]) -> builtins.list[Rid]:
+        """Origins on which ``clock`` is ahead of ours (C loops when there are none)."""
+        ctx = self._ctx
+        if not any(map(gt, clock.values(), map(ctx.get, clock, repeat(0)))):
+            return []
+        return [o for o, n in clock.items() if n > ctx.get(o, 0)]
 
     def origins(self) -> builtins.list[Rid]:
         return list(self._ctx)

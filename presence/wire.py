@@ -7,7 +7,7 @@ A frame is one msgpack array::
 ======  ====  =============================================================
 type    code  body
 ======  ====  =============================================================
-HB      1     ``[clock]``  clock = ``[[name, inc, n], ...]``
+HB      1     ``[clock]``  clock = ``[names, incarnations, counters]``
 DELTA   2     ``[parts]``
 REQ     3     ``[to_name, to_inc, req_id, clock]``
 ACK     4     ``[to_name, to_inc, req_id, parts, seq, total]``
@@ -101,8 +101,12 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot pack {type(obj).__name__}")
 
 
-def _clock_out(clock: Mapping[Rid, int]) -> list[list[Any]]:
-    return [[r[0], r[1], n] for r, n in clock.items()]
+def _clock_out(clock: Mapping[Rid, int]) -> list[Any]:
+    # columns: [names, incarnations, counters] (decoded without a list per origin)
+    if not clock:
+        return [[], [], []]
+    names, incs = zip(*clock, strict=True)
+    return [names, incs, list(clock.values())]
 
 
 def _meta_columns(metas: tuple[Any, ...]) -> tuple[list[Any], int | list[int]]:
@@ -215,14 +219,18 @@ def _rid(name: Any, inc: Any) -> Rid:
 
 
 def _clock_in(x: Any) -> dict[Rid, int]:
-    if type(x) is not list:
-        raise _bad("clock must be a list")
-    out: dict[Rid, int] = {}
-    for item in x:
-        if type(item) is not list or len(item) != 3:
-            raise _bad("clock item")
-        out[_rid(item[0], item[1])] = _int(item[2])
-    return out
+    if type(x) is not list or len(x) != 3 or not all(type(c) is list for c in x):
+        raise _bad("clock must be three columns")
+    names, incs, ns = x
+    if not len(names) == len(incs) == len(ns):
+        raise _bad("clock columns")
+    if not names:
+        return {}
+    if not (_all_type(names, str) and _all_type(incs, int) and _all_type(ns, int)):
+        raise _bad("clock item")
+    if min(incs) < 0 or min(ns) < 0:
+        raise _bad("expected a non-negative int")
+    return dict(zip(zip(names, incs, strict=True), ns, strict=True))
 
 
 def _all_type(xs: Any, t: type) -> bool:
