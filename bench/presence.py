@@ -71,7 +71,7 @@ def _cpu_s(p: Any) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_convergence(url: str, replicas: int, joins: int) -> dict[str, Any]:
+def bench_convergence(url: str, replicas: int, joins: int, impl: str = "now") -> dict[str, Any]:
     import subprocess
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
@@ -87,7 +87,7 @@ def bench_convergence(url: str, replicas: int, joins: int) -> dict[str, Any]:
         for i in range(replicas):
             p = subprocess.Popen(
                 [sys.executable, "-m", "bench.presence_agent", "--url", url, "--prefix", prefix,
-                 "--name", f"b{i}"],
+                 "--name", f"b{i}", "--impl", impl],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
             )  # fmt: skip
             procs.append(p)
@@ -296,9 +296,14 @@ def memory_child(impl: str, entries: int, meta: bool) -> dict[str, float]:
     return res
 
 
-def compare(entries: int) -> dict[str, Any]:
+def compare(entries: int, url: str | None, replicas: int, joins: int) -> dict[str, Any]:
     """Today's code against ``bench.presence_v1`` in the same run, interleaved."""
     out: dict[str, Any] = {}
+    if url is not None:
+        for name in ("v1", "now", "v1", "now"):
+            _log(f"convergence, {name} ...")
+            c = bench_convergence(url, replicas, joins, impl=name)
+            out.setdefault(name, {}).setdefault("convergence_ms", []).append(c)
     for name in ("v1", "now", "v1", "now"):
         r = bench_merge_10k(impl=_impl(name))
         keys = ("decode_10k_ms", "merge_10k_ms", "decode_merge_10k_ms", "decode_merge_10k_cpu_ms")
@@ -346,7 +351,9 @@ def main(argv: list[str]) -> int:
     out.update(bench_memory_and_list(args.entries))
     if args.compare:
         _log("same-run comparison with bench/presence_v1 ...")
-        out["compare"] = compare(args.entries)
+        out["compare"] = compare(
+            args.entries, None if args.no_redis else url, args.replicas, args.joins
+        )
     if args.json:
         print(json.dumps(out))
     else:

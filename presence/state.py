@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import gt, itemgetter
+from operator import gt, is_, itemgetter
 from types import NoneType
 from typing import Any, NamedTuple, NoReturn, cast
 
@@ -214,7 +214,9 @@ class _Table(dict[str, Any]):
         if len(pairs) > 1:
             return tuple(pairs)
         conn, meta = pairs[0]
-        return conn if meta is self.meta or meta == self.meta else (conn, meta)
+        # by identity (metas are interned): an equal meta of other value types
+        # (``{"v": 1}`` / ``{"v": True}``) keeps its own object
+        return conn if meta is self.meta else (conn, meta)
 
     def rows(self) -> builtins.list[Row]:
         """Every entry as ``(key, conn, meta)``; C loops when no key has several."""
@@ -233,13 +235,13 @@ class _Table(dict[str, Any]):
 
     def presences(self, rows: Iterable[Row]) -> builtins.list[Presence]:
         ks, cs, ms = zip(*rows, strict=True) if rows else ((), (), ())
-        return builtins.list(
-            map(
-                _new_tuple,
-                repeat(Presence),
-                zip(ks, cs, repeat(self.name), ms, repeat(self.origin), strict=False),
-            )
-        )
+        return self.columns_presences(ks, cs, ms)
+
+    def columns_presences(
+        self, keys: Iterable[str], conns: Iterable[str], metas: Iterable[Meta]
+    ) -> builtins.list[Presence]:
+        rows = zip(keys, conns, repeat(self.name), metas, repeat(self.origin), strict=False)
+        return builtins.list(map(_new_tuple, repeat(Presence), rows))
 
 
 Indexed = _Table | tuple[_Table, ...]
@@ -453,6 +455,9 @@ class State:
 
     def _intern_column(self, metas: builtins.list[Any]) -> builtins.list[Any]:
         """``metas`` with equal ones shared: Python work per distinct object only."""
+        if all(map(is_, metas, repeat(metas[0]))):  # one meta object for all: the common case
+            m = self.intern(metas[0]) if metas[0] is not None else None
+            return metas if m is metas[0] else [m] * len(metas)
         ids = builtins.list(map(id, metas))
         distinct = dict(zip(ids, metas, strict=True))
         remap: dict[int, Any] = {i: self.intern(m) for i, m in distinct.items() if m is not None}
@@ -766,11 +771,11 @@ class State:
         the batch does not have that shape; the caller takes the general path.
         """
         tab = self._table(origin, metas[0])
-        if not tab.keys().isdisjoint(keys):
+        if tab and not tab.keys().isdisjoint(keys):
             return False
         if len(keys) > 1 and len(set(keys)) != len(keys):
             return False
-        if metas.count(tab.meta) == len(metas):  # identity first: interned metas are quick
+        if all(map(is_, metas, repeat(tab.meta))):  # by identity: metas are interned
             tab.update(zip(keys, conns, strict=True))
         else:
             tab.update(zip(keys, zip(conns, metas, strict=True), strict=True))
@@ -783,7 +788,7 @@ class State:
         tab.size += len(keys)
         self._size += len(keys)
         if joins is not None:
-            joins += tab.presences(builtins.list(zip(keys, conns, metas, strict=True)))
+            joins += tab.columns_presences(keys, conns, metas)
         return True
 
     def _merge_slice(self, part: SlicePart, res: MergeResult, diffs: bool) -> None:
