@@ -260,10 +260,6 @@ def _presence(e: Entry) -> Presence:
     return p
 
 
-def _presences(es: Iterable[Entry]) -> builtins.list[Presence]:
-    return builtins.list(map(_new_tuple, repeat(Presence), es))
-
-
 class _Log:
     """Recent events of one origin covering dots ``(base, end]``."""
 
@@ -450,7 +446,8 @@ class State:
         if got is None:
             if len(self._interned) >= _INTERN_MAX:
                 self._interned.clear()  # bounded: metas unique per entry are not shared
-            got = self._interned[k] = meta
+            # a copy: a caller that mutates its own dict later changes no stored entry
+            got = self._interned[k] = dict(meta)
         return got
 
     def _intern_column(self, metas: builtins.list[Any]) -> builtins.list[Any]:

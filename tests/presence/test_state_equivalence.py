@@ -209,3 +209,12 @@ def test_equal_metas_are_stored_once(tracks: list[tuple[str, str, int]]) -> None
     s.track("x", "c", {"v": 1})
     s.track("y", "c", {"v": True})
     assert type(s.list("x")[0].meta["v"]) is int and type(s.list("y")[0].meta["v"]) is bool
+
+
+def test_a_callers_meta_mutated_later_changes_no_stored_entry() -> None:
+    s = State(("a", 1))
+    mine = {"device": "ios"}
+    s.track("x", "c1", mine)
+    s.track("y", "c2", {"device": "ios"})
+    mine["device"] = "android"
+    assert [dict(p.meta) for p in s.list("x") + s.list("y")] == [{"device": "ios"}] * 2
