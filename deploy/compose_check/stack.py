@@ -4,6 +4,8 @@ images), `up`, waiting for health, scaling, stopping one container, and `down -v
 from __future__ import annotations
 
 import json
+import re
+import resource
 import secrets
 import socket
 import subprocess
@@ -16,6 +18,14 @@ from deploy.compose_check import engine
 from deploy.compose_check.log import CheckFailed, say
 
 PROJECT = "delivery-check"
+# docker-compose.yml's nofile limits (gateway, proxy) and HAProxy's maxconn need more
+# descriptors than some hosts let any process have: a container cannot get a hard limit above
+# dockerd's without CAP_SYS_RESOURCE. Then this run lowers them to what the host allows.
+WANT_NOFILE = {"gateway": 65536, "proxy": 131072}
+
+
+def host_nofile() -> int:
+    return int(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
 OVERRIDE = engine.ROOT / "deploy" / "compose-check.override.yml"
 
 
@@ -36,6 +46,17 @@ class Stack:
                                "localhost"], capture_output=True, text=True, timeout=120)
         if made.returncode != 0:
             raise CheckFailed(f"deploy/make-dev-cert failed: {made.stderr.strip()[-200:]}")
+        limit = host_nofile()
+        self.nofile = {svc: min(want, limit) for svc, want in WANT_NOFILE.items()}
+        cfg = (engine.ROOT / "deploy" / "haproxy.cfg").read_text()
+        if self.nofile["proxy"] < WANT_NOFILE["proxy"]:
+            # Two descriptors per proxied connection, and a margin for listeners and checks.
+            maxconn = (self.nofile["proxy"] - 1000) // 2
+            say(f"host nofile hard limit {limit}: gateway/proxy nofile capped at "
+                f"{self.nofile['gateway']}/{self.nofile['proxy']}, HAProxy maxconn {maxconn}")
+            cfg = re.sub(r"^(\s*maxconn) \d+", rf"\1 {maxconn}", cfg, count=1, flags=re.M)
+        self.haproxy_cfg = self.dir / "haproxy.cfg"
+        self.haproxy_cfg.write_text(cfg)
         values = {
             "DELIVERY_SECRET": secrets.token_urlsafe(32),
             "POSTGRES_PASSWORD": secrets.token_urlsafe(18),
@@ -46,6 +67,9 @@ class Stack:
             "CHECK_WS_PORT": str(self.ws_port),
             "CHECK_WSS_PORT": str(self.wss_port),
             "CHECK_CERT_DIR": str(self.cert.parent),
+            "CHECK_HAPROXY_CFG": str(self.haproxy_cfg),
+            "CHECK_GATEWAY_NOFILE": str(self.nofile["gateway"]),
+            "CHECK_PROXY_NOFILE": str(self.nofile["proxy"]),
             "CHECK_APP_IMAGE": images["app"],
             "CHECK_REDIS_IMAGE": images["redis"],
             "CHECK_POSTGRES_IMAGE": images["postgres"],
@@ -134,6 +158,7 @@ class Stack:
             env_file.write_text("".join(f"{k}=x\n" for k in (
                 "DELIVERY_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "FLOWER_BASIC_AUTH",
                 "CHECK_WS_PORT", "CHECK_WSS_PORT", "CHECK_CERT_DIR", "CHECK_APP_IMAGE",
+                "CHECK_HAPROXY_CFG", "CHECK_GATEWAY_NOFILE", "CHECK_PROXY_NOFILE",
                 "CHECK_REDIS_IMAGE", "CHECK_POSTGRES_IMAGE", "CHECK_RABBITMQ_IMAGE",
                 "CHECK_HAPROXY_IMAGE")))
             engine.docker("compose", "-p", PROJECT, "--project-directory", str(engine.ROOT),
