@@ -93,7 +93,8 @@ async def exercise(stack: Stack, args: argparse.Namespace, result: traffic.Resul
         with phase("store: every message delivered"):
             deadline = time.monotonic() + 60
             while True:
-                result.by_state = await asyncio.to_thread(traffic.store_states, stack)
+                await asyncio.to_thread(traffic.store_states, stack, result)
+                say("store: " + " ".join(f"{k}={v}" for k, v in result.by_state.items()))
                 if result.by_state.get("delivered", 0) >= len(result.sent) \
                         or time.monotonic() > deadline:
                     break
@@ -108,7 +109,8 @@ def summary(result: traffic.Result, daemon: str) -> dict[str, Any]:
         "sent": len(result.sent), "received": received, "lost": len(result.lost),
         "lost_ids": result.lost[:20], "duplicates_dropped_by_clients": result.duplicates,
         "client_reconnects": result.reconnects, "store_by_state": result.by_state,
-        "flower_workers": result.flower_workers, "events": result.events,
+        "flower_workers": result.flower_workers, "status_workers": result.status_workers,
+        "status_exit": result.status_exit, "events": result.events,
         "dockerd": daemon, "phases_s": {n: round(t, 1) for n, t in PHASES},
     }
 
@@ -125,6 +127,8 @@ def report(s: dict[str, Any], as_json: bool) -> None:
           f" client reconnects {s['client_reconnects']})")
     print("  store: " + "  ".join(f"{k}={v}" for k, v in s["store_by_state"].items()))
     print(f"  flower showed {len(s['flower_workers'])} workers: {', '.join(s['flower_workers'])}")
+    print(f"  delivery status: exit {s['status_exit']}, {len(s['status_workers'])} workers "
+          f"answering after the stop: {', '.join(s['status_workers'])}")
     for e in s["events"]:
         print(f"  event: {e}")
     if s["lost_ids"]:

@@ -53,6 +53,8 @@ class Result:
     reconnects: int = 0
     by_state: dict[str, int] = field(default_factory=dict)
     flower_workers: list[str] = field(default_factory=list)
+    status_workers: list[str] = field(default_factory=list)
+    status_exit: int | None = None
     events: list[str] = field(default_factory=list)
 
     @property
@@ -61,9 +63,18 @@ class Result:
 
 
 def mint_tokens(stack: Stack, users: list[str]) -> dict[str, str]:
-    """`delivery token USER` inside the stack (the gateways' secret and token format)."""
-    script = "for u in " + " ".join(users) + '; do printf "%s " "$u"; delivery token "$u"; done'
-    res = stack.compose("exec", "-T", "--index", "1", "worker", "sh", "-c", script)
+    """`delivery token USER` inside the stack (the gateways' secret and token format), every
+    user in one interpreter: the command's own entry point, called once per user."""
+    script = ("import contextlib, io, sys\n"
+              "from workers.cli import main\n"
+              "for u in sys.argv[1:]:\n"
+              "    out = io.StringIO()\n"
+              "    with contextlib.redirect_stdout(out):\n"
+              "        rc = main(['token', u])\n"
+              "    if rc != 0:\n"
+              "        sys.exit(f'delivery token {u}: exit {rc}')\n"
+              "    print(u, out.getvalue().strip())\n")
+    res = stack.compose("exec", "-T", "--index", "1", "worker", "python", "-c", script, *users)
     tokens = dict(line.split(" ", 1) for line in res.stdout.strip().splitlines())
     if set(tokens) != set(users):
         raise CheckFailed(f"delivery token: got {len(tokens)} of {len(users)} tokens")
@@ -80,16 +91,19 @@ def flower_workers(stack: Stack) -> list[str]:
     return sorted(data)
 
 
-def store_states(stack: Stack) -> dict[str, int]:
+def store_states(stack: Stack, result: Result) -> None:
+    """`delivery status --json` inside the stack: messages by state in the database, the
+    workers answering, and its exit status as a probe (0 = healthy)."""
     res = stack.compose("exec", "-T", "--index", "1", "worker", "delivery", "status", "--json",
-                        "--timeout", "10", check=False)
+                        "--timeout", "3", check=False)
     try:
         data = json.loads(res.stdout)
-        states: dict[str, int] = data["messages"]["by_state"]
-    except (ValueError, KeyError, TypeError) as exc:
+        result.by_state = {str(k): int(v) for k, v in data["messages"]["by_state"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckFailed(f"delivery status --json: unreadable ({exc}): "
                           f"{(res.stderr or res.stdout)[-300:]}") from exc
-    return states
+    result.status_workers = [w["name"] for w in data.get("workers", {}).get("workers", [])]
+    result.status_exit = res.returncode
 
 
 class Clients:
