@@ -254,3 +254,29 @@ def test_lock_file_pins_every_dependency() -> None:
         name = re.split(r"[\[<>=~!; ]", dep, maxsplit=1)[0].lower().replace("_", "-")
         assert name in pinned, f"{name} is not in requirements.lock: run pip-compile"
     assert "--hash=sha256:" in lock
+
+
+def test_lock_file_covers_every_python_3_11() -> None:
+    """A dependency whose marker applies only to older 3.11 releases (redis-py needs
+    async-timeout below 3.11.3) is dropped by pip-compile run on a newer one; an image on
+    Debian bookworm's Python 3.11.2 (deploy/compose-check) then fails at import."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    lock = (ROOT / "requirements.lock").read_text().lower()
+    pinned = {n.replace("_", "-") for n in re.findall(r"^([a-z0-9][a-z0-9._-]*)==", lock, re.M)}
+    missing = []
+    for name in sorted(pinned):
+        try:
+            requires = md.distribution(name).requires or []
+        except md.PackageNotFoundError:
+            continue  # not installed in this venv: its own requirements cannot be read
+        for spec in requires:
+            req = Requirement(spec)
+            dep = req.name.lower().replace("_", "-")
+            for version in ("3.11.0", "3.11.2", "3.11.11"):
+                env = {"python_full_version": version, "python_version": "3.11", "extra": ""}
+                if (req.marker is None or req.marker.evaluate(env)) and dep not in pinned:
+                    missing.append(f"{dep} (for {name} on Python {version})")
+    assert not missing, f"not in requirements.lock: {sorted(set(missing))}"
