@@ -65,6 +65,19 @@ def exists(tag: str) -> bool:
     return engine.docker("image", "inspect", tag, check=False).returncode == 0
 
 
+def _image_id(tag: str) -> str:
+    res = engine.docker("image", "inspect", "--format", "{{.Id}}", tag, check=False)
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def _drop_superseded(repo: str, keep: str) -> None:
+    """Older tags of one of our repositories (a changed recipe or lock): not left to pile up."""
+    res = engine.docker("images", repo, "--format", "{{.Repository}}:{{.Tag}}", check=False)
+    old = [t for t in res.stdout.split() if t != keep and t.startswith(f"{REPO}/")]
+    if old:
+        engine.docker("rmi", *old, check=False)
+
+
 def _run(cmd: list[str], what: str, timeout: float = 1800) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
@@ -112,6 +125,7 @@ def base_image() -> tuple[str, bool]:
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
             raise CheckFailed(f"docker import failed: {imp.stderr.strip()[-300:]}")
+    _drop_superseded(f"{REPO}/base", tag)
     return tag, True
 
 
@@ -134,6 +148,7 @@ def service_images(base: str) -> dict[str, tuple[str, bool]]:
             continue
         say(f"building {name} image {tag} (Debian packages)")
         _build(tag, HERE / "images" / f"{name}.Dockerfile", HERE / "images", {"BASE": base})
+        _drop_superseded(f"{REPO}/{name}", tag)
         out[name] = (tag, True)
     return out
 
@@ -143,7 +158,11 @@ def app_image(base: str) -> str:
     (requirements.lock) across runs; only the source layers are rebuilt when the code changed."""
     tag = f"{REPO}/app:{base.rpartition(':')[2]}"
     say(f"building the project's image {tag} (Dockerfile, BASE_IMAGE={base})")
+    before = _image_id(tag)
     _build(tag, engine.ROOT / "Dockerfile", engine.ROOT, {"BASE_IMAGE": base})
+    if before and before != _image_id(tag):
+        engine.docker("rmi", before, check=False)  # the previous build, now untagged
+    _drop_superseded(f"{REPO}/app", tag)
     return tag
 
 
