@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import secrets
+import shutil
 import sys
 import time
 from typing import Any
@@ -68,15 +69,19 @@ async def exercise(stack: Stack, args: argparse.Namespace, result: traffic.Resul
     worker3 = stack.container("worker", 3)
 
     def stop_worker() -> None:
+        began = len(result.sent)
         say(f"stopping worker container {worker3} (docker stop: warm shutdown)")
         stack.stop_container(worker3)
-        result.events.append(f"stopped {worker3} after {len(result.sent)} sends")
+        result.events.append(f"docker stop {worker3}: began after {began} sends, "
+                             f"done after {len(result.sent)}")
         say(f"{worker3} stopped")
 
     def scale_down() -> None:
+        began = len(result.sent)
         say("scaling gateways 2 -> 1 (its clients reconnect through HAProxy)")
         stack.scale("gateway", 1)
-        result.events.append(f"gateways scaled to 1 after {len(result.sent)} sends")
+        result.events.append(f"gateways scaled 2 -> 1: began after {began} sends, "
+                             f"done after {len(result.sent)}")
         say("gateways scaled to 1")
 
     try:
@@ -161,6 +166,9 @@ def main(argv: list[str]) -> int:
             return 0
         stack = Stack(imgs)
         Stack.down_project()  # whatever an interrupted run left
+        extra = stack.write_extra_override()
+        if extra:
+            say(f"services mapped beyond the static override: {', '.join(extra)}")
         with phase("compose up --scale worker=3 --scale gateway=2"):
             stack.up(workers=3, gateways=2)
             stack.wait_healthy(("rabbitmq", "redis", "postgres", "gateway", "proxy"))
@@ -193,6 +201,7 @@ def main(argv: list[str]) -> int:
                 stack.down()
                 if args.clean:
                     say(f"removed images: {' '.join(images.remove_all()) or 'none'}")
+            shutil.rmtree(stack.dir, ignore_errors=True)  # the run's secrets and certificate
         if not args.keep and daemon.started:
             say("stopping the dockerd this run started")
             daemon.stop()

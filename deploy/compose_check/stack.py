@@ -76,6 +76,8 @@ class Stack:
             "CHECK_RABBITMQ_IMAGE": images["rabbitmq"],
             "CHECK_HAPROXY_IMAGE": images["haproxy"],
         }
+        self.values = values
+        self.extra = self.dir / "extra.override.yml"
         self.env_file = self.dir / "check.env"
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         self.env_file.chmod(0o600)
@@ -84,18 +86,44 @@ class Stack:
     def wss_url(self) -> str:
         return f"wss://localhost:{self.wss_port}/ws"
 
+    def files(self) -> list[str]:
+        out = ["-f", str(engine.ROOT / "docker-compose.yml"), "-f", str(OVERRIDE)]
+        if self.extra.exists():
+            out += ["-f", str(self.extra)]
+        return out
+
     def compose(self, *args: str, check: bool = True, timeout: float = 600,
                 stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
         return engine.docker("compose", "-p", PROJECT, "--project-directory", str(engine.ROOT),
-                             "-f", str(engine.ROOT / "docker-compose.yml"), "-f", str(OVERRIDE),
-                             "--env-file", str(self.env_file), *args, check=check,
-                             timeout=timeout, stdin=stdin)
+                             *self.files(), "--env-file", str(self.env_file), *args,
+                             check=check, timeout=timeout, stdin=stdin)
 
     def compose_cmd(self, *args: str) -> list[str]:
         """The argv of a compose command (for streaming its output)."""
         return [engine.docker_bin(), "compose", "-p", PROJECT, "--project-directory",
-                str(engine.ROOT), "-f", str(engine.ROOT / "docker-compose.yml"), "-f",
-                str(OVERRIDE), "--env-file", str(self.env_file), *args]
+                str(engine.ROOT), *self.files(), "--env-file", str(self.env_file), *args]
+
+    def write_extra_override(self) -> list[str]:
+        """Services docker-compose.yml gained after the static override was written: each one
+        built from the Dockerfile runs the project's image, and any port still published beyond
+        loopback moves to a free 127.0.0.1 port. Returns what it changed."""
+        model = json.loads(self.compose("config", "--format", "json").stdout)
+        lines, changed = ["services:"], []
+        app = self.values["CHECK_APP_IMAGE"]
+        for name, svc in sorted(model["services"].items()):
+            body = []
+            if "build" in svc and svc.get("image") != app:
+                body += [f"    image: {json.dumps(app)}", "    pull_policy: never"]
+            ports = svc.get("ports", [])
+            if any(p.get("published") and p.get("host_ip") != "127.0.0.1" for p in ports):
+                body.append("    ports: !override")
+                body += [f'      - "127.0.0.1:{free_port()}:{p["target"]}"' for p in ports]
+            if body:
+                lines += [f"  {name}:", *body]
+                changed.append(name)
+        if changed:
+            self.extra.write_text("\n".join(lines) + "\n")
+        return changed
 
     def up(self, workers: int, gateways: int) -> None:
         self.compose("up", "-d", "--no-build", "--scale", f"worker={workers}",

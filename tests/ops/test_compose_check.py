@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from deploy.compose_check import images
+from deploy.compose_check.stack import Stack
 from tests.ops.test_compose import compose, run  # noqa: F401  (compose is a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +53,30 @@ def test_override_maps_every_public_image_to_a_local_one(compose: list[str],  # 
     assert {p["host_ip"] for p in services["flower"]["ports"]} == {"127.0.0.1"}
     assert proxy["ulimits"]["nofile"] == {"soft": 20000, "hard": 20000}
     assert services["gateway"]["ulimits"]["nofile"]["hard"] == 20000
+
+
+def test_services_added_later_are_mapped_too(compose: list[str],  # noqa: F811
+                                             tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service another change adds to docker-compose.yml (built from the Dockerfile, a port on
+    every interface) runs the project's image and is published on loopback only."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker client (the compose plugin runs through it)")
+    local = {n: f"delivery-check/{n}:k" for n in ("app", "redis", "postgres", "rabbitmq",
+                                                   "haproxy")}
+    stack = Stack(local)
+    assert stack.write_extra_override() == []  # today's file: the static override covers it
+    added = tmp_path / "added.yml"
+    added.write_text("services:\n  api:\n    build: .\n    image: delivery:local\n"
+                     "    command: [delivery, api]\n    ports: ['8000:8000']\n")
+    files = stack.files
+    monkeypatch.setattr(stack, "files", lambda: [*files()[:4], "-f", str(added),
+                                                 *files()[4:]])
+    assert stack.write_extra_override() == ["api"]
+    api = json.loads(stack.compose("config", "--format", "json").stdout)["services"]["api"]
+    assert api["image"] == local["app"] and api["pull_policy"] == "never"
+    assert [(p["host_ip"], p["target"]) for p in api["ports"]] == [("127.0.0.1", 8000)]
+    shutil.rmtree(stack.dir)
 
 
 def test_the_debian_mirror_is_the_one_apt_uses() -> None:
