@@ -53,6 +53,8 @@ def test_override_maps_every_public_image_to_a_local_one(compose: list[str],  # 
     assert {p["host_ip"] for p in services["flower"]["ports"]} == {"127.0.0.1"}
     assert proxy["ulimits"]["nofile"] == {"soft": 20000, "hard": 20000}
     assert services["gateway"]["ulimits"]["nofile"]["hard"] == 20000
+    hc = services["gateway"]["healthcheck"]  # only the timing relaxed, the same check
+    assert hc["start_period"] == "3m0s" and "/healthz" in " ".join(hc["test"])
 
 
 def test_services_added_later_are_mapped_too(compose: list[str],  # noqa: F811
