@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.compose_check import images
+from deploy.compose_check import engine, images
+from deploy.compose_check.log import CheckFailed
 from deploy.compose_check.stack import Stack
 from tests.ops.test_compose import compose, run  # noqa: F401  (compose is a fixture)
 
@@ -79,6 +80,25 @@ def test_services_added_later_are_mapped_too(compose: list[str],  # noqa: F811
     assert api["image"] == local["app"] and api["pull_policy"] == "never"
     assert [(p["host_ip"], p["target"]) for p in api["ports"]] == [("127.0.0.1", 8000)]
     shutil.rmtree(stack.dir)
+
+
+def test_a_dockerd_that_cannot_start_is_reported_with_each_attempts_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """overlay2, then vfs, then vfs without iptables; the error quotes each fatal line."""
+    if os.geteuid() != 0:
+        pytest.skip("starting dockerd needs root")
+    fake = tmp_path / "dockerd"
+    fake.write_text('#!/bin/sh\necho "level=fatal msg=\\"no luck with $*\\""\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(engine, "answers", lambda: False)
+    monkeypatch.setattr("deploy.compose_check.engine.shutil.which", lambda name: str(fake))
+    monkeypatch.setattr(engine, "DOCKERD_LOG", tmp_path / "dockerd.log")
+    with pytest.raises(CheckFailed) as err:
+        engine.Daemon().ensure()
+    msg = str(err.value)
+    assert msg.startswith("dockerd cannot run here")
+    assert "no luck with --storage-driver=overlay2" in msg
+    assert "no luck with --storage-driver=vfs --iptables=false" in msg
 
 
 def test_the_debian_mirror_is_the_one_apt_uses() -> None:
