@@ -1,6 +1,9 @@
 # The one image of every role: gateway, worker, flower and the migrate job (docker-compose.yml).
 # Pinned to a patch release (and Debian release): rebuilds get the same interpreter.
-FROM python:3.11.11-slim-bookworm
+# BASE_IMAGE: another base with `python` and `pip` on PATH (deploy/compose-check builds one with
+# debootstrap, without any image registry).
+ARG BASE_IMAGE=python:3.11.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
