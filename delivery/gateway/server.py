@@ -44,13 +44,14 @@ from delivery.gateway.ack_batcher import AckBatcher
 from delivery.gateway.ack_recorder import AckItem, AckRecorder, AckRow
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.connection import Connection, new_conn_id
+from delivery.gateway.frames import frame_for
 from delivery.gateway.guard import Verdict, guarded_connection_class, origin_allowed
 from delivery.gateway.session import LiveFrame, Offer, ReplayCursor, ReplayNext, ReplayRow
 from delivery.gateway.static import load_static, static_response
 from delivery.gateway.tokens import TokenError, verify_claims
 from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
-from delivery.store.acks import nack_attempts, record_acks_bulk, redirect_attempt
+from delivery.store.acks import nack_attempts, record_acks, redirect_attempt
 from delivery.task_names import ROUTE_TASK
 
 if TYPE_CHECKING:  # made on the first nack only: the gateway does not load Celery before
@@ -59,6 +60,7 @@ if TYPE_CHECKING:  # made on the first nack only: the gateway does not load Cele
 log = logging.getLogger("delivery.gateway")
 
 T = TypeVar("T")
+READ_TRIES = 5
 
 
 class PresenceTracker(Protocol):
@@ -343,6 +345,8 @@ class Gateway:
                     self._queue_ack(frame.uuid, conn.user, conn.id, msg_id)
             elif isinstance(frame, p.Ping):
                 await ws.send(p.PONG_FRAME)
+            elif isinstance(frame, p.Read):
+                self._spawn(self._record_read(conn.user, frame))
             else:  # a second hello
                 self.stats["errors"] += 1
                 await ws.send(p.error_frame(
@@ -405,8 +409,7 @@ class Gateway:
                     if step is ReplayRow.REACK:
                         self._queue_ack(m.id, conn.user, conn.id, mid)
                     elif step is ReplayRow.OFFER:
-                        conn.offer(mid, p.message_frame(mid, m.sender, m.body,
-                                                        m.created_at.isoformat()), None)
+                        conn.offer(mid, frame_for(m), None)
                 then = cursor.page_read(len(rows))
                 if then is ReplayNext.DONE:
                     return
@@ -480,6 +483,13 @@ class Gateway:
         if isinstance(node_frame, p.UnknownNodeFrame):
             log.warning("gateway %s: ignoring node frame of type %r", self.node, node_frame.type)
             return
+        if isinstance(node_frame, p.DeliverBatch):  # a group message's recipients here
+            for one in node_frame.frames:
+                self._deliver_one(one)
+            return
+        self._deliver_one(node_frame)
+
+    def _deliver_one(self, node_frame: p.Deliver) -> None:
         msg_id, user = node_frame.id, node_frame.user
         live = LiveFrame(
             id=msg_id, uuid=uuid.UUID(msg_id), user=user, attempt=node_frame.attempt,
@@ -572,7 +582,47 @@ class Gateway:
         return self._ack_recorder.pending
 
     async def _record_acks(self, rows: list[AckRow], now: datetime) -> list[bool]:
-        return await self._db_call(partial(record_acks_bulk, self.runtime.store, rows, now))
+        return await self._db_call(partial(self._record_acks_now, rows, now))
+
+    def _record_acks_now(self, rows: list[AckRow], now: datetime) -> list[bool]:
+        """In the executor: record the acks (and the group senders' receipts, in the same
+        transaction), then tell the gateways holding those senders."""
+        outcome = record_acks(self.runtime.store, rows, now,
+                              receipt_ttl_s=self.runtime.settings.message_ttl_s)
+        self._announce_owed(outcome.owed)
+        return outcome.won
+
+    def _announce_owed(self, users: set[str]) -> None:
+        """One ``owed`` broadcast per user owed new receipts: the gateways holding them
+        replay (this one included). Lost, it costs a delay only: receipts are stored and
+        replayed on the user's next connection."""
+        channels = self.channels
+        if channels is None:  # no node channels (a test gateway): replay on reconnect only
+            return
+        for user in users:
+            try:
+                channels.publish(BROADCAST, p.owed_frame(user))
+            except Exception as exc:
+                log.warning("gateway %s: announcing receipts failed (%s)", self.node,
+                            type(exc).__name__)
+
+    async def _record_read(self, user: str, frame: p.Read) -> None:
+        """Record a ``read`` frame (a few tries while the store is down; a read lost then
+        is repeated by the client's next ``read`` of a later seq)."""
+        for attempt in range(READ_TRIES):
+            try:
+                await self._db_call(partial(self._record_read_now, user, frame))
+                return
+            except Exception as exc:
+                log.warning("gateway %s: recording a read failed (%s)", self.node,
+                            type(exc).__name__)
+                await asyncio.sleep(0.2 * 2 ** attempt)
+
+    def _record_read_now(self, user: str, frame: p.Read) -> None:
+        owed = self.runtime.store.record_read(
+            user, frame.conversation, frame.seq, now=utcnow(),
+            ttl_s=self.runtime.settings.message_ttl_s)
+        self._announce_owed(owed)
 
     # -- helpers --------------------------------------------------------------------------------
 
