@@ -251,7 +251,7 @@ def test_a_worker_killed_mid_fan_out_loses_no_recipient(
         for i in range(30):
             ids.append(await asyncio.to_thread(gsend, app, pg_store, s, conv, str(i)))
             if i == 10:
-                cluster.workers["cw1"].kill9()
+                cluster.kill_worker("cw1")
         for c in clients:
             assert len(set(await receive_ids(c, 30, timeout=90))) == 30
         wait_rows(pg_store, ids, {u: {"delivered"} for u in members}, timeout=60)
