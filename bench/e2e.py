@@ -56,14 +56,17 @@ from delivery.secret import new_secret
 from delivery.stats import percentile
 from delivery.task_names import NOOP_TASK
 from delivery.vocabulary import Result, State
-from workers.devkit.procs import ROOT
+from workers.devkit.procs import ROOT, wait_until
 from workers.devkit.services import (
     PG_ADMIN_URL,
     REDIS_URL,
     PrivateRedis,
     ServiceEnv,
+    clear_redis_prefix,
     create_database,
     drop_database,
+    pg_answers,
+    redis_answers,
     with_database,
 )
 
@@ -120,43 +123,23 @@ def lat_summary(values: list[float]) -> dict[str, float]:
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
-
-
-def _redis_up(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-def _pg_up(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=2) as conn:
-            conn.execute("SELECT 1")
-        return True
-    except psycopg.Error:
-        return False
+    if not wait_until(cond, timeout, interval=0.2):
+        raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
 
 
 def ensure_services(redis_url: str, pg_admin_url: str) -> None:
     """Reuse Redis and PostgreSQL if they answer, start the local ones if not."""
-    if not _redis_up(redis_url):
+    if not redis_answers(redis_url):
         progress("starting redis-server")
         subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port",
                         "6379", "--save", "", "--appendonly", "no"], check=True)
-        _wait(lambda: _redis_up(redis_url), 15, "Redis")
-    if not _pg_up(pg_admin_url):
+        _wait(lambda: redis_answers(redis_url), 15, "Redis")
+    if not pg_answers(pg_admin_url):
         progress("starting PostgreSQL")
         versions = sorted(os.listdir("/etc/postgresql"))
         subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main",
                         "start"], check=True)
-        _wait(lambda: _pg_up(pg_admin_url), 30, "PostgreSQL")
+        _wait(lambda: pg_answers(pg_admin_url), 30, "PostgreSQL")
 
 
 # -- client subprocesses ------------------------------------------------------------------------
@@ -371,10 +354,7 @@ class Bench:
             self.redis_srv.stop()
         elif getattr(self, "redis", None) is not None:
             with contextlib.suppress(Exception):
-                n = 0
-                for key in self.redis.scan_iter(match=f"{self.key_prefix}:*", count=1000):
-                    self.redis.delete(key)
-                    n += 1
+                n = clear_redis_prefix(self.redis_url, f"{self.key_prefix}:")
                 progress(f"removed {n} keys under {self.key_prefix}:")
         if self.db_url:
             with contextlib.suppress(Exception):

@@ -15,12 +15,10 @@ import argparse
 import json
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from statistics import median_high
 from typing import Any
 
-import psycopg
 from sqlalchemy import event
 
 from delivery import migrate
@@ -32,8 +30,7 @@ from delivery.routing.router import Router
 from delivery.store import Store
 from delivery.validation import SendRequest, validate_send
 from presence.runtime import MemoryNetwork, PresenceConfig, PresenceNode
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from workers.devkit.services import PG_ADMIN_URL, create_database, drop_database
 
 
 def _request(i: int, tag: str) -> SendRequest:
@@ -60,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    name = f"delivery_sendcost_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN.rsplit("/", 1)[0] + "/" + name
+    url = create_database("delivery_sendcost", PG_ADMIN_URL)
     net = MemoryNetwork(seed=1)
     cfg = PresenceConfig(heartbeat_s=0.05, down_s=1.0, purge_s=5.0, batch_s=0.001)
     gw, worker = PresenceNode("gw-a", net, cfg), PresenceNode("worker", net, cfg)
@@ -124,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         worker.stop()
         if engine is not None:
             engine.dispose()
-        with psycopg.connect(ADMIN, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(url, PG_ADMIN_URL)
 
 
 if __name__ == "__main__":

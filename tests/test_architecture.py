@@ -166,6 +166,16 @@ def test_only_the_demo_uses_the_dev_kit() -> None:
     assert wrong == []
 
 
+def test_scratch_databases_are_made_in_the_dev_kit() -> None:
+    # One way to create and drop a run's own database (workers.devkit.services), for the
+    # tests, the benchmarks and the soak alike.
+    files = [p for p in ROOT.rglob("*.py") if p.parts[len(ROOT.parts)] in (*PACKAGES, "tests")]
+    found = sorted(str(p.relative_to(ROOT)) for p in files
+                   if p.name != "test_architecture.py"
+                   and ("CREATE DATABASE" in p.read_text() or "DROP DATABASE" in p.read_text()))
+    assert found == ["workers/devkit/services.py"]
+
+
 def test_vocabulary_needs_nothing() -> None:
     # The pure policy and the simulation import it: it must not drag in the store or Celery.
     assert all_imports()["delivery.vocabulary"] <= {"__future__", "enum"}

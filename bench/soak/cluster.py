@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,10 +57,8 @@ class SoakCluster:
     # -- the FCM stub (on a fixed port, so the workers' DELIVERY_FCM_URL stays right) -------
 
     def start_stub(self) -> None:
-        self.stub = Proc("soak-fcm-stub", [
-            sys.executable, "-m", "workers.cli", "fcm-stub", "--port", str(self.fcm_port),
-        ], self.env)
-        self.stub.wait_for_log("fcm-stub listening on", timeout=START_TIMEOUT_S)
+        self.local.start_fcm_stub(START_TIMEOUT_S, port=self.fcm_port)
+        self.stub = self.local.fcm_stub
 
     def kill_stub(self) -> None:
         if self.stub is not None:
@@ -73,12 +70,10 @@ class SoakCluster:
     def start_gateway(self, node: str) -> None:
         gw = self.local.start_gateway(node, port=self.gateway_ports.get(node, 0),
                                       timeout=START_TIMEOUT_S)
-        self.gateway_ports[node] = int(gw.url.rsplit(":", 1)[1].split("/")[0])
+        self.gateway_ports[node] = gw.port
 
     def kill_gateway(self, node: str) -> None:
-        gw = self.local.gateways.pop(node)
-        gw.proc.kill9()
-        gw.proc.stop()
+        self.local.kill_gateway(node)
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -91,9 +86,7 @@ class SoakCluster:
             self.local.start_worker(name, timeout=START_TIMEOUT_S)
 
     def kill_worker(self, name: str) -> None:
-        proc = self.local.workers.pop(name)
-        proc.kill9()
-        proc.stop()
+        self.local.kill_worker(name)
 
     def stop_worker(self, name: str) -> None:
         self.local.stop_worker(name)

@@ -66,9 +66,9 @@ READ_TRIES = 5
 class PresenceTracker(Protocol):
     """The part of a presence node the gateway uses (``presence.runtime.PresenceNode``)."""
 
-    def track(self, key: str, conn: str, meta: dict[str, Any]) -> Any: ...
+    def track(self, key: str, conn: str, meta: dict[str, Any]) -> object: ...
 
-    def untrack(self, key: str, conn: str) -> Any: ...
+    def untrack(self, key: str, conn: str) -> object: ...
 
 
 __all__ = ["Gateway", "PresenceTracker", "close_draining"]
@@ -564,8 +564,6 @@ class Gateway:
         await self._db_call(partial(
             nack_attempts, self.runtime.store, live.uuid, live.attempt, gone,
             now=utcnow(), detail="connection gone"))
-        kwargs = {"message_id": live.id, "attempt": live.attempt, "nacked": list(gone),
-                  "node": self.node}
         handler = self.runtime.hooks.nack_handler
         if handler is not None:
             result = handler(message_id=live.id, attempt=live.attempt, nacked=list(gone),
@@ -573,6 +571,8 @@ class Gateway:
             if inspect.isawaitable(result):
                 await result
             return
+        kwargs = {"message_id": live.id, "attempt": live.attempt, "nacked": list(gone),
+                  "node": self.node}
         app = self._celery_app()
         await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs=kwargs, ignore_result=True))
 

@@ -77,18 +77,13 @@ def crash_cluster(crash_env: dict[str, str]) -> Iterator[tuple[LocalCluster, Cel
         app.close()
 
 
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
-
-
 def test_kill_a_gateway_with_frames_in_flight(
     crash_cluster: tuple[LocalCluster, Celery], pg_store: Store, stub: FcmStub
 ) -> None:
     cluster, app = crash_cluster
 
     async def kill_and_restart_gateway() -> None:
-        port = _port(cluster.gateways["gw-b"].url)
-        cluster.gateways["gw-b"].proc.kill9()
+        port = cluster.kill_gateway("gw-b").port
         await asyncio.sleep(1.0)
         # Same port: the clients reconnect and get the replay.
         await asyncio.to_thread(cluster.start_gateway, "gw-b", port=port)
@@ -104,7 +99,7 @@ def test_kill_a_worker_with_routes_in_flight(
     cluster, app = crash_cluster
 
     async def kill_worker() -> None:
-        cluster.workers["cw1"].kill9()
+        cluster.kill_worker("cw1")
 
     async def restart_worker() -> None:
         await asyncio.to_thread(cluster.start_worker, "cw1", concurrency=4)
@@ -180,7 +175,7 @@ def test_kill_a_worker_holding_prefetched_tasks(
         held = await asyncio.to_thread(_held_by_broker, cluster.env)
         killed_at = time.monotonic()
         waiting = sum(1 for m in t.sent if m not in t.shown_at)
-        cluster.workers["cw1"].kill9()
+        cluster.kill_worker("cw1")
         await t.settle(settle_s)
         await t.close()
         return held, killed_at, waiting

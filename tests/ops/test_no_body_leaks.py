@@ -38,7 +38,7 @@ from delivery.settings import Settings
 from delivery.store import Store
 from tests.ops.test_flower import PASSWORD, USER, flower_proc, get
 from tests.ops.test_metrics_status import free_port
-from workers.devkit.procs import Proc, celery_worker
+from workers.devkit.procs import Proc, celery_worker, wait_until
 from workers.devkit.services import PG_ADMIN_URL, REDIS_URL, ServiceEnv, fresh_pg_database
 
 pytestmark = pytest.mark.slow
@@ -58,12 +58,8 @@ FAST = {
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    if not wait_until(cond, timeout, interval=0.1):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def admin(sql: str) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.presence.presence_helpers import Agent, prefix
+from workers.devkit.procs import wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -15,12 +16,7 @@ HB, DOWN, PURGE = 0.1, 0.6, 2.0
 
 
 def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
+    return wait_until(cond, timeout, interval=0.02)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import redis
 from presence import MemoryNetwork, PresenceConfig, PresenceNode, redis_transport
 from presence.transport.memory import LinkPolicy
 from tests.presence.presence_helpers import REDIS_URL, prefix
+from workers.devkit.procs import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,12 +20,7 @@ CFG = PresenceConfig(heartbeat_s=0.05, down_s=0.3, purge_s=1.0, batch_s=0.005)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
+    return wait_until(cond, timeout, interval=0.002)
 
 
 @pytest.fixture

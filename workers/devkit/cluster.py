@@ -10,6 +10,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from delivery.secret import check_secret
 from workers.devkit.procs import Proc, celery_argv
@@ -25,6 +26,13 @@ class Gateway:
     url: str
     proc: Proc
 
+    @property
+    def port(self) -> int:
+        """Its port: a restart on the same one lets clients reconnect to the same URL."""
+        port = urlsplit(self.url).port
+        assert port is not None
+        return port
+
 
 @dataclass
 class LocalCluster:
@@ -34,6 +42,7 @@ class LocalCluster:
     gateways: dict[str, Gateway] = field(default_factory=dict)
     workers: dict[str, Proc] = field(default_factory=dict)
     others: list[Proc] = field(default_factory=list)
+    fcm_stub: Proc | None = None  # the last one started
 
     def __post_init__(self) -> None:
         # Every role here talks to shared services: refuse once, before starting any of them.
@@ -63,10 +72,12 @@ class LocalCluster:
         self.gateways[node] = gw
         return gw
 
-    def start_fcm_stub(self, timeout: float = 15.0) -> str:
-        proc = Proc("fcm-stub", [sys.executable, "-m", "workers.cli", "fcm-stub", "--port", "0"],
-                    self.env)
+    def start_fcm_stub(self, timeout: float = 15.0, *, port: int = 0) -> str:
+        """Start the FCM stub (on ``port``: its URL stays right across a restart); its URL."""
+        proc = Proc("fcm-stub", [sys.executable, "-m", "workers.cli", "fcm-stub", "--port",
+                                 str(port)], self.env)
         self.others.append(proc)
+        self.fcm_stub = proc
         proc.wait_for_log("fcm-stub listening on", timeout=timeout)
         match = _STUB.search(proc.log())
         assert match is not None
@@ -81,6 +92,19 @@ class LocalCluster:
         gw = self.gateways.pop(node, None)
         if gw is not None:
             gw.proc.stop()
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL a worker (a crash: no shutdown, its prefetched tasks unacked)."""
+        proc = self.workers.pop(name)
+        proc.kill9()
+        proc.stop()
+
+    def kill_gateway(self, node: str) -> Gateway:
+        """SIGKILL a gateway (its connections drop at once); what it was."""
+        gw = self.gateways.pop(node)
+        gw.proc.kill9()
+        gw.proc.stop()
+        return gw
 
     def stop(self) -> None:
         for gw in list(self.gateways.values()):

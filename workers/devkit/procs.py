@@ -24,6 +24,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until(cond: Callable[[], bool], timeout: float, *, interval: float = 0.05) -> bool:
+    """Ask ``cond`` every ``interval`` until it holds or ``timeout`` passes (and once more at
+    the end); whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
+
+
 class Proc:
     """A child process whose output goes to a log file (read it on failure)."""
 

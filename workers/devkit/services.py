@@ -28,7 +28,7 @@ import psycopg
 import redis
 from sqlalchemy.engine import make_url
 
-from workers.devkit.procs import Proc, free_port
+from workers.devkit.procs import Proc, free_port, wait_until
 
 PG_ADMIN_URL = os.environ.get(
     "DELIVERY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -65,6 +65,16 @@ class ServiceEnv:
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def pg_answers(url: str) -> bool:
+    """The PostgreSQL server of ``url`` answers a query."""
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
 
 
 def with_database(url: str, name: str) -> str:
@@ -187,6 +197,14 @@ class PrivatePostgres:
 # -- Redis --------------------------------------------------------------------------------------
 
 
+def redis_answers(url: str) -> bool:
+    """The Redis server of ``url`` answers PING."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
 def clear_redis_prefix(url: str, prefix: str) -> int:
     client = redis.Redis.from_url(url)
     n = 0
@@ -216,13 +234,8 @@ class PrivateRedis:
         args += (["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly
                  else ["--appendonly", "no"])
         self.proc = Proc("redis", args, {"PATH": os.environ.get("PATH", "")})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.ConnectionError):
-                if redis.Redis.from_url(self.url).ping():
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"private redis did not start:\n{self.proc.log()}")
+        if not wait_until(lambda: redis_answers(self.url), timeout):
+            raise RuntimeError(f"private redis did not start:\n{self.proc.log()}")
 
     def restart(self, down_s: float = 0.0) -> None:
         redis.Redis.from_url(self.url).shutdown(nosave=False)
