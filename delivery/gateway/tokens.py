@@ -127,7 +127,8 @@ def issue_token(user: str, secret: str | Keyring, ttl_s: float, *, now: float | 
     if key is None or not key.can_sign:
         raise ValueError("no HS256 key to sign with")
     issued = time.time() if now is None else now
-    claims: dict[str, Any] = {"sub": user, "iat": int(issued), "exp": int(issued + ttl_s)}
+    # Whole seconds (what every JWT library reads), rounded up: the token lives at least ttl_s.
+    claims: dict[str, Any] = {"sub": user, "iat": int(issued), "exp": math.ceil(issued + ttl_s)}
     aud, iss = audience or ring.audience, issuer or ring.issuer
     if aud:
         claims["aud"] = aud

@@ -3,11 +3,13 @@ expiry and leeway, audience/issuer, algorithm confusion, the legacy format, bad 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import hmac
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
+from itsdangerous import URLSafeSerializer
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from delivery.gateway.tokens import (
+    SALT,
     ExpiredToken,
     InvalidToken,
     Keyring,
@@ -30,6 +36,8 @@ from delivery.gateway.tokens import (
 )
 from delivery.secret import new_secret
 from delivery.settings import Settings, SettingsError
+from delivery.store import Store
+from tests.delivery.gateway.conftest import gateway_harness, run
 
 SECRET = new_secret()
 OLD, NEW = new_secret(), new_secret()
@@ -249,3 +257,40 @@ def test_wrong_public_key_files_are_refused(tmp_path: Path, rsa_key: rsa.RSAPriv
 def test_bad_token_and_api_settings(env: dict[str, str], var: str) -> None:
     with pytest.raises(SettingsError, match=var):
         settings(**env)
+
+
+def test_a_gateway_admits_rs256_by_kid_and_closes_on_confusion(
+        sqlite_store: Store, tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    """On a real socket: the hello of an RS256 token (kid, aud) is welcomed as its ``sub``;
+    ``alg: none``, a missing audience and a legacy token (legacy off) close with 1008."""
+    (tmp_path / "r.pem").write_bytes(pem(rsa_key.public_key()))
+    gw_settings = Settings(secret=SECRET, token_keys=f"r=rs256:{tmp_path / 'r.pem'}",
+                           token_audience="chat", token_legacy=0)
+    now = int(time.time())
+    good = jwt.encode({"sub": "zoe", "exp": now + 60, "aud": "chat"}, rsa_key,
+                      algorithm="RS256", headers={"kid": "r"})
+    bad = [jwt.encode({"sub": "zoe", "exp": now + 60, "aud": "chat"}, None, algorithm="none",
+                      headers={"kid": "r"}),
+           jwt.encode({"sub": "zoe", "exp": now + 60}, rsa_key, algorithm="RS256",
+                      headers={"kid": "r"}),
+           URLSafeSerializer(SECRET, salt=SALT).dumps({"u": "zoe", "exp": now + 60})]
+
+    async def hello(h: Any, token: str) -> tuple[dict[str, Any] | None, int | None, str]:
+        ws = await connect(h.url, compression=None)
+        await ws.send(json.dumps({"type": "hello", "token": token}))
+        try:
+            frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        except ConnectionClosed:
+            return None, ws.close_code, ws.close_reason or ""
+        await ws.close()
+        return frame, None, ""
+
+    async def main() -> None:
+        async with gateway_harness(sqlite_store, settings=gw_settings) as h:
+            frame, _, _ = await hello(h, good)
+            assert frame is not None and (frame["type"], frame["user"]) == ("welcome", "zoe")
+            for token in bad:
+                frame, code, reason = await hello(h, token)
+                assert (frame, code, reason) == (None, 1008, "invalid token")
+
+    run(main())
