@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ import yaml
 from delivery.secret import new_secret
 from delivery.store import Store
 from delivery.validation import MESSAGE_NAMESPACE
-from tests.support.faults import database_outage
+from tests.support.faults import PrivateRedis, database_outage
 from tests.support.services import REDIS_URL, ServiceEnv
 from workers.cluster import LocalCluster
 from workers.procs import ROOT, Proc, free_port
@@ -131,6 +132,27 @@ def test_database_outage_answers_503_and_never_an_id(api: Api) -> None:
     assert res.status_code == 202 and res.json()["id"] == msg_id
     assert api.stored(msg_id) == 1
     assert api.client.get("/healthz").status_code == 200
+
+
+def test_broker_outage_still_answers_the_stored_id(own_pg: tuple[str, Store],
+                                                   tmp_path: Path) -> None:
+    """The broker is down after start-up: the message is stored, so the id is answered (the
+    recovery sweep routes it once a worker runs); the enqueue failure is only logged."""
+    broker = PrivateRedis(str(tmp_path), appendonly=False)
+    broker.start()
+    try:
+        env = ServiceEnv(own_pg[0], broker.url, "api-broker-outage").env(
+            DELIVERY_API_KEYS=KEY_NEW)
+        with LocalCluster(env) as cluster:
+            url, proc = cluster.start_api()
+            api = Api(url, proc, own_pg[0], "")
+            broker.stop()
+            res = api.post({"sender": "a", "recipient": "b", "body": 1, "client_msg_id": "nb"})
+            assert res.status_code == 202, res.text
+            assert api.stored(res.json()["id"]) == 1
+            api.client.close()
+    finally:
+        broker.stop()
 
 
 def _blocked_backends(db_url: str) -> int:
