@@ -46,7 +46,10 @@ def parse_send(raw: bytes) -> Send | BadRequest:
     for name in ("sender", "body"):
         if name not in data:
             return BadRequest("missing_field", name, f"{name} is required")
-    has_rcp, has_conv = data.get("recipient") is not None, data.get("conversation") is not None
+    for name in ("recipient", "conversation"):
+        if name in data and data[name] is None:  # null is not "absent" for an address
+            return BadRequest("invalid_field", name, f"invalid {name}: must be a string, got null")
+    has_rcp, has_conv = "recipient" in data, "conversation" in data
     if has_rcp == has_conv:
         return BadRequest("missing_field" if not has_rcp else "invalid_field", "recipient",
                           "exactly one of recipient and conversation is required")

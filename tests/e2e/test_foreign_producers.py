@@ -25,9 +25,9 @@ from delivery.store import Store
 from delivery.task_names import SEND_TASK
 from delivery.validation import MESSAGE_NAMESPACE
 from tests.e2e.conftest import FAST, client, receive_ids, user, wait_state
-from tests.support.services import REDIS_URL, ServiceEnv
-from workers.cluster import LocalCluster
-from workers.procs import ROOT
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.procs import ROOT
+from workers.devkit.services import REDIS_URL, ServiceEnv
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ from delivery.models import ID_LEN
 from delivery.secret import new_secret
 from delivery.settings import MAX_TTL_S
 from delivery.validation import MESSAGE_NAMESPACE
-from tests.support.services import REDIS_URL, ServiceEnv
-from workers.cluster import LocalCluster
-from workers.procs import ROOT
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.procs import ROOT
+from workers.devkit.services import REDIS_URL, ServiceEnv
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def api_url(pg_url: str, run_prefix: str) -> Iterator[str]:
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_running_api_conforms_to_its_document(case: schemathesis.Case,
                                                   api_url: str) -> None:
     excluded = []

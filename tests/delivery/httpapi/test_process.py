@@ -19,10 +19,9 @@ import yaml
 from delivery.secret import new_secret
 from delivery.store import Store
 from delivery.validation import MESSAGE_NAMESPACE
-from tests.support.faults import PrivateRedis, database_outage
-from tests.support.services import REDIS_URL, ServiceEnv
-from workers.cluster import LocalCluster
-from workers.procs import ROOT, Proc, free_port
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.procs import ROOT, Proc, free_port
+from workers.devkit.services import REDIS_URL, PrivateRedis, ServiceEnv, database_outage
 
 pytestmark = pytest.mark.slow
 

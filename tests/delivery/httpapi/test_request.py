@@ -30,3 +30,18 @@ def test_a_send() -> None:
 def test_bad_shapes_name_the_field(raw: bytes, error: str, field: str | None) -> None:
     got = parse_send(raw)
     assert isinstance(got, BadRequest) and (got.error, got.field) == (error, field)
+
+
+@pytest.mark.parametrize("raw, field", [
+    (b'{"sender":"a","recipient":null,"conversation":"c","body":1}', "recipient"),
+    (b'{"sender":"a","recipient":"b","conversation":null,"body":1}', "conversation"),
+])
+def test_a_null_address_is_refused_not_taken_as_absent(raw: bytes, field: str) -> None:
+    got = parse_send(raw)
+    assert isinstance(got, BadRequest) and (got.error, got.field) == ("invalid_field", field)
+
+
+def test_null_optional_fields_mean_the_default() -> None:
+    got = parse_send(b'{"sender":"a","recipient":"b","body":1,"client_msg_id":null,'
+                     b'"ttl_s":null}')
+    assert got == Send("a", "b", None, 1, None, None)
