@@ -294,3 +294,22 @@ def test_a_gateway_admits_rs256_by_kid_and_closes_on_confusion(
                 assert (frame, code, reason) == (None, 1008, "invalid token")
 
     run(main())
+
+
+def test_token_command_signs_with_the_newest_key_and_audience(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from delivery.gateway.cli import token_main
+    from delivery.settings import reset_settings
+
+    monkeypatch.setenv("DELIVERY_SECRET", SECRET)
+    monkeypatch.setenv("DELIVERY_TOKEN_KEYS", f"new=hs256:{NEW},old=hs256:{OLD}")
+    monkeypatch.setenv("DELIVERY_TOKEN_AUDIENCE", "chat")
+    reset_settings()
+    try:
+        assert token_main(["carol", "--ttl", "30"]) == 0
+    finally:
+        reset_settings()
+    token = capsys.readouterr().out.strip()
+    assert jwt.get_unverified_header(token)["kid"] == "new"
+    claims = jwt.decode(token, NEW, algorithms=["HS256"], audience="chat")
+    assert claims["sub"] == "carol" and claims["exp"] - claims["iat"] in (30, 31)

@@ -116,8 +116,8 @@ def test_not_json_and_too_large(api: Api) -> None:
 
 
 def test_database_outage_answers_503_and_never_an_id(api: Api) -> None:
-    msg = {"sender": "alice", "recipient": "bob", "body": "during",
-           "client_msg_id": "outage-1"}
+    marker = f"BODYMARK{uuid.uuid4().hex}"
+    msg = {"sender": "alice", "recipient": "bob", "body": marker, "client_msg_id": "outage-1"}
     msg_id = str(uuid.uuid5(MESSAGE_NAMESPACE, "alice\x00outage-1"))
     with database_outage(api.db_url):
         for _ in range(3):
@@ -131,6 +131,10 @@ def test_database_outage_answers_503_and_never_an_id(api: Api) -> None:
     assert res.status_code == 202 and res.json()["id"] == msg_id
     assert api.stored(msg_id) == 1
     assert api.client.get("/healthz").status_code == 200
+    too_big = api.post({"sender": "a", "recipient": "b", "body": marker * 500})
+    assert too_big.status_code == 400 and marker not in too_big.text
+    assert "not accepted" in api.proc.log()  # the log names the failure, never the body
+    assert marker not in api.proc.log()
 
 
 def test_broker_outage_still_answers_the_stored_id(own_pg: tuple[str, Store],
