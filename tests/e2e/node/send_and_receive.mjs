@@ -1,8 +1,9 @@
 // A chat backend and a client written in Node 20, with no npm dependency: mints an HS256 JWT
 // itself (node:crypto), connects to a gateway as the recipient (global WebSocket, Node 20
-// needs --experimental-websocket), sends over POST /v1/messages with a server key, receives
-// the message, acks it and prints one JSON line. Run by tests/e2e/test_foreign_producers.py.
-import { createHmac } from "node:crypto";
+// needs --experimental-websocket), sends over POST /v1/messages with a server key, checks the
+// answered id is the documented uuid5, receives the message, acks it and prints one JSON line.
+// Run by tests/e2e/test_foreign_producers.py.
+import { createHash, createHmac } from "node:crypto";
 
 const { API_URL, API_KEY, WS_URL, TOKEN_SECRET, TOKEN_KID, SENDER, RECIPIENT } = process.env;
 
@@ -15,6 +16,18 @@ function mintJwt(sub, secret, kid, ttlSeconds) {
   const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(payload))}`;
   const signature = createHmac("sha256", secret).update(signingInput).digest("base64url");
   return `${signingInput}.${signature}`;
+}
+
+// The documented message id: uuid5(namespace, sender + "\0" + client_msg_id) (RFC 4122).
+const NAMESPACE = "6f1c2d8e-5a4b-4c3d-9e8f-7a6b5c4d3e2f";
+
+function uuid5(namespace, name) {
+  const ns = Buffer.from(namespace.replaceAll("-", ""), "hex");
+  const hash = createHash("sha1").update(ns).update(Buffer.from(name, "utf8")).digest();
+  hash[6] = (hash[6] & 0x0f) | 0x50;
+  hash[8] = (hash[8] & 0x3f) | 0x80;
+  const hex = hash.subarray(0, 16).toString("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 function fail(message) {
@@ -49,6 +62,8 @@ ws.addEventListener("message", async (ev) => {
     });
     if (res.status !== 202) fail(`POST answered ${res.status}: ${await res.text()}`);
     msgId = (await res.json()).id;
+    const derived = uuid5(NAMESPACE, `${SENDER}\0node-${RECIPIENT}`);
+    if (msgId !== derived) fail(`id ${msgId} is not the documented uuid5 ${derived}`);
     for (const f of early) finish(f);
   } else if (frame.type === "message") {
     if (msgId === null) early.push(frame);
