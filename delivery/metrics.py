@@ -105,6 +105,8 @@ for _status in ("up", "down"):
     PRESENCE_REPLICAS.labels(_status)
 for _result in ("pushed", "no_device", "failed"):  # the push alert's ratio needs them at 0
     PUSHES.labels(_result)
+for _status in ("202", "429", "503"):  # likewise the API alert's
+    API_REQUESTS.labels(_status)
 
 ROLES = ("worker", "gateway", "api", "all")
 # Families only one role feeds; every other family (outcomes, attempts, presence, the Python
