@@ -723,6 +723,20 @@ class Bench:
 
     # -- the run ------------------------------------------------------------------------------
 
+    def run_group(self, size: int, messages: int) -> dict[str, Any]:
+        """``--group``: only the group case (bench/e2e_group.py) after the warm-up."""
+        from bench.e2e_group import run_group
+
+        started = time.monotonic()
+        self.setup()
+        self.warmup()
+        self.result = run_group(self, size=size, messages=messages)
+        self.result["config"] = {"workers": self.p.workers, "gateways": self.p.gateways,
+                                 "clients": self.p.clients, "concurrency": self.p.concurrency,
+                                 "cpus": os.cpu_count()}
+        self.result["elapsed_s"] = round(time.monotonic() - started, 1)
+        return self.result
+
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         self.setup()
@@ -914,6 +928,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of a worker and a gateway into DIR")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
+    parser.add_argument("--group", action="store_true",
+                        help="only the group case: G-member group messages against the same "
+                        "recipient deliveries as direct messages (bench/e2e_group.py)")
+    parser.add_argument("--group-size", type=int, default=50, help="members per group")
+    parser.add_argument("--group-messages", type=int, default=40,
+                        help="group messages in the group case")
     args = parser.parse_args(argv)
     kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
                           "clients": args.clients, "concurrency": args.concurrency}
@@ -934,7 +954,8 @@ def main(argv: list[str]) -> int:
 
     previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        result = bench.run()
+        result = (bench.run_group(args.group_size, args.group_messages) if args.group
+                  else bench.run())
     except KeyboardInterrupt:
         progress("interrupted: cleaning up")
         return 130
@@ -945,6 +966,12 @@ def main(argv: list[str]) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.group:
+        from bench.e2e_group import summary as group_summary
+
+        (args.out / "e2e-group.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result) if args.json else group_summary(result))
+        return 0
     (args.out / "e2e.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "e2e.png")
     progress(f"wrote {args.out / 'e2e.json'} and {args.out / 'e2e.png'}")

@@ -30,7 +30,7 @@ Names (all prefixed ``delivery_``), as listed in docs/operations.md:
 - ``gateway_connections``, ``gateway_frames_sent_total``, ``gateway_acks_total``,
   ``gateway_nacks_total``, ``gateway_replayed_total``: per gateway process.
 - ``api_requests_total{status}``: ``POST /v1/messages`` answers by HTTP status (202, 400, 401,
-  413, 422, 429, 503); ``api_in_flight``: sends being stored now (``delivery api`` only).
+  413, 429, 503); ``api_in_flight``: sends being stored now (``delivery api`` only).
 """
 
 from __future__ import annotations

@@ -80,12 +80,13 @@ async def _read_capped(request: Request, cap: int) -> bytes:
 
 
 def _send(send: Send) -> str:
-    """The blocking store-then-enqueue (runs in a worker thread)."""
+    """The blocking store-then-enqueue (runs in a worker thread). An unknown conversation or a
+    sender who is not a member raises ``ConversationError``, an ``InvalidMessage``: 400."""
     if send.conversation is not None:
-        to_conversation = getattr(delivery_api, "send_to_conversation", None)
-        assert to_conversation is not None  # checked before
-        return str(to_conversation(send.sender, send.conversation, send.body,
-                                   client_msg_id=send.client_msg_id, ttl_s=send.ttl_s))
+        # This process has the database (cli.check): stored before the id is returned.
+        return delivery_api.send_to_conversation(
+            send.sender, send.conversation, send.body, client_msg_id=send.client_msg_id,
+            ttl_s=send.ttl_s)
     return delivery_api.send_message(send.sender, send.recipient, send.body,
                                      client_msg_id=send.client_msg_id, ttl_s=send.ttl_s,
                                      durable=True)
@@ -124,9 +125,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         send = parse_send(raw)
         if isinstance(send, BadRequest):
             return _error(400, send.error, send.message, send.field)
-        if send.conversation is not None and not hasattr(delivery_api, "send_to_conversation"):
-            return _error(422, "unsupported_field", "conversations are not available in this "
-                          "release: send to a recipient", "conversation")
         try:
             msg_id = await anyio.to_thread.run_sync(partial(_send, send), limiter=limiter)
         except InvalidMessage as exc:

@@ -17,9 +17,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import amqp
+import httpx
 import pytest
 import redis
 
+from delivery.api import create_conversation
+from delivery.conversations.ids import delivery_id
 from delivery.secret import new_secret
 from delivery.store import Store
 from delivery.task_names import SEND_TASK
@@ -153,3 +156,31 @@ def test_node_mints_a_jwt_sends_over_http_and_receives(
     assert got == {"id": expected_id("node", f"node-{rcp}"), "from": "node",
                    "body": {"text": "hello from node"}}
     assert wait_state(pg_store, got["id"], {"delivered"}).state == "delivered"
+
+
+def test_a_group_message_posted_over_http_reaches_every_member(
+        cluster: LocalCluster, api_url: tuple[str, str], pg_store: Store) -> None:
+    url, key = api_url
+    sender, bob, carol = user(), user(), user()
+    conv = f"team-{uuid.uuid4().hex[:6]}"
+    create_conversation(conv, [sender, bob, carol], store=pg_store)
+
+    async def run() -> tuple[str, list[str], list[str]]:
+        cb = await client(cluster, "gw-a", bob).connect()
+        cc = await client(cluster, "gw-b", carol).connect()
+        try:
+            res = await asyncio.to_thread(
+                httpx.post, f"{url}/v1/messages", timeout=30,
+                headers={"Authorization": f"Bearer {key}"},
+                json={"sender": sender, "conversation": conv, "body": "to the team",
+                      "client_msg_id": "g-1"})
+            assert res.status_code == 202, res.text
+            return res.json()["id"], await receive_ids(cb, 1), await receive_ids(cc, 1)
+        finally:
+            await cb.close()
+            await cc.close()
+
+    msg_id, got_b, got_c = asyncio.run(run())
+    assert msg_id == expected_id(sender, "g-1")
+    assert got_b == [str(delivery_id(uuid.UUID(msg_id), bob))]
+    assert got_c == [str(delivery_id(uuid.UUID(msg_id), carol))]

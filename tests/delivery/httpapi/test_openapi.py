@@ -41,8 +41,8 @@ def test_the_running_api_conforms_to_its_document(case: schemathesis.Case,
                                                   api_url: str) -> None:
     excluded = []
     if isinstance(case.body, dict) and case.body.get("conversation") is not None:
-        # A generated conversation id names no conversation: refused (documented 400, or 422
-        # before conversations exist) although the request's shape is valid.
+        # A generated conversation id names no conversation: refused with the documented 400
+        # (field "conversation") although the request's shape is valid.
         excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=api_url, headers={"Authorization": f"Bearer {KEY}"},
                            excluded_checks=excluded)

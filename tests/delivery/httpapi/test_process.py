@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import yaml
 
+from delivery.api import create_conversation
 from delivery.secret import new_secret
 from delivery.store import Store
 from delivery.validation import MESSAGE_NAMESPACE
@@ -79,6 +80,24 @@ def test_answers_the_durable_id_and_a_retry_stores_once(api: Api) -> None:
     assert api.stored(msg_id) == 1
 
 
+def test_a_group_message_is_stored_once_for_every_member_but_the_sender(
+        api: Api, own_pg: tuple[str, Store]) -> None:
+    store = own_pg[1]
+    create_conversation("team-7", ["alice", "bob", "carol"], store=store)
+    msg = {"sender": "alice", "conversation": "team-7", "body": {"text": "hi all"},
+           "client_msg_id": "g-1"}
+    first = api.post(msg)
+    assert first.status_code == 202, first.text
+    msg_id = first.json()["id"]
+    assert msg_id == str(uuid.uuid5(MESSAGE_NAMESPACE, "alice\x00g-1"))
+    assert {r.recipient for r in store.group_rows(uuid.UUID(msg_id))} == {"bob", "carol"}
+    again = api.post(msg)
+    assert again.status_code == 202 and again.json()["id"] == msg_id
+    assert len(store.group_rows(uuid.UUID(msg_id))) == 2
+    outsider = api.post({**msg, "sender": "mallory", "client_msg_id": "g-2"})
+    assert outsider.status_code == 400 and outsider.json()["field"] == "sender"
+
+
 def test_without_a_valid_server_key_nothing_is_stored(api: Api) -> None:
     msg = {"sender": "alice", "recipient": "bob", "body": 1, "client_msg_id": "auth-1"}
     for key in (None, "x" * 43, KEY_NEW[:-1]):
@@ -96,7 +115,8 @@ def test_without_a_valid_server_key_nothing_is_stored(api: Api) -> None:
     ({"sender": "a", "recipient": "b", "body": 1, "client_msg_id": 7}, 400, "client_msg_id"),
     ({"sender": "a", "recipient": "b", "body": 1, "colour": "red"}, 400, "colour"),
     ({"sender": "a", "body": 1}, 400, "recipient"),
-    ({"sender": "a", "conversation": "c", "body": 1}, 422, "conversation"),
+    ({"sender": "a", "conversation": "nope", "body": 1}, 400, "conversation"),
+    ({"sender": "a", "conversation": "dm:a:b", "body": 1}, 400, "conversation"),
 ])
 def test_bad_input_names_the_field(api: Api, payload: dict[str, Any], status: int,
                                    field: str) -> None:
@@ -203,7 +223,7 @@ def test_served_openapi_is_the_documented_one(api: Api) -> None:
     served = api.client.get("/openapi.json").json()
     assert served == yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
     assert served["paths"]["/v1/messages"]["post"]["responses"].keys() >= {
-        "202", "400", "401", "413", "422", "429", "503"}
+        "202", "400", "401", "413", "429", "503"}
 
 
 def test_refuses_to_start_without_keys(own_pg: tuple[str, Store], key_prefix: str) -> None:
