@@ -19,10 +19,35 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from bench.e2e import Bench
+from celery import Celery
+
+from bench.e2e_measure import ONLINE, cpu_by_pid, cpu_delta_ms, pg_counters, progress
+
+
+class _Sized(Protocol):
+    @property
+    def clients(self) -> int: ...
+
+
+class Bench(Protocol):
+    """What the group case uses of bench.e2e's Bench (a protocol: bench.e2e imports this module)."""
+
+    pg_admin: str
+    tag: str
+    engine: Any
+    sent: dict[str, tuple[str, float]]
+
+    @property
+    def p(self) -> _Sized: ...
+    @property
+    def app(self) -> Celery | None: ...
+    @property
+    def dbname(self) -> str: ...
+    def role_pids(self) -> dict[str, list[int]]: ...
+    def wait_received(self, ids: list[str], timeout: float) -> bool: ...
+    def recv_wall(self, mid: str) -> float: ...
 
 GROUP_SENDER = "bench-gsender"
 IDLE_S = 4.0
@@ -30,7 +55,6 @@ STATS_FLUSH_S = 11.0  # a PostgreSQL 15 backend reports its statistics within 10
 
 
 def _members(bench: Bench, size: int, k: int) -> list[str]:
-    from bench.e2e import ONLINE
 
     n = bench.p.clients
     return [f"{ONLINE}{(k * size + j) % n}" for j in range(size)]
@@ -38,7 +62,6 @@ def _members(bench: Bench, size: int, k: int) -> list[str]:
 
 def idle_cpu_ms_per_s(bench: Bench) -> float:
     """The whole cluster's CPU per second with no traffic."""
-    from bench.e2e import cpu_by_pid
 
     roles = bench.role_pids()
     before, t0 = cpu_by_pid(roles), time.monotonic()
@@ -50,7 +73,6 @@ def idle_cpu_ms_per_s(bench: Bench) -> float:
 
 def _phase(bench: Bench, name: str, prefill: Any, expected: Any, deliveries: int,
            idle_ms_per_s: float) -> dict[str, Any]:
-    from bench.e2e import cpu_by_pid, cpu_delta_ms, pg_counters, progress
 
     roles = bench.role_pids()
     start = time.monotonic()
@@ -82,7 +104,6 @@ def _phase(bench: Bench, name: str, prefill: Any, expected: Any, deliveries: int
 
 def run_group(bench: Bench, *, size: int, messages: int) -> dict[str, Any]:
     """Direct then group, ``messages`` group messages of ``size`` recipients each."""
-    from bench.e2e import progress
     from delivery.api import create_conversation, send_message, send_to_conversation
     from delivery.conversations.ids import delivery_id
     from delivery.store import Store

@@ -112,7 +112,7 @@ def send_group(
 
 
 def _store_and_route_group(rt: Runtime, req: GroupSendRequest, *, stored: bool) -> None:
-    router = rt.extras.get("router")
+    router = rt.router
     if stored and router is not None and router.route_group_stored(req.message_id):
         return  # stored by the producer: routed (its rows read once, no other lookup)
     if router is not None:
