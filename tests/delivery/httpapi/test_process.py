@@ -209,6 +209,38 @@ def test_overload_answers_429_with_retry_after(own_pg: tuple[str, Store],
                          "client_msg_id": "refused"}).status_code == 202
 
 
+def test_killed_mid_store_it_answers_nothing_and_the_retry_stores_once(
+        own_pg: tuple[str, Store], key_prefix: str) -> None:
+    """kill -9 of the API while a send waits on the database: the producer gets no answer
+    (so no id), nothing half-made is kept, and its retry to a new process stores once."""
+    msg = {"sender": "a", "recipient": "b", "body": 1, "client_msg_id": "killed"}
+    msg_id = str(uuid.uuid5(MESSAGE_NAMESPACE, "a\x00killed"))
+    with start(own_pg, key_prefix) as api:
+        with psycopg.connect(api.db_url) as locker:
+            locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            outcome: list[BaseException | httpx.Response] = []
+
+            def send() -> None:
+                try:
+                    outcome.append(api.post(msg))
+                except httpx.HTTPError as exc:
+                    outcome.append(exc)
+
+            first = threading.Thread(target=send)
+            first.start()
+            api.proc.wait_until(lambda: _blocked_backends(api.db_url) > 0)
+            api.proc.kill9()
+            first.join(30)
+            locker.rollback()
+        assert len(outcome) == 1 and isinstance(outcome[0], httpx.HTTPError), outcome
+        assert api.stored(msg_id) == 0
+    with start(own_pg, key_prefix) as again:
+        res = again.post(msg)
+        assert res.status_code == 202 and res.json()["id"] == msg_id
+        assert again.post(msg).json()["id"] == msg_id
+        assert again.stored(msg_id) == 1
+
+
 def test_metrics_count_answers_by_status_under_the_api_role(api: Api) -> None:
     api.post({"sender": "a", "recipient": "b", "body": 1})
     api.post({"sender": "a", "recipient": "b", "body": 1}, key=None)
