@@ -139,6 +139,13 @@ class EmbeddedStack:
 
         return send_message(sender, recipient, body, client_msg_id=client_msg_id, app=self.app)
 
+    def send_group(self, sender: str, conversation: str, body: Any, client_msg_id: str) -> str:
+        assert self.app is not None
+        from delivery.api import send_to_conversation
+
+        return send_to_conversation(sender, conversation, body, client_msg_id=client_msg_id,
+                                    app=self.app)
+
 
 @contextlib.contextmanager
 def _celery_worker(app: Celery) -> Iterator[Any]:
