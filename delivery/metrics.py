@@ -4,10 +4,11 @@ Every process of ours that sets ``DELIVERY_METRICS_PORT`` serves ``/metrics`` on
 (``start_metrics_server``) for its role: a gateway does not export the worker-only families
 (routing, push, sweep, message ages) and a worker not the ``delivery_gateway_*`` ones, so with
 every worker down their series are absent instead of 0 from the gateways. Each process also
-exports ``delivery_process_role{role}`` = 1 (``worker``, ``gateway`` or ``all`` when
-embedded). Workers feed these from routing decisions, push results, the recovery sweep and
-their presence replica (``workers.metrics_wiring``); gateways feed the ``delivery_gateway_*``
-family, acks (``record_delivered``) and their replica's gauges.
+exports ``delivery_process_role{role}`` = 1 (``worker``, ``gateway``, ``api`` for
+``delivery api``, or ``all`` when embedded). Workers feed these from routing decisions, push
+results, the recovery sweep and their presence replica (``workers.metrics_wiring``); gateways
+feed the ``delivery_gateway_*`` family, acks (``record_delivered``) and their replica's gauges;
+``delivery api`` the ``delivery_api_*`` family.
 
 Names (all prefixed ``delivery_``), as listed in docs/operations.md:
 
@@ -28,6 +29,8 @@ Names (all prefixed ``delivery_``), as listed in docs/operations.md:
   acked yet, including pushed/pending/expired ones waiting for their recipient to reconnect.
 - ``gateway_connections``, ``gateway_frames_sent_total``, ``gateway_acks_total``,
   ``gateway_nacks_total``, ``gateway_replayed_total``: per gateway process.
+- ``api_requests_total{status}``: ``POST /v1/messages`` answers by HTTP status (202, 400, 401,
+  413, 429, 503); ``api_in_flight``: sends being stored now (``delivery api`` only).
 """
 
 from __future__ import annotations
@@ -92,14 +95,20 @@ GATEWAY_ACKS = Counter("delivery_gateway_acks", "Acks received from clients")
 GATEWAY_NACKS = Counter("delivery_gateway_nacks", "Nacks sent back to routing")
 GATEWAY_REPLAYED = Counter("delivery_gateway_replayed", "Messages replayed on (re)connect")
 
+API_REQUESTS = Counter("delivery_api_requests", "POST /v1/messages answers by HTTP status",
+                       ["status"])
+API_IN_FLIGHT = Gauge("delivery_api_in_flight", "Sends of this API process being stored now")
+
 for _outcome in OUTCOMES:  # present (at 0) from the first scrape, so rate() works at once
     MESSAGES.labels(_outcome)
 for _status in ("up", "down"):
     PRESENCE_REPLICAS.labels(_status)
 for _result in ("pushed", "no_device", "failed"):  # the push alert's ratio needs them at 0
     PUSHES.labels(_result)
+for _status in ("202", "429", "503"):  # likewise the API alert's
+    API_REQUESTS.labels(_status)
 
-ROLES = ("worker", "gateway", "all")
+ROLES = ("worker", "gateway", "api", "all")
 # Families only one role feeds; every other family (outcomes, attempts, presence, the Python
 # process) is exported by both.
 WORKER_ONLY = frozenset({
@@ -110,6 +119,7 @@ GATEWAY_ONLY = frozenset({
     "delivery_gateway_connections", "delivery_gateway_frames_sent", "delivery_gateway_acks",
     "delivery_gateway_nacks", "delivery_gateway_replayed", "delivery_ack_latency_seconds",
 })
+API_ONLY = frozenset({"delivery_api_requests", "delivery_api_in_flight"})
 
 
 class RoleView:
@@ -119,7 +129,8 @@ class RoleView:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         self.role = role
-        self.hidden = {"worker": GATEWAY_ONLY, "gateway": WORKER_ONLY}.get(role, frozenset())
+        self.hidden = {"worker": GATEWAY_ONLY | API_ONLY, "gateway": WORKER_ONLY | API_ONLY,
+                       "api": WORKER_ONLY | GATEWAY_ONLY}.get(role, frozenset())
 
     def collect(self) -> list[Metric]:
         info = GaugeMetricFamily("delivery_process_role", "1: the role this process runs",

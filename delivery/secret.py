@@ -94,3 +94,12 @@ def data_dir_secret(data_dir: str) -> str:
     check_secret(value, f"{VAR} (from {path})")
     _cache[data_dir] = value
     return value
+
+
+def parse_keys(value: str, var: str) -> tuple[str, ...]:
+    """Comma-separated secrets (several at once: rotation), each checked like DELIVERY_SECRET;
+    :class:`WeakSecret` names ``var`` and the entry's position, never its value."""
+    keys = tuple(k.strip() for k in value.split(",") if k.strip())
+    for n, key in enumerate(keys, 1):
+        check_secret(key, f"{var} (key {n})")
+    return keys

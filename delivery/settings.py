@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from delivery.secret import WeakSecret, check_secret, data_dir_secret
+from delivery.secret import WeakSecret, check_secret, data_dir_secret, parse_keys
 
 PREFIX = "DELIVERY_"
 # Message TTLs (the send's ``ttl_s`` and DELIVERY_MESSAGE_TTL_S) lie in (0, MAX_TTL_S].
 MAX_TTL_S = 366 * 24 * 3600.0
 # Token lifetimes (``delivery token --ttl``, DELIVERY_TOKEN_TTL_S) lie in (0, MAX_TOKEN_TTL_S].
 MAX_TOKEN_TTL_S = 366 * 24 * 3600.0
+# Clock skew tolerated on a token's exp/nbf (DELIVERY_TOKEN_LEEWAY_S) lies in [0, this].
+MAX_TOKEN_LEEWAY_S = 300.0
 
 
 class SettingsError(ValueError):
@@ -53,6 +55,13 @@ class Settings:
     presence_down_s: float = 3.0
     presence_purge_s: float = 60.0
     token_ttl_s: float = 24 * 3600.0
+    token_keys: str = ""
+    token_audience: str = ""
+    token_issuer: str = ""
+    token_leeway_s: float = 10.0
+    token_legacy: int = 1
+    api_keys: str = ""
+    api_max_in_flight: int = 32
     fcm_credentials: str = ""
     fcm_project: str = ""
     fcm_url: str = ""
@@ -97,6 +106,11 @@ class Settings:
             raise SettingsError(f"{PREFIX}SECRET is required with a shared database, broker or "
                                 "Redis URL")
         return data_dir_secret(self.data_dir)
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        """DELIVERY_API_KEYS: the server keys ``POST /v1/messages`` accepts (rotation: several)."""
+        return parse_keys(self.api_keys, f"{PREFIX}API_KEYS")
 
     @property
     def origins(self) -> tuple[str, ...]:
@@ -144,7 +158,8 @@ class Settings:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("max_attempts", "max_body_bytes", "max_body_depth", "sweep_batch",
-                     "max_connections_per_user", "db_pool_size", "max_conversation_members"):
+                     "max_connections_per_user", "db_pool_size", "max_conversation_members",
+                     "api_max_in_flight"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_var(name)} must be >= 1, got {getattr(self, name)}")
         if self.presence_down_s <= 2 * self.presence_heartbeat_s:
@@ -161,6 +176,7 @@ class Settings:
             raise SettingsError(f"DELIVERY_MESSAGE_TTL_S must be at most {MAX_TTL_S:g}")
         if self.token_ttl_s > MAX_TOKEN_TTL_S:
             raise SettingsError(f"DELIVERY_TOKEN_TTL_S must be at most {MAX_TOKEN_TTL_S:g}")
+        self._validate_tokens()
         if self.env == "production":
             if not self.secret:
                 raise SettingsError("DELIVERY_SECRET is required when DELIVERY_ENV=production")
@@ -184,6 +200,24 @@ class Settings:
                 "DELIVERY_SECRET is required when a database, broker or Redis URL is set "
                 "(anyone could mint tokens with a built-in one)"
             )
+
+    def _validate_tokens(self) -> None:
+        if not 0 <= self.token_leeway_s <= MAX_TOKEN_LEEWAY_S:
+            raise SettingsError(f"DELIVERY_TOKEN_LEEWAY_S must be in [0, {MAX_TOKEN_LEEWAY_S:g}]"
+                                f", got {self.token_leeway_s}")
+        if self.token_legacy not in (0, 1):
+            raise SettingsError(f"DELIVERY_TOKEN_LEGACY must be 0 or 1, got {self.token_legacy}")
+        if self.token_keys:
+            from delivery.token_keys import BadTokenKeys, parse_token_keys
+
+            try:
+                parse_token_keys(self.token_keys)
+            except BadTokenKeys as exc:
+                raise SettingsError(str(exc)) from None
+        try:
+            self.api_key_list  # noqa: B018 - validates each key
+        except WeakSecret as exc:
+            raise SettingsError(str(exc)) from None
 
 
 def _var(name: str) -> str:

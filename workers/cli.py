@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("workers.commands.status:main", "one-screen summary of the cluster"),
     "token": ("delivery.gateway.cli:token_main", "issue a gateway token for a user"),
     "gateway": ("delivery.gateway.cli:gateway_main", "run a WebSocket gateway node"),
+    "api": ("delivery.httpapi.cli:main", "serve POST /v1/messages over HTTP (server keys)"),
     "worker": ("workers.commands.worker:main", "run a Celery worker with the right options"),
     "flower": ("workers.flower:main", "Flower, read-only (no task execution), password required"),
     "device": ("delivery.push.cli:device_main", "register a push device: device add USER TOKEN"),
@@ -37,10 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # Commands that need the database at the current schema (checked before they touch it, so a
 # missing or unmigrated database is one line and no empty SQLite file is created).
-NEEDS_DATABASE = {"send", "inspect", "device", "gateway", "worker", "conversation"}
+NEEDS_DATABASE = {"send", "inspect", "device", "gateway", "worker", "conversation", "api"}
 # Commands that also need Redis (presence, node channels) and, for workers, the broker.
 NEEDS_REDIS = {"gateway", "worker"}
-NEEDS_BROKER = {"worker"}
+NEEDS_BROKER = {"worker", "api"}
 
 
 def usage() -> str:

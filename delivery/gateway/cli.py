@@ -15,7 +15,7 @@ from dataclasses import replace
 from delivery.configs import gateway_config, presence_config
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.server import Gateway
-from delivery.gateway.tokens import issue_token
+from delivery.gateway.tokens import issue_token, keyring_for
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
 from presence.runtime import MemoryNetwork, PresenceNode, redis_transport
@@ -25,8 +25,9 @@ log = logging.getLogger("delivery.gateway")
 
 def token_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="delivery token", description="Print a gateway hello token for USER (signed with "
-        "DELIVERY_SECRET).")
+        prog="delivery token", description="Print a gateway hello token for USER: an HS256 JWT "
+        "signed with the first hs256 key of DELIVERY_TOKEN_KEYS (its kid in the header), else "
+        "with DELIVERY_SECRET; carries DELIVERY_TOKEN_AUDIENCE/ISSUER when set.")
     parser.add_argument("user", help="the user id the token is for")
     parser.add_argument("--ttl", type=float, default=None,
                         help="lifetime in seconds (default DELIVERY_TOKEN_TTL_S)")
@@ -34,7 +35,7 @@ def token_main(argv: list[str]) -> int:
     settings = get_settings()
     ttl = settings.token_ttl_s if args.ttl is None else args.ttl
     try:
-        token = issue_token(args.user, settings.effective_secret, ttl)
+        token = issue_token(args.user, keyring_for(settings), ttl)
     except ValueError as exc:
         print(f"delivery token: {exc}", file=sys.stderr)
         return 2

@@ -48,7 +48,7 @@ from delivery.gateway.frames import frame_for
 from delivery.gateway.guard import Verdict, guarded_connection_class, origin_allowed
 from delivery.gateway.session import LiveFrame, Offer, ReplayCursor, ReplayNext, ReplayRow
 from delivery.gateway.static import load_static, static_response
-from delivery.gateway.tokens import TokenError, verify_claims
+from delivery.gateway.tokens import TokenError, keyring_for, verify_claims
 from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
 from delivery.store.acks import nack_attempts, record_acks, redirect_attempt
@@ -283,7 +283,7 @@ class Gateway:
             await close_draining(ws, p.CLOSE_POLICY, "first frame must be a hello")
             return None
         try:
-            claims = verify_claims(frame.token, self.runtime.settings.effective_secret)
+            claims = verify_claims(frame.token, keyring_for(self.runtime.settings))
         except TokenError as exc:
             await close_draining(ws, p.CLOSE_POLICY, exc.reason)
             return None

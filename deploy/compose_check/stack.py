@@ -59,6 +59,7 @@ class Stack:
         self.haproxy_cfg.write_text(cfg)
         values = {
             "DELIVERY_SECRET": secrets.token_urlsafe(32),
+            "DELIVERY_API_KEYS": secrets.token_urlsafe(32),
             "POSTGRES_PASSWORD": secrets.token_urlsafe(18),
             "RABBITMQ_PASSWORD": secrets.token_urlsafe(18),
             "FLOWER_BASIC_AUTH": self.flower_auth,
@@ -184,8 +185,8 @@ class Stack:
         with tempfile.TemporaryDirectory(prefix="compose-check-down-") as tmp:
             env_file = Path(tmp) / "down.env"
             env_file.write_text("".join(f"{k}=x\n" for k in (
-                "DELIVERY_SECRET", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "FLOWER_BASIC_AUTH",
-                "CHECK_WS_PORT", "CHECK_WSS_PORT", "CHECK_CERT_DIR", "CHECK_APP_IMAGE",
+                "DELIVERY_SECRET", "DELIVERY_API_KEYS", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD",
+                "FLOWER_BASIC_AUTH", "CHECK_WS_PORT", "CHECK_WSS_PORT", "CHECK_CERT_DIR", "CHECK_APP_IMAGE",
                 "CHECK_HAPROXY_CFG", "CHECK_GATEWAY_NOFILE", "CHECK_PROXY_NOFILE",
                 "CHECK_REDIS_IMAGE", "CHECK_POSTGRES_IMAGE", "CHECK_RABBITMQ_IMAGE",
                 "CHECK_HAPROXY_IMAGE")))

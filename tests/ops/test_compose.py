@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = ROOT / ".env.example"
 SCALABLE = ("gateway", "worker")
-OURS = ("migrate", "gateway", "worker", "flower")
+OURS = ("migrate", "gateway", "worker", "flower", "api")
 
 
 def _missing(what: str) -> None:
@@ -107,7 +107,7 @@ def test_secrets_are_required_from_the_env_file(compose: list[str], tmp_path: Pa
 def test_every_service_has_a_health_check(model: dict[str, Any]) -> None:
     services = model["services"]
     assert set(services) >= {"rabbitmq", "redis", "postgres", "migrate", "gateway", "proxy",
-                             "worker", "flower"}
+                             "worker", "flower", "api"}
     for name, svc in services.items():
         hc = svc.get("healthcheck")
         assert hc, f"{name} has no healthcheck"
@@ -121,7 +121,7 @@ def test_migrate_gates_our_services(model: dict[str, Any]) -> None:
     services = model["services"]
     assert services["migrate"]["command"] == ["delivery", "migrate"]
     assert services["migrate"]["restart"] == "no"
-    for name in ("gateway", "worker", "flower"):
+    for name in ("gateway", "worker", "flower", "api"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["redis"]["condition"] == "service_healthy", name
@@ -158,6 +158,14 @@ def test_gateways_and_workers_scale(model: dict[str, Any]) -> None:
     assert proxy["depends_on"]["gateway"]["condition"] == "service_healthy"
     cfg = (ROOT / "deploy" / "haproxy.cfg").read_text()
     assert "server-template" in cfg and "gateway:8765" in cfg and "resolvers docker" in cfg
+
+
+def test_the_http_api_is_behind_the_proxy(model: dict[str, Any]) -> None:
+    api = model["services"]["api"]
+    assert api["command"][:2] == ["delivery", "api"] and not api.get("ports")
+    assert api["environment"]["DELIVERY_API_KEYS"] == env_example()["DELIVERY_API_KEYS"]
+    cfg = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert "use_backend api if to_api" in cfg and "api:8780" in cfg
 
 
 def test_roles_and_their_commands(model: dict[str, Any]) -> None:
@@ -242,8 +250,9 @@ def test_file_descriptor_limits(model: dict[str, Any]) -> None:
 def test_database_pool_is_bounded(model: dict[str, Any]) -> None:
     env = model["services"]["worker"]["environment"]
     per_process = int(env["DELIVERY_DB_POOL_SIZE"]) + int(env["DELIVERY_DB_MAX_OVERFLOW"])
-    # 3 workers + 2 gateways + flower + migrate (docs/operations.md) under max_connections=100.
-    assert 7 * per_process < 100
+    # 3 workers + 2 gateways + api + flower + migrate (docs/operations.md) under
+    # max_connections=100.
+    assert 8 * per_process < 100
 
 
 def test_lock_file_pins_every_dependency() -> None:

@@ -10,6 +10,7 @@ BENCHES = {
     "gateway": ("bench.gateway", "one gateway process: frames/s against a bare echo server, RSS"),
     "push": ("bench.push", "the FCM sender and push_message against the local stub"),
     "e2e": ("bench.e2e", "the whole pipeline against raw Celery, in one run"),
+    "api": ("bench.http_api", "POST /v1/messages against the Python send_message, in one run"),
     "clients": ("bench.clients", "K WebSocket users in one process (e2e's client load)"),
 }
 

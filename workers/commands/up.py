@@ -18,9 +18,13 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from delivery.logs import redact_handlers
 from delivery.settings import get_settings
+
+if TYPE_CHECKING:
+    from delivery.gateway.tokens import Keyring
 
 
 def main(argv: list[str]) -> int:
@@ -57,7 +61,7 @@ DEMO_CONVERSATION = "demo"
 DEMO_USERS = ("alice", "bob", "carol")
 
 
-def _demo_links(page: str, secret: str, ttl_s: float, api: str | None) -> str:
+def _demo_links(page: str, secret: str | Keyring, ttl_s: float, api: str | None) -> str:
     """One sign-in link per demo user: the page opens the ``demo`` conversation."""
     from urllib.parse import urlencode
 
@@ -75,7 +79,7 @@ def _demo_links(page: str, secret: str, ttl_s: float, api: str | None) -> str:
 async def _run(host: str, port: int, dev_port: int | None) -> None:
     from delivery.api import create_conversation
     from delivery.conversations.ids import ConversationError
-    from delivery.gateway.tokens import verify_token
+    from delivery.gateway.tokens import keyring_for, verify_token
     from workers.dev_api import DevApi, api_sender, page_origins
     from workers.embedded import EmbeddedStack
 
@@ -84,7 +88,8 @@ async def _run(host: str, port: int, dev_port: int | None) -> None:
                              ports=(port,)) as stack:
         url = stack.url("gw-local")
         page = url.replace("ws://", "http://").removesuffix("/ws") + "/"
-        secret = stack.settings.effective_secret
+        # The gateway's keyring: links and the dev endpoint take what the gateway takes.
+        secret = keyring_for(stack.settings)
         try:
             await asyncio.to_thread(create_conversation, DEMO_CONVERSATION, list(DEMO_USERS))
         except ConversationError as exc:  # an earlier run changed its members: keep them

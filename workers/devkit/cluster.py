@@ -18,6 +18,7 @@ from workers.devkit.procs import Proc, celery_argv
 # The URL ends at whitespace or a quote (log lines may be key=value with a quoted event).
 _LISTENING = re.compile(r"listening on (ws://[^\s\"']+)")
 _STUB = re.compile(r"fcm-stub listening on (http://[^\s\"']+)")
+_API = re.compile(r"api listening on (http://[^\s\"'/]+)")
 
 
 @dataclass
@@ -71,6 +72,17 @@ class LocalCluster:
         gw = Gateway(node, match.group(1), proc)
         self.gateways[node] = gw
         return gw
+
+    def start_api(self, *, port: int = 0, timeout: float = 30.0,
+                  extra: tuple[str, ...] = ()) -> tuple[str, Proc]:
+        """``delivery api`` (POST /v1/messages); returns its base URL and process."""
+        proc = Proc("api", [sys.executable, "-m", "workers.cli", "api", "--host", "127.0.0.1",
+                            "--port", str(port), *extra], self.env)
+        self.others.append(proc)
+        proc.wait_for_log("api listening on http://", timeout=timeout)
+        match = _API.search(proc.log())
+        assert match is not None
+        return match.group(1), proc
 
     def start_fcm_stub(self, timeout: float = 15.0, *, port: int = 0) -> str:
         """Start the FCM stub (on ``port``: its URL stays right across a restart); its URL."""

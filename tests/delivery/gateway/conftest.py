@@ -155,8 +155,9 @@ class Harness:
 @asynccontextmanager
 async def gateway_harness(
     store: Store, config: GatewayConfig | None = None, node: str = "gw1",
+    settings: Settings | None = None,
 ) -> AsyncIterator[Harness]:
-    settings = Settings(secret=SECRET)
+    settings = settings or Settings(secret=SECRET)
     runtime = Runtime(settings=settings, store=store)
     channels = MemoryChannels()
     with presence_nodes(node, WORKER) as (presence, replica):
