@@ -187,7 +187,8 @@ class Stack:
             env_file.write_text("".join(f"{k}=x\n" for k in (
                 "DELIVERY_SECRET", "DELIVERY_API_KEYS", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD",
                 "FLOWER_BASIC_AUTH", "CHECK_WS_PORT", "CHECK_WSS_PORT", "CHECK_CERT_DIR",
-                "CHECK_APP_IMAGE", "CHECK_HAPROXY_CFG", "CHECK_GATEWAY_NOFILE", "CHECK_PROXY_NOFILE",
+                "CHECK_APP_IMAGE", "CHECK_HAPROXY_CFG", "CHECK_GATEWAY_NOFILE",
+                "CHECK_PROXY_NOFILE",
                 "CHECK_REDIS_IMAGE", "CHECK_POSTGRES_IMAGE", "CHECK_RABBITMQ_IMAGE",
                 "CHECK_HAPROXY_IMAGE")))
             engine.docker("compose", "-p", PROJECT, "--project-directory", str(engine.ROOT),
