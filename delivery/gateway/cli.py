@@ -88,18 +88,12 @@ def gateway_main(argv: list[str]) -> int:
 
 
 def make_presence(settings: Settings, node: str, network: Any = None) -> Any:
-    """A presence node for ``node``: over Redis when configured, else in-process
-    (``network``: a shared :class:`presence.MemoryNetwork`, e.g. the embedded demo's)."""
-    from presence.config import PresenceConfig
-    from presence.runtime import MemoryNetwork, PresenceNode, redis_transport
+    """A presence node for ``node``: over Redis when configured (sharded: a writer replica in
+    every shard, delivery.sharding), else in-process (``network``: a shared
+    :class:`presence.MemoryNetwork`, e.g. the embedded demo's)."""
+    from delivery.sharding import make_presence as build
 
-    config = PresenceConfig(heartbeat_s=settings.presence_heartbeat_s,
-                            down_s=settings.presence_down_s, purge_s=settings.presence_purge_s)
-    if settings.redis_url:
-        return PresenceNode(node, redis_transport(settings.redis_url, settings.key_prefix, node),
-                            config)
-    net = network if network is not None else MemoryNetwork()
-    return PresenceNode(node, net.transport(node), config)
+    return build(settings, node, gateway=True, network=network)
 
 
 async def run_gateway(node: str, host: str, port: int, settings: Settings,

@@ -551,7 +551,9 @@ class Gateway:
                 await result
             return
         app = self._celery_app()
-        await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs=kwargs, ignore_result=True))
+        # ``recipient`` picks the shard queue (delivery.celery_app.shard_routes).
+        await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs={**kwargs,
+                                    "recipient": live.user}, ignore_result=True))
 
     def _celery_app(self) -> Any:
         if self._celery is None:
