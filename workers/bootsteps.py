@@ -77,7 +77,9 @@ def _select_queues(worker: Any) -> None:
     except SettingsError:
         return  # reported with its variable by the preflight at start
     amqp_queues = worker.app.amqp.queues
-    if not queues or amqp_queues.consume_from is not None:
+    # Celery keeps the ``-Q`` selection here (its public ``consume_from`` falls back to every
+    # declared queue when nothing was selected).
+    if not queues or getattr(amqp_queues, "_consume_from", None) is not None:
         return
     amqp_queues.select(queues)
     log.info("consuming queues %s", ",".join(queues))

@@ -2,6 +2,7 @@
 
     delivery worker                      # threads pool, concurrency 8, loglevel INFO, events on
     delivery worker -c 16 -n w2@%h       # any other option goes to ``celery worker`` as is
+    delivery worker --shards 0,2         # sharded: serve shards 0 and 2 (DELIVERY_WORKER_SHARDS)
     delivery worker --dry-run            # print the command instead of running it
 
 The plain ``celery -A workers.app worker`` keeps working: these are only defaults (the pool and
@@ -27,6 +28,9 @@ def build_command(argv: list[str]) -> tuple[list[str], bool]:
                         help="task threads (default 8, from the app's configuration)")
     parser.add_argument("-l", "--loglevel", default=os.environ.get("DELIVERY_LOG_LEVEL", "INFO"),
                         help="DEBUG, INFO, WARNING or ERROR (default DELIVERY_LOG_LEVEL or INFO)")
+    parser.add_argument("--shards", default=None,
+                        help="the presence shards this worker serves, e.g. 0,2 or 0-3 "
+                             "(sets DELIVERY_WORKER_SHARDS; default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
     args, rest = parser.parse_known_args(argv)
     if args.help:
@@ -38,13 +42,17 @@ def build_command(argv: list[str]) -> tuple[list[str], bool]:
            "--pool", args.pool, "--loglevel", args.loglevel]
     if args.concurrency is not None:
         cmd += ["--concurrency", str(args.concurrency)]
+    if args.shards is not None:
+        os.environ["DELIVERY_WORKER_SHARDS"] = args.shards  # inherited by the exec'd worker
     return cmd + rest, args.dry_run
 
 
 def main(argv: list[str]) -> int:
     cmd, dry_run = build_command(argv)
     if dry_run:
-        print(shlex.join(cmd))
+        shards = os.environ.get("DELIVERY_WORKER_SHARDS")
+        print(shlex.join(cmd) if not shards else f"DELIVERY_WORKER_SHARDS={shards} "
+              + shlex.join(cmd))
         return 0
     sys.stdout.flush()
     sys.stderr.flush()
