@@ -55,7 +55,7 @@ from delivery.secret import new_secret
 from delivery.stats import percentile
 from delivery.task_names import NOOP_TASK
 from delivery.vocabulary import Result, State
-from workers.procs import ROOT, free_port
+from workers.devkit.procs import ROOT, free_port
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -373,7 +373,7 @@ class Bench:
         from delivery.celery_app import make_app
         from delivery.db import make_engine
         from delivery.settings import Settings
-        from workers.cluster import LocalCluster
+        from workers.devkit.cluster import LocalCluster
 
         redis_url = os.environ.get("DELIVERY_REDIS_URL") or REDIS_URL
         db_url = os.environ.get("DELIVERY_DATABASE_URL")

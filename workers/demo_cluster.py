@@ -16,7 +16,7 @@ from delivery.celery_app import make_app
 from delivery.db import make_engine
 from delivery.settings import Settings
 from delivery.store import Store
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
 
 
 class ClusterStack:

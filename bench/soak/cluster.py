@@ -1,5 +1,5 @@
 """The processes under test: 2 gateways, 2 Celery workers and the FCM stub, started the way an
-operator would (``workers.cluster.LocalCluster``), each restartable on the same address."""
+operator would (``workers.devkit.cluster.LocalCluster``), each restartable on the same address."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.cluster import LocalCluster
-from workers.procs import Proc
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.procs import Proc
 
 GATEWAYS = ("gw-a", "gw-b")
 WORKERS = ("w1", "w2")

@@ -26,7 +26,7 @@ from bench.soak.services import (
     rabbitmq_answers,
 )
 from bench.soak.traffic import Traffic
-from workers.procs import free_port
+from workers.devkit.procs import free_port
 
 
 @dataclass(frozen=True)

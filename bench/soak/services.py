@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from workers.procs import Proc, free_port
+from workers.devkit.procs import Proc, free_port
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 

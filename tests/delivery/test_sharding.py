@@ -15,8 +15,8 @@ from delivery.task_names import COMMON_QUEUE, PUSH_TASK, ROUTE_TASK, SEND_TASK, 
 from presence.runtime import PresenceNode
 from presence.sharded import ShardedPresence
 from presence.shards import shard_of
-from tests.support.services import REDIS_URL
 from workers.bootsteps import shard_queues
+from workers.devkit.services import REDIS_URL
 
 SECRET = new_secret()
 

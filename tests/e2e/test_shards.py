@@ -25,9 +25,9 @@ from delivery.store import Store
 from presence.shards import shard_of
 from tests.e2e.conftest import FAST
 from tests.e2e.traffic import USERS, Traffic
-from tests.support.services import REDIS_URL, ServiceEnv
-from workers.cluster import LocalCluster
-from workers.procs import Proc
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.procs import Proc
+from workers.devkit.services import REDIS_URL, ServiceEnv
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import pytest
 
 from bench.soak.report import text
 from bench.soak.services import rabbitmq_answers
-from tests.support.services import PG_ADMIN_URL
-from workers.procs import ROOT
+from workers.devkit.procs import ROOT
+from workers.devkit.services import PG_ADMIN_URL
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from workers.procs import Proc
+from workers.devkit.procs import Proc
 
 # Each node also listens on its port + 10,000 (the cluster bus), so ports stay below 55,536.
 PORT_RANGE = (20000, 55000)
