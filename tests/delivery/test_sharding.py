@@ -3,6 +3,7 @@ app's own router, as ``send_task`` applies it), and the presence each role build
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -106,3 +107,26 @@ def test_each_role_builds_its_presence() -> None:
         for p in (gw, worker):
             for n in p.nodes.values():
                 n.transport.close()
+
+
+def test_every_process_of_a_deployment_must_use_the_same_s() -> None:
+    import redis
+
+    from delivery.preflight import check_redis, shard_count_key
+
+    prefix = f"test-s-{uuid.uuid4().hex[:8]}"
+    four = cluster_settings(DELIVERY_PRESENCE_SHARDS="4", DELIVERY_KEY_PREFIX=prefix)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        check_redis(cluster_settings(DELIVERY_KEY_PREFIX=prefix))
+        assert client.get(shard_count_key(four)) is None  # S = 1 writes nothing
+        check_redis(four)  # the first sharded process records S
+        assert client.get(shard_count_key(four)) == b"4"
+        check_redis(four)
+        for other in ("2", "1"):
+            with pytest.raises(SettingsError, match="DELIVERY_PRESENCE_SHARDS"):
+                check_redis(cluster_settings(DELIVERY_PRESENCE_SHARDS=other,
+                                             DELIVERY_KEY_PREFIX=prefix))
+    finally:
+        client.delete(shard_count_key(four))
+        client.close()
