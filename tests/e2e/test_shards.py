@@ -8,6 +8,7 @@ queues; the only worker of a shard killed with -9 mid-traffic and restarted lose
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import threading
@@ -26,7 +27,7 @@ from presence.shards import shard_of
 from tests.e2e.conftest import FAST
 from tests.e2e.traffic import USERS, Traffic
 from workers.devkit.cluster import LocalCluster
-from workers.devkit.procs import Proc
+from workers.devkit.procs import Proc, delivery_cmd
 from workers.devkit.services import REDIS_URL, ServiceEnv
 
 pytestmark = pytest.mark.slow
@@ -152,6 +153,14 @@ def test_each_shards_messages_are_routed_by_its_workers_only(
     check_routed_by_their_shard(t, events, list(cluster.workers.values()))
     # every user was online: nobody was pushed (no worker routed on an empty view)
     assert stub.requests == []
+    # delivery status joins every shard: the gateways write all four, each worker its two
+    status = delivery_cmd("status", ["status", "--json"], cluster.env)
+    assert status.popen.wait(60) == 0, status.log()
+    out = status.log()
+    replicas = {r["name"]: r for r in json.loads(out[out.index("{"):])["presence"]["replicas"]}
+    assert replicas["gw-a"]["shards"] == [0, 1, 2, 3] and replicas["gw-a"]["status"] == "up"
+    sa = [r for n, r in replicas.items() if n.startswith("worker.sa@")]
+    assert [r["shards"] for r in sa] == [[0, 1]], replicas
     # the attempt rows name the gateway each user was connected to
     for m, u in t.sent.items():
         rows = pg_store.attempts_of(uuid.UUID(m))
