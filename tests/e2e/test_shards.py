@@ -36,8 +36,18 @@ S = 4
 
 
 @pytest.fixture
-def shard_env(pg_url: str, run_prefix: str, stub: FcmStub) -> dict[str, str]:
-    env = ServiceEnv(pg_url, REDIS_URL, f"{run_prefix}:shards-{uuid.uuid4().hex[:6]}").env(
+def broker() -> str:
+    return "redis"
+
+
+@pytest.fixture
+def shard_env(request: pytest.FixtureRequest, pg_url: str, run_prefix: str, stub: FcmStub,
+              broker: str) -> dict[str, str]:
+    """S = 4 on the shared Redis (presence, node channels; the broker too unless ``broker`` is
+    rabbitmq: then a vhost of the test's own)."""
+    broker_url = request.getfixturevalue("amqp_url") if broker == "rabbitmq" else ""
+    env = ServiceEnv(pg_url, REDIS_URL, f"{run_prefix}:shards-{uuid.uuid4().hex[:6]}",
+                     broker_url=broker_url).env(
         DELIVERY_FCM_URL=stub.url, DELIVERY_PRESENCE_SHARDS=str(S), **FAST)
     # a killed worker's prefetched tasks come back after this (kombu's Redis transport)
     env["DELIVERY_VISIBILITY_TIMEOUT_S"] = "4"
@@ -204,8 +214,9 @@ def test_a_worker_moved_to_other_shards_syncs_them_before_consuming(
     assert by_name["sc"]["shards"] == [1, 3] and all(by_name["sc"]["synced"].values())
 
 
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_kill_the_only_worker_of_two_shards_mid_traffic_and_restart_it(
-    shard_cluster: tuple[LocalCluster, Celery], pg_store: Store, stub: FcmStub
+    shard_cluster: tuple[LocalCluster, Celery], pg_store: Store, stub: FcmStub, broker: str
 ) -> None:
     cluster, app = shard_cluster
 
