@@ -140,9 +140,9 @@ def run(replicas: int, args: argparse.Namespace) -> dict[str, Any]:
     names = [f"g{i:02d}" for i in range(g)] + [f"w{i:02d}" for i in range(replicas - g)]
     prefix = f"capcheck-{uuid.uuid4().hex[:8]}"
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "bench.capacity_check", "--replica", n, "--prefix", prefix, "--url", args.url,
-         "--warmup", str(args.warmup), "--seconds", str(args.seconds), "--events",
-         str(args.events), "--users-per-gateway", str(args.users_per_gateway),
+        [sys.executable, "-m", "bench.capacity_check", "--replica", n, "--prefix", prefix,
+         "--url", args.url, "--warmup", str(args.warmup), "--seconds", str(args.seconds),
+         "--events", str(args.events), "--users-per-gateway", str(args.users_per_gateway),
          "--shards", str(args.shards)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in names]
     for p in procs:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from delivery.configs import presence_config
 from delivery.settings import Settings
 from delivery.task_names import shard_queue
-from presence.config import PresenceConfig
 from presence.shards import shard_of
 
-__all__ = ["make_presence", "presence_config", "recipient_queue", "shard_count"]
+__all__ = ["make_presence", "recipient_queue", "shard_count"]
 
 
 def shard_count(settings: Settings) -> int:
@@ -27,14 +27,6 @@ def recipient_queue(recipient: str, settings: Settings) -> str:
     """The Celery queue of the tasks that route messages to ``recipient`` (send, route)."""
     s = shard_count(settings)
     return shard_queue(shard_of(recipient, s), s)
-
-
-def presence_config(settings: Settings) -> PresenceConfig:
-    return PresenceConfig(
-        heartbeat_s=settings.presence_heartbeat_s,
-        down_s=settings.presence_down_s,
-        purge_s=settings.presence_purge_s,
-    )
 
 
 def make_presence(settings: Settings, name: str, *, gateway: bool,

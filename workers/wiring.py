@@ -17,22 +17,16 @@ from celery import Celery
 
 from delivery.channels import NodeChannels, RedisChannels
 from delivery.clock import DatabaseAlignedClock
+from delivery.configs import policy_config
 from delivery.routing.policy import Trigger
 from delivery.routing.recent import RecentConnections
-from delivery.routing.router import Router, policy_config
+from delivery.routing.router import Router
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, get_runtime
-from delivery.settings import Settings
 from delivery.sharding import make_presence, shard_count
-from delivery.sharding import presence_config as _presence_config
 from delivery.task_names import PUSH_TASK, ROUTE_TASK
-from presence.config import PresenceConfig
 
 log = logging.getLogger("delivery.worker")
-
-
-def presence_config(settings: Settings) -> PresenceConfig:
-    return _presence_config(settings)
 
 
 def celery_hooks(app: Celery) -> dict[str, Any]:

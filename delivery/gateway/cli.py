@@ -10,13 +10,17 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import replace
 from typing import Any
 
+from delivery.configs import gateway_config
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.server import Gateway
 from delivery.gateway.tokens import issue_token
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
+from delivery.sharding import make_presence as build_presence
+from presence.runtime import MemoryNetwork
 
 log = logging.getLogger("delivery.gateway")
 
@@ -71,29 +75,24 @@ def gateway_main(argv: list[str]) -> int:
     logs.setup_process(level)
     logs.redact_handlers()
     settings = get_settings()
-    overrides: dict[str, Any] = {"compression": args.compression,
-                                 "max_conns_per_user": settings.max_connections_per_user}
+    config = replace(gateway_config(settings), compression=args.compression)
     if args.max_in_flight is not None:
-        overrides["max_in_flight"] = args.max_in_flight
+        config = replace(config, max_in_flight=args.max_in_flight)
     if args.hello_timeout is not None:
-        overrides["hello_timeout_s"] = args.hello_timeout
+        config = replace(config, hello_timeout_s=args.hello_timeout)
     if args.rate is not None:
-        overrides["rate_per_s"] = args.rate
-        overrides["rate_burst"] = max(1, int(args.rate * 2))
-    config = GatewayConfig(**overrides)
+        config = replace(config, rate_per_s=args.rate, rate_burst=max(1, int(args.rate * 2)))
     node = args.node or default_node_name()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_gateway(node, args.host, args.port, settings, config))
     return 0
 
 
-def make_presence(settings: Settings, node: str, network: Any = None) -> Any:
+def make_presence(settings: Settings, node: str, network: MemoryNetwork | None = None) -> Any:
     """A presence node for ``node``: over Redis when configured (sharded: a writer replica in
     every shard, delivery.sharding), else in-process (``network``: a shared
     :class:`presence.MemoryNetwork`, e.g. the embedded demo's)."""
-    from delivery.sharding import make_presence as build
-
-    return build(settings, node, gateway=True, network=network)
+    return build_presence(settings, node, gateway=True, network=network)
 
 
 async def run_gateway(node: str, host: str, port: int, settings: Settings,

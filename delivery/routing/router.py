@@ -33,7 +33,6 @@ from delivery.routing.policy import (
     Wait,
     decide,
 )
-from delivery.settings import Settings
 from delivery.store import MessageRecord, Store, Target
 from delivery.validation import SendRequest
 from delivery.vocabulary import Channel, Result, State
@@ -57,17 +56,6 @@ class PresenceReader(Protocol):
 # Hands a message to a worker of its recipient's shard (sharded deployments): (message id,
 # recipient, trigger, attempt or None, connections known dead). See Router.forward.
 Forward = Callable[[str, str, Trigger, int | None, Sequence[str]], None]
-
-
-def policy_config(settings: Settings, *, push_enabled: bool = True) -> PolicyConfig:
-    return PolicyConfig(
-        ack_timeout_s=settings.ack_timeout_s,
-        max_attempts=settings.max_attempts,
-        retry_backoff_s=settings.retry_backoff_s,
-        offline_grace_s=settings.offline_grace_s,
-        reconnect_window_s=settings.reconnect_window_s,
-        push_enabled=push_enabled,
-    )
 
 
 def _ts(dt: datetime) -> float:
