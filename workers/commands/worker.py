@@ -43,16 +43,15 @@ def build_command(argv: list[str]) -> tuple[list[str], bool]:
     if args.concurrency is not None:
         cmd += ["--concurrency", str(args.concurrency)]
     if args.shards is not None:
-        os.environ["DELIVERY_WORKER_SHARDS"] = args.shards  # inherited by the exec'd worker
+        # through env(1): visible in --dry-run, and exec keeps Celery the signals' target
+        cmd = ["/usr/bin/env", f"DELIVERY_WORKER_SHARDS={args.shards}", *cmd]
     return cmd + rest, args.dry_run
 
 
 def main(argv: list[str]) -> int:
     cmd, dry_run = build_command(argv)
     if dry_run:
-        shards = os.environ.get("DELIVERY_WORKER_SHARDS")
-        print(shlex.join(cmd) if not shards else f"DELIVERY_WORKER_SHARDS={shards} "
-              + shlex.join(cmd))
+        print(shlex.join(cmd))
         return 0
     sys.stdout.flush()
     sys.stderr.flush()
