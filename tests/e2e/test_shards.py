@@ -192,10 +192,13 @@ def test_a_worker_moved_to_other_shards_syncs_them_before_consuming(
                                       shards="1,3")
         logs.append(new)
 
+    async def more() -> None:
+        await t.send(100, 40)  # while the moved worker consumes its new shards
+
     t = Traffic(cluster, app, pg_store, with_devices=False)
     spread_users(t)
     with TaskEvents(app) as events:
-        asyncio.run(t.run_with(200, 40, move))
+        asyncio.run(t.run_with(120, 40, move, more))
         t.check(stub)
     assert stub.requests == []  # the moved worker never routed with an unsynced replica
     check_routed_by_their_shard(t, events, logs)
