@@ -51,6 +51,7 @@ from typing import Any
 import psycopg
 import redis
 
+from bench.e2e_measure import ONLINE, cpu_by_pid, cpu_delta_ms, pg_counters, progress
 from delivery.secret import new_secret
 from delivery.stats import percentile
 from delivery.task_names import NOOP_TASK
@@ -67,7 +68,6 @@ from workers.devkit.services import (
 )
 
 SENDER = "bench-sender"
-ONLINE = "bench-u"
 OFFLINE = "bench-off"
 SECRET = new_secret()  # random per run; children get it as DELIVERY_SECRET
 SENDER_THREADS = 4
@@ -108,10 +108,6 @@ def tiny_params(**kw: Any) -> Params:
     base = Params.quick(drain_n=100, step_s=1.0, fractions=(0.8,), latency_step_s=1.0,
                         push_users=5, push_n=20, settle_s=1.0)
     return Params(**{**asdict(base), **kw})
-
-
-def progress(text: str) -> None:
-    print(f"[bench e2e {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def lat_summary(values: list[float]) -> dict[str, float]:
@@ -274,48 +270,6 @@ def redis_calls(client: redis.Redis) -> Counter[str]:
             continue
         out[name] = int(value["calls"])
     return out
-
-
-def pg_counters(admin_url: str, dbname: str) -> dict[str, int]:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted "
-            "FROM pg_stat_database WHERE datname = %s", (dbname,)).fetchone()
-    assert row is not None
-    return dict(zip(("xact_commit", "xact_rollback", "tup_inserted", "tup_updated",
-                     "tup_deleted"), (int(v) for v in row), strict=True))
-
-
-def _cpu_of(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all its threads), None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_by_pid(roles: dict[str, list[int]]) -> dict[tuple[str, int], float]:
-    out: dict[tuple[str, int], float] = {}
-    for role, pids in roles.items():
-        for pid in pids:
-            v = _cpu_of(pid)
-            if v is not None:
-                out[(role, pid)] = v
-    return out
-
-
-def cpu_delta_ms(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float],
-                 messages: int) -> dict[str, float]:
-    """CPU milliseconds per message by role, over processes alive at both snapshots."""
-    per_role: dict[str, float] = {}
-    for key, v in after.items():
-        if key in before:
-            per_role[key[0]] = per_role.get(key[0], 0.0) + v - before[key]
-    result = {role: round(sec * 1000.0 / messages, 3) for role, sec in per_role.items()}
-    result["total"] = round(sum(per_role.values()) * 1000.0 / messages, 3)
-    return result
 
 
 # -- the benchmark --------------------------------------------------------------------------------
@@ -723,6 +677,20 @@ class Bench:
 
     # -- the run ------------------------------------------------------------------------------
 
+    def run_group(self, size: int, messages: int) -> dict[str, Any]:
+        """``--group``: only the group case (bench/e2e_group.py) after the warm-up."""
+        from bench.e2e_group import run_group
+
+        started = time.monotonic()
+        self.setup()
+        self.warmup()
+        self.result = run_group(self, size=size, messages=messages)
+        self.result["config"] = {"workers": self.p.workers, "gateways": self.p.gateways,
+                                 "clients": self.p.clients, "concurrency": self.p.concurrency,
+                                 "cpus": os.cpu_count()}
+        self.result["elapsed_s"] = round(time.monotonic() - started, 1)
+        return self.result
+
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         self.setup()
@@ -914,6 +882,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of a worker and a gateway into DIR")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
+    parser.add_argument("--group", action="store_true",
+                        help="only the group case: G-member group messages against the same "
+                        "recipient deliveries as direct messages (bench/e2e_group.py)")
+    parser.add_argument("--group-size", type=int, default=50, help="members per group")
+    parser.add_argument("--group-messages", type=int, default=40,
+                        help="group messages in the group case")
     args = parser.parse_args(argv)
     kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
                           "clients": args.clients, "concurrency": args.concurrency}
@@ -934,7 +908,8 @@ def main(argv: list[str]) -> int:
 
     previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        result = bench.run()
+        result = (bench.run_group(args.group_size, args.group_messages) if args.group
+                  else bench.run())
     except KeyboardInterrupt:
         progress("interrupted: cleaning up")
         return 130
@@ -945,6 +920,12 @@ def main(argv: list[str]) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.group:
+        from bench.e2e_group import summary as group_summary
+
+        (args.out / "e2e-group.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result) if args.json else group_summary(result))
+        return 0
     (args.out / "e2e.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "e2e.png")
     progress(f"wrote {args.out / 'e2e.json'} and {args.out / 'e2e.png'}")

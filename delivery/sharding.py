@@ -8,12 +8,13 @@ is always unsharded: there is nobody to split the work with.
 
 from __future__ import annotations
 
-from typing import Any
-
 from delivery.configs import presence_config
 from delivery.settings import Settings
 from delivery.task_names import shard_queue
+from presence.runtime import MemoryNetwork, PresenceNode, redis_transport
+from presence.sharded import ShardedPresence
 from presence.shards import shard_of
+from presence.transport.base import Transport
 
 __all__ = ["make_presence", "recipient_queue", "shard_count"]
 
@@ -30,15 +31,12 @@ def recipient_queue(recipient: str, settings: Settings) -> str:
 
 
 def make_presence(settings: Settings, name: str, *, gateway: bool,
-                  network: Any = None) -> Any:
+                  network: MemoryNetwork | None = None) -> PresenceNode | ShardedPresence:
     """This process's presence: a ``PresenceNode`` when unsharded (as before), otherwise a
     ``ShardedPresence``: a gateway writes every shard (writer replicas, it hears only transfer
     requests), a worker replicates the shards it serves (``DELIVERY_WORKER_SHARDS``).
 
     Without Redis: an in-process node on ``network`` (a shared ``MemoryNetwork``)."""
-    from presence.runtime import MemoryNetwork, PresenceNode, redis_transport
-    from presence.sharded import ShardedPresence
-
     config = presence_config(settings)
     url = settings.effective_presence_redis_url
     if not url:
@@ -50,7 +48,7 @@ def make_presence(settings: Settings, name: str, *, gateway: bool,
     if shards == 1 and not sharded:
         return PresenceNode(name, redis_transport(url, settings.key_prefix, name), config)
 
-    def transport_for(shard: int, replica: str) -> Any:
+    def transport_for(shard: int, replica: str) -> Transport:
         return redis_transport(url, settings.key_prefix, replica, shard=shard, shards=shards,
                                listen=not gateway or shards == 1, sharded=sharded,
                                cluster=cluster)

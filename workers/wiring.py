@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from celery import Celery
 
@@ -20,16 +20,26 @@ from delivery.clock import DatabaseAlignedClock
 from delivery.configs import policy_config
 from delivery.routing.policy import Trigger
 from delivery.routing.recent import RecentConnections
-from delivery.routing.router import Router
+from delivery.routing.router import Forward, Router
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, get_runtime
 from delivery.sharding import make_presence, shard_count
 from delivery.task_names import PUSH_TASK, ROUTE_TASK
+from presence.runtime import PresenceNode
+from presence.sharded import ShardedPresence
 
 log = logging.getLogger("delivery.worker")
 
 
-def celery_hooks(app: Celery) -> dict[str, Any]:
+class CeleryHooks(TypedDict):
+    """The router's callbacks (keyword arguments of ``Router``)."""
+
+    enqueue_push: Callable[[str, int], None]
+    schedule_recheck: Callable[[str, int, float, str], None]
+    forward: Forward
+
+
+def celery_hooks(app: Celery) -> CeleryHooks:
     """Router callbacks that hand work to other tasks through the broker. Route tasks carry
     their ``recipient``: sharded, it picks the shard queue (delivery.celery_app.shard_routes)."""
 
@@ -60,7 +70,7 @@ def celery_hooks(app: Celery) -> dict[str, Any]:
 @dataclass
 class WorkerRouting:
     runtime: Runtime
-    presence: Any
+    presence: PresenceNode | ShardedPresence
     channels: NodeChannels
     router: Router
     sweep: SweepLoop
@@ -91,8 +101,7 @@ def start_worker_routing(app: Celery, name: str | None = None,
     node.subscribe(recent.on_diff)
     router = Router(rt.store, node, channels, policy_config(settings), clock=clock,
                     last_conn=recent.last, **celery_hooks(app))
-    rt.presence, rt.channels = node, channels
-    rt.extras["router"] = router
+    rt.presence, rt.channels, rt.router = node, channels, router
     sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch,
                       lease_s=settings.sweep_lease_s, clock=clock)
     sweep.start()

@@ -6,8 +6,6 @@ path); this task runs only off the happy path.
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import shared_task
 
 from delivery.routing.policy import Trigger
@@ -28,9 +26,9 @@ def route(
 
     ``recipient`` only picks the shard queue (delivery.celery_app.shard_routes); the message's
     recipient is read from the store."""
-    router = get_runtime().extras.get("router")
+    router = get_runtime().router
     if router is None:
         raise RuntimeError("no router in this process: run it in a delivery worker")
-    decision: Any = router.route(message_id, Trigger(trigger), attempt=attempt,
+    decision = router.route(message_id, Trigger(trigger), attempt=attempt,
                                  nacked=nacked or ())
     return type(decision).__name__.lower()

@@ -12,15 +12,20 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
+from delivery.conversations.ids import dm_conversation_id
 from delivery.store.attempts import NOWHERE, AttemptRow, insert_attempts
 from delivery.store.base import StoreBase
 from delivery.store.records import MessageRecord, Target
-from delivery.store.tables import MESSAGE_COLUMNS, messages
+from delivery.store.tables import MESSAGE_COLUMNS, conversations, messages
 from delivery.validation import SendRequest
-from delivery.vocabulary import IN_FLIGHT, UNACKED, Channel, State
+from delivery.vocabulary import IN_FLIGHT, UNACKED, Channel, ConversationKind, State
+
+
+class _Duplicate(Exception):
+    """Roll the transaction back (and with it the seq taken): the message is stored already."""
 
 
 def _rows(targets: Sequence[Target]) -> list[AttemptRow]:
@@ -34,8 +39,20 @@ class MessageQueries(StoreBase):
         # the CPU of the hot path's insert (a statement with inline values is rebuilt per call).
         # No conflict target: a duplicate hits both unique keys (the id derives from sender and
         # client_msg_id), and concurrent inserts must all fall through to "already stored".
-        self._accept_stmt = (self._upsert(messages).on_conflict_do_nothing()
-                             .returning(*MESSAGE_COLUMNS))
+        # The recipient's previous seq in the conversation (its next message's ``prev``).
+        prev = (select(func.coalesce(func.max(messages.c.conv_seq), 0))
+                .where(messages.c.conversation_id == bindparam("p_conv"),
+                       messages.c.recipient == bindparam("p_rcp"))
+                .scalar_subquery())
+        self._accept_stmt = (self._upsert(messages).values(conv_prev=prev)
+                             .on_conflict_do_nothing().returning(*MESSAGE_COLUMNS))
+        # A direct conversation's seq: created at 1 by its first message, then incremented;
+        # the row lock orders concurrent sends between the same two users.
+        up = self._upsert(conversations)
+        self._dm_seq_stmt = (up.on_conflict_do_update(
+            index_elements=[conversations.c.id],
+            set_={"last_seq": conversations.c.last_seq + 1})
+            .returning(conversations.c.last_seq))
 
     def accept(
         self,
@@ -69,18 +86,27 @@ class MessageQueries(StoreBase):
             "attempts": 0 if dispatch_to is None else 1,
             "ack_deadline": deadline,
         }
-        with self.engine.begin() as conn:
-            row = conn.execute(self._accept_stmt, values).first()
-            if row is not None:
+        conv = dm_conversation_id(sender, recipient)
+        try:
+            with self.engine.begin() as conn:
+                values["conv_seq"] = conn.execute(self._dm_seq_stmt, {
+                    "id": conv, "kind": ConversationKind.DIRECT.value, "last_seq": 1,
+                    "created_at": now}).scalar_one()
+                values.update(conversation_id=conv, p_conv=conv, p_rcp=recipient)
+                row = conn.execute(self._accept_stmt, values).first()
+                if row is None:
+                    raise _Duplicate
                 if dispatch_to:
                     insert_attempts(conn, message_id, 1, Channel.WS, _rows(dispatch_to),
                                     started_at=now)
                 return MessageRecord(*row), True
-            if client_msg_id is None:
-                where = messages.c.id == message_id
-            else:
-                where = and_(messages.c.sender == sender,
-                             messages.c.client_msg_id == client_msg_id)
+        except _Duplicate:
+            pass
+        if client_msg_id is None:
+            where = messages.c.id == message_id
+        else:
+            where = and_(messages.c.sender == sender, messages.c.client_msg_id == client_msg_id)
+        with self.engine.connect() as conn:
             existing = conn.execute(select(*MESSAGE_COLUMNS).where(where)).first()
         if existing is None:  # pragma: no cover - conflict implies the row exists
             raise RuntimeError("insert conflicted but no existing message was found")
