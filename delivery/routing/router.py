@@ -191,6 +191,8 @@ class Router:
         decisions: dict[str, Decision] = {}
 
         def targets_for(user: str) -> list[Target] | None:
+            if self._foreign(user):  # sharded: stored here, routed by its shard's worker
+                return None
             decision = decide(view, self._view(user), Trigger.NEW, now, self.config)
             decisions[user] = decision
             if isinstance(decision, Dispatch):
@@ -207,7 +209,9 @@ class Router:
         self._publish_group([(m, d.targets) for m, d in sent if isinstance(d, Dispatch)],
                             now, deadline)
         for m in rows:
-            if m.state == State.ACCEPTED:
+            if m.state == State.ACCEPTED and self._foreign(m.recipient):
+                self._hand_on(m.id, m.recipient, Trigger.NEW, None, ())
+            elif m.state == State.ACCEPTED:
                 applied = self._apply(m, decisions[m.recipient], now, ())
                 if self.on_decision is not None:
                     self.on_decision(m, applied, Trigger.NEW)
@@ -230,6 +234,9 @@ class Router:
         claims: dict[uuid.UUID, tuple[Conn, ...]] = {}
         others: list[MessageRecord] = []
         for m in todo:
+            if self._foreign(m.recipient):  # sharded: its shard's worker routes it
+                self._hand_on(m.id, m.recipient, Trigger.NEW, None, ())
+                continue
             view = MessageView(m.state, 0, _ts(m.expires_at), _ts(m.created_at))
             decision = decide(view, self._view(m.recipient), Trigger.NEW, now, self.config)
             if isinstance(decision, Dispatch):

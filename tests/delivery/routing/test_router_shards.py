@@ -112,3 +112,24 @@ def test_the_global_sweep_hands_another_shards_stalled_message_to_its_queue(
     assert stored is not None and stored.attempts == 0
     # the claim's lease holds it meanwhile: a second sweep does not take it again
     assert sweep_once(h.router, 10, lease_s=5.0) == 0
+
+
+def test_a_group_message_routes_this_workers_shards_and_hands_on_the_others(
+        h: Harness) -> None:
+    from delivery.conversations.requests import validate_group_send
+
+    here, there = user_in(0), user_in(3)
+    h.gw.track(here, "c-here", {})
+    end = time.monotonic() + 3
+    while not h.worker.list(here) and time.monotonic() < end:
+        time.sleep(0.005)
+    h.store.create_conversation("team", ["alice", here, there], now=utcnow(), limit=10)
+    req = validate_group_send("alice", "team", {"t": "hi"}, "g-1", max_body_bytes=1000,
+                              default_ttl_s=60)
+    rows = {m.recipient: m for m in h.router.accept_and_route_group(req)}
+    assert rows[here].state == "dispatched"  # routed here, on this worker's replica
+    assert rows[there].state == "accepted" and rows[there].attempts == 0
+    assert [(f[1], f[2]) for f in h.forwarded] == [(there, Trigger.NEW)]
+    # a duplicate (the stored-first path) routes nothing twice and hands the other on again
+    h.router.route_group_stored(req.message_id)
+    assert [(f[1], f[2]) for f in h.forwarded] == [(there, Trigger.NEW)] * 2
