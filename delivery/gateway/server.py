@@ -392,7 +392,7 @@ class Gateway:
 
     async def _replay(self, conn: Connection) -> None:
         cfg, store, session = self.config, self.runtime.store, conn.session
-        cursor = ReplayCursor(cfg.replay_batch, cfg.replay_tail_s)
+        cursor = conn.cursor = ReplayCursor(cfg.replay_batch, cfg.replay_tail_s)
         try:
             while session.open:
                 while not session.replay_may_read and session.open:
@@ -450,7 +450,7 @@ class Gateway:
                  self.node, len(self.conns))
         for conn in list(self.conns.values()):
             if conn.open:
-                conn.replayer = asyncio.create_task(self._replay(conn))
+                self._start_replay(conn)
 
     def _replay_user(self, user: str) -> None:
         """Routing could not place a message for ``user``; if we hold a live connection of
@@ -458,7 +458,16 @@ class Gateway:
         for conn in list(self.by_user.get(user, {}).values()):
             if conn.open:
                 self.stats["owed_replays"] += 1
-                conn.replayer = asyncio.create_task(self._replay(conn))
+                self._start_replay(conn)
+
+    def _start_replay(self, conn: Connection) -> None:
+        """Replay ``conn``'s unacked rows from the oldest: restart the running pass if there is
+        one (ReplayCursor.restart), else start one."""
+        running = conn.replayer
+        if running is not None and not running.done() and conn.cursor is not None:
+            conn.cursor.restart()
+            return
+        conn.replayer = asyncio.create_task(self._replay(conn))
 
     def _drain_inbox(self) -> None:
         with self._inbox_lock:
