@@ -1,6 +1,10 @@
 """Check the capacity model against real presence replicas over Redis.
 
-    .venv/bin/python bench/capacity_check.py [--replicas 8 16] [--seconds 6] [--json]
+    .venv/bin/python -m bench.capacity_check [--replicas 8 16] [--seconds 6] [--json]
+    .venv/bin/python -m bench.capacity_check --replicas 16 --shards 4    # the sharded design
+
+(As a module: run as a script, ``bench/`` comes first on the path and ``bench/presence.py``
+shadows the ``presence`` package.)
 
 For each replica count N it starts N processes (half gateways, half workers), each one
 ``presence.runtime.PresenceNode`` on the Redis transport, all on one fresh channel prefix. The
@@ -11,6 +15,12 @@ and reports them with the events it made. The model
 (:func:`delivery.simulation.capacity.estimate`, shared design, frame sizes measured on the
 encoder) is fed the same users, replicas and the measured event rate; the table gives measured
 against predicted per replica, averaged per role.
+
+With ``--shards S`` (S > 1) the replicas run the sharded design as the pipeline builds it
+(``presence.sharded.ShardedPresence``): each gateway a writer replica in every shard (it
+subscribes to none), worker ``i`` a replica of shard ``i mod S`` only; counters are summed over
+a process's shard transports, and the model's sharded design (one shard per worker) is fed the
+same figures.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from typing import Any
 from delivery.simulation.capacity import Costs, Deployment, estimate, wire_sizes
 from presence.config import PresenceConfig
 from presence.runtime import PresenceNode
+from presence.sharded import ShardedPresence
 from presence.transport.redis import RedisTransport
 
 URL = os.environ.get("DELIVERY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -48,19 +59,32 @@ class CountingTransport(RedisTransport):
         super().start(counted)
 
 
-def _counters(t: CountingTransport) -> dict[str, int]:
-    return {"frames_in": t.frames_in, "bytes_in": t.bytes_in, "frames_out": t.frames_out,
-            "bytes_out": t.bytes_out}
+def _counters(ts: list[CountingTransport]) -> dict[str, int]:
+    return {k: sum(getattr(t, k) for t in ts)
+            for k in ("frames_in", "bytes_in", "frames_out", "bytes_out")}
 
 
 def replica_main(args: argparse.Namespace) -> int:
     """One replica process: churn (gateways), count, print one JSON line."""
     cfg = PresenceConfig(heartbeat_s=0.25, batch_s=0.005)
-    t = CountingTransport(args.url, args.prefix, args.name)
-    node = PresenceNode(args.name, t, cfg)
+    gateway = args.name.startswith("g")
+    ts: list[CountingTransport] = []
+    node: Any
+    if args.shards > 1:
+        def transport(shard: int, name: str) -> CountingTransport:
+            t = CountingTransport(args.url, args.prefix, name, shard=shard, shards=args.shards,
+                                  listen=not gateway)
+            ts.append(t)
+            return t
+
+        served = None if gateway else (int(args.name[1:]) % args.shards,)
+        node = ShardedPresence.build(args.name, transport, shards=args.shards, served=served,
+                                     config=cfg, writer=gateway)
+    else:
+        ts.append(CountingTransport(args.url, args.prefix, args.name))
+        node = PresenceNode(args.name, ts[0], cfg)
     node.start()
     rng = random.Random(args.name)
-    gateway = args.name.startswith("g")
     base = int(args.name[1:]) * 1_000_000
     live: dict[str, str] = {}  # user -> connection (online)
     offline: list[str] = []
@@ -82,7 +106,7 @@ def replica_main(args: argparse.Namespace) -> int:
     next_ev = now + rng.expovariate(args.events) if gateway and args.events > 0 else float("inf")
     while now < stop_at:
         if not before and now >= measure_at:
-            before = _counters(t)
+            before = _counters(ts)
             events = 0
         if now >= next_ev:
             # one event: a user goes offline, or an offline user comes back (10 % offline)
@@ -100,7 +124,7 @@ def replica_main(args: argparse.Namespace) -> int:
         time.sleep(max(0.0, min(next_ev, stop_at, measure_at if not before else stop_at)
                        - time.time()))
         now = time.time()
-    after = _counters(t)
+    after = _counters(ts)
     stats = node.stats()
     node.stop(graceful=True)
     out = {k: (after[k] - before.get(k, 0)) / args.seconds for k in after}
@@ -116,9 +140,10 @@ def run(replicas: int, args: argparse.Namespace) -> dict[str, Any]:
     names = [f"g{i:02d}" for i in range(g)] + [f"w{i:02d}" for i in range(replicas - g)]
     prefix = f"capcheck-{uuid.uuid4().hex[:8]}"
     procs = [subprocess.Popen(
-        [sys.executable, __file__, "--replica", n, "--prefix", prefix, "--url", args.url,
-         "--warmup", str(args.warmup), "--seconds", str(args.seconds), "--events",
-         str(args.events), "--users-per-gateway", str(args.users_per_gateway)],
+        [sys.executable, "-m", "bench.capacity_check", "--replica", n, "--prefix", prefix,
+         "--url", args.url, "--warmup", str(args.warmup), "--seconds", str(args.seconds),
+         "--events", str(args.events), "--users-per-gateway", str(args.users_per_gateway),
+         "--shards", str(args.shards)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in names]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -136,12 +161,14 @@ def run(replicas: int, args: argparse.Namespace) -> dict[str, Any]:
             sys.stderr.write(json.dumps(r) + "\n")
     ev = sum(r["events_per_s"] for r in rows)
     users = g * args.users_per_gateway
-    d = Deployment(users, g, replicas - g, churn_per_min=ev / 2.0 / users * 60.0)
+    d = Deployment(users, g, replicas - g, churn_per_min=ev / 2.0 / users * 60.0,
+                   shards=args.shards)
     # names are 3 characters; keys and connection ids as in the processes above
     e = estimate(d, Costs(wire=wire_sizes(name_len=3, key="user-0000123",
                                           conn="c-0000007b", meta=META,
                                           counter=1000)))
-    result: dict[str, Any] = {"replicas": replicas, "gateways": g, "workers": replicas - g,
+    result: dict[str, Any] = {"replicas": replicas, "shards": args.shards, "gateways": g,
+                              "workers": replicas - g,
                               "users": users, "events_per_s": round(ev, 1), "roles": {}}
     for role, pred in (("gateway", e.gateway), ("worker", e.worker)):
         mine = [r for r in rows if r["role"] == role]
@@ -162,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--events", type=float, default=20.0, help="presence events/s per gateway")
     ap.add_argument("--users-per-gateway", type=int, default=500)
+    ap.add_argument("--shards", type=int, default=1,
+                    help="S > 1: the sharded design, worker i serving shard i mod S")
     ap.add_argument("--url", default=URL)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--verbose", action="store_true", help="every replica's counters on stderr")
@@ -177,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for res in results:
         print(f"{res['replicas']} replicas ({res['gateways']} gateways, {res['workers']} "
-              f"workers), {res['users']} users, {res['events_per_s']} events/s")
+              f"workers), S = {res['shards']}, {res['users']} users, "
+              f"{res['events_per_s']} events/s")
         for role, row in res["roles"].items():
             cells = "  ".join(f"{k} {v['measured']:.0f} vs {v['predicted']:.0f} "
                               f"({v['error_pct']:+.1f} %)" for k, v in row.items()

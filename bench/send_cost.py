@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         channels = MemoryChannels()
         channels.subscribe("gw-a", lambda f: None)
         router = Router(store, worker, channels, PolicyConfig(ack_timeout_s=30),
-                        enqueue_push=lambda m, a: None, schedule_recheck=lambda m, a, d: None)
+                        enqueue_push=lambda m, a: None, schedule_recheck=lambda m, a, d, r: None)
 
         def enqueue_only(req: SendRequest) -> None:  # the task: insert + attempt, one commit
             router.accept_and_route(req)

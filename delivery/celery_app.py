@@ -18,6 +18,9 @@ Configuration choices (documented in the README's operations section and docs/op
   acts on. A send task whose message is not stored yet is the broker's alone.
 - Task events on, so Flower shows every task under its stable name; message bodies are replaced
   by ``<redacted>`` in the task headers that Flower and the logs read.
+- Sharded (DELIVERY_PRESENCE_SHARDS > 1): ``delivery.send`` and ``delivery.route`` go to the
+  queue of their ``recipient``'s shard (``shard_routes``), whoever publishes them; everything
+  else stays on Celery's default queue, which every worker consumes.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from celery.app.amqp import AMQP
 
 from delivery import redaction
 from delivery.settings import Settings, get_settings
+from delivery.sharding import shard_count
+from delivery.task_names import ROUTE_TASK, SEND_TASK, shard_queue
+from presence.shards import shard_of
 
 REDACTED_FIELDS = ("body",)
 TASK_MODULES = ["delivery.tasks", "delivery.routing.tasks", "delivery.push.tasks"]
@@ -71,6 +77,27 @@ def broker_conf(settings: Settings) -> dict[str, Any]:
             "global_keyprefix": f"{settings.key_prefix}:celery:",
         }}
     return {"broker_transport_options": {}}
+
+
+# The tasks that read presence: each runs on a worker replicating its recipient's shard.
+SHARDED_TASKS = frozenset({SEND_TASK, ROUTE_TASK})
+
+
+def shard_routes(shards: int) -> Any:
+    """A Celery router: a send or route task with a ``recipient`` kwarg goes to that recipient's
+    shard queue. A task without one (an old producer) falls to the default queue; the worker
+    that takes it hands it to the right shard (``Router.forward``)."""
+
+    def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None,
+              **_: Any) -> dict[str, str] | None:
+        if name not in SHARDED_TASKS or not isinstance(kwargs, dict):
+            return None
+        recipient = kwargs.get("recipient")
+        if not isinstance(recipient, str):
+            return None
+        return {"queue": shard_queue(shard_of(recipient, shards), shards)}
+
+    return route
 
 
 class RedactingAMQP(AMQP):
@@ -118,6 +145,9 @@ def make_app(settings: Settings | None = None) -> Celery:
         enable_utc=True,
     )
     app.conf.update(broker_conf(settings))
+    shards = shard_count(settings)
+    if shards > 1:  # unsharded: no router at all, every task on the default queue as before
+        app.conf.task_routes = (shard_routes(shards),)
     return app
 
 

@@ -6,6 +6,7 @@ the variable (commands exit 2) instead of a traceback, and nothing is created on
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
@@ -93,11 +94,31 @@ def check_redis(settings: Settings, timeout: float = 3.0) -> None:
                                   socket_timeout=timeout)
     try:
         client.ping()
+        recorded = record_shard_count(client, settings)
     except Exception as exc:
         raise ServiceError(f"{REDIS_VAR}: cannot reach {safe_url(settings.redis_url)}: "
                            f"{first_line(exc)}") from None
     finally:
         client.close()
+    if recorded is not None and recorded != settings.presence_shards:
+        raise SettingsError(
+            f"DELIVERY_PRESENCE_SHARDS={settings.presence_shards}, but this deployment runs "
+            f"{recorded} shards (Redis key {shard_count_key(settings)}); every process must "
+            "use the same S — to change it, see docs/operations.md (\"Changing S\")")
+
+
+def shard_count_key(settings: Settings) -> str:
+    return f"{settings.key_prefix}:presence:shards"
+
+
+def record_shard_count(client: Any, settings: Settings) -> int | None:
+    """The deployment's S as recorded in Redis (the first sharded process records its own).
+    Unsharded processes only read it: S = 1 writes nothing, as before sharding."""
+    key = shard_count_key(settings)
+    if settings.presence_shards > 1:
+        client.set(key, settings.presence_shards, nx=True)
+    raw = client.get(key)
+    return None if raw is None else int(raw)
 
 
 def check_broker(settings: Settings, timeout: float = 3.0) -> None:

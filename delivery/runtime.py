@@ -17,6 +17,7 @@ from delivery.db import make_engine
 from delivery.settings import Settings, get_settings
 from delivery.store import Store
 from presence.runtime import PresenceNode
+from presence.sharded import ShardedPresence
 
 if TYPE_CHECKING:  # built on the runtime, or heavy to load: naming their types is enough
     from delivery.push.fcm import FcmSender
@@ -49,7 +50,7 @@ class Runtime:
     settings: Settings
     store: Store
     # Set by the worker's routing, the gateway command or the embedded stack once started.
-    presence: PresenceNode | None = None
+    presence: PresenceNode | ShardedPresence | None = None
     channels: NodeChannels | None = None
     router: Router | None = None  # a worker's (none in a gateway or a producer)
     hooks: Hooks = field(default_factory=Hooks)

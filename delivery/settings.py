@@ -16,8 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from delivery.secret import WeakSecret, check_secret, data_dir_secret, parse_keys
+from presence.shards import MAX_SHARDS, parse_shards
 
 PREFIX = "DELIVERY_"
+# How presence frames travel (DELIVERY_PRESENCE_PUBSUB): see docs/presence.md.
+PUBSUB_MODES = ("classic", "sharded", "cluster")
 # Message TTLs (the send's ``ttl_s`` and DELIVERY_MESSAGE_TTL_S) lie in (0, MAX_TTL_S].
 MAX_TTL_S = 366 * 24 * 3600.0
 # Token lifetimes (``delivery token --ttl``, DELIVERY_TOKEN_TTL_S) lie in (0, MAX_TOKEN_TTL_S].
@@ -54,6 +57,14 @@ class Settings:
     presence_heartbeat_s: float = 0.25
     presence_down_s: float = 3.0
     presence_purge_s: float = 60.0
+    # Sharded presence and routing (docs/scaling.md): S, fixed at deploy time; 1 = unsharded.
+    presence_shards: int = 1
+    # The shards a worker serves, e.g. "0,2" or "0-3"; empty: all of them.
+    worker_shards: str = ""
+    # classic PUBLISH/SUBSCRIBE, sharded SPUBLISH/SSUBSCRIBE (Redis >= 7), or a Redis Cluster.
+    presence_pubsub: str = "classic"
+    # Presence's own Redis (a Redis Cluster with presence_pubsub=cluster); empty: REDIS_URL.
+    presence_redis_url: str = ""
     token_ttl_s: float = 24 * 3600.0
     token_keys: str = ""
     token_audience: str = ""
@@ -84,6 +95,15 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir).resolve() / 'delivery.db'}"
+
+    @property
+    def effective_presence_redis_url(self) -> str:
+        return self.presence_redis_url or self.redis_url
+
+    @property
+    def served_shards(self) -> tuple[int, ...]:
+        """DELIVERY_WORKER_SHARDS parsed (every shard when empty)."""
+        return parse_shards(self.worker_shards, self.presence_shards)
 
     @property
     def effective_broker_url(self) -> str:
@@ -140,7 +160,7 @@ class Settings:
                 raise SettingsError(f"{_var(f.name)} must be a finite number, got {value}")
         if self.env not in ("dev", "production"):
             raise SettingsError(f"DELIVERY_ENV must be 'dev' or 'production', got {self.env!r}")
-        for name in ("database_url", "broker_url", "redis_url", "fcm_url"):
+        for name in ("database_url", "broker_url", "redis_url", "fcm_url", "presence_redis_url"):
             value = getattr(self, name)
             if value:
                 _check_url(PREFIX + name.upper(), value)
@@ -170,6 +190,19 @@ class Settings:
             raise SettingsError(
                 "DELIVERY_PRESENCE_PURGE_S must be more than DELIVERY_PRESENCE_DOWN_S"
             )
+        if not 1 <= self.presence_shards <= MAX_SHARDS:
+            raise SettingsError(
+                f"DELIVERY_PRESENCE_SHARDS must be 1..{MAX_SHARDS}, got {self.presence_shards}")
+        try:
+            parse_shards(self.worker_shards, self.presence_shards)
+        except ValueError as exc:
+            raise SettingsError(f"DELIVERY_WORKER_SHARDS: {exc}") from None
+        if self.presence_pubsub not in PUBSUB_MODES:
+            raise SettingsError(f"DELIVERY_PRESENCE_PUBSUB must be one of "
+                                f"{', '.join(PUBSUB_MODES)}, got {self.presence_pubsub!r}")
+        if self.presence_pubsub == "cluster" and not self.presence_redis_url:
+            raise SettingsError("DELIVERY_PRESENCE_REDIS_URL (a node of the Redis Cluster) is "
+                                "required when DELIVERY_PRESENCE_PUBSUB=cluster")
         if self.max_body_depth > 256:  # json, kombu and the drivers recurse per level
             raise SettingsError("DELIVERY_MAX_BODY_DEPTH must be at most 256")
         if self.message_ttl_s > MAX_TTL_S:
@@ -241,6 +274,7 @@ SCHEMES = {
     "DELIVERY_DATABASE_URL": ("postgresql", "sqlite"),
     "DELIVERY_BROKER_URL": ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory"),
     "DELIVERY_REDIS_URL": ("redis", "rediss"),
+    "DELIVERY_PRESENCE_REDIS_URL": ("redis", "rediss"),
     "DELIVERY_FCM_URL": ("http", "https"),
 }
 

@@ -31,6 +31,7 @@ from .state import Presence
 from .transport.base import Transport, TransportFactory
 from .transport.memory import LinkPolicy, MemoryNetwork
 from .transport.redis import RedisTransport, redis_transport
+from .writer import WriterReplica
 
 __all__ = [
     "LinkPolicy",
@@ -61,7 +62,10 @@ class PresenceNode:
         config: PresenceConfig | None = None,
         *,
         incarnation: int | None = None,
+        writer: bool = False,
     ) -> None:
+        """``writer``: publish our own entries and answer transfers only (a gateway's replica
+        of one shard, on a transport that does not listen to the shard's channel)."""
         self.name = name
         self.config = config or PresenceConfig()
         t: Any = transport_factory_or_transport
@@ -74,7 +78,8 @@ class PresenceNode:
         self.incarnation = new_incarnation() if incarnation is None else incarnation
         self._lock = threading.RLock()
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._replica = Replica(name, self.incarnation, self.config, now=time.monotonic())
+        cls = WriterReplica if writer else Replica
+        self._replica = cls(name, self.incarnation, self.config, now=time.monotonic())
         self._subscribers: builtins.list[DiffCallback] = []
         self._synced_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -156,6 +161,14 @@ class PresenceNode:
 
     @property
     def synced(self) -> bool:
+        return self._replica.synced
+
+    def serves(self, key: str) -> bool:
+        """Whether this node holds ``key``'s shard (always: an unsharded node holds every key)."""
+        return True
+
+    def synced_for(self, key: str) -> bool:
+        """Whether the replica holding ``key`` has synced (:class:`ShardedPresence` differs)."""
         return self._replica.synced
 
     def wait_synced(self, timeout: float) -> bool:

@@ -54,6 +54,37 @@ def _preflight() -> None:
         raise SystemExit(2) from None
 
 
+def shard_queues(settings: Any) -> list[str]:
+    """The queues a worker consumes: its shards' queues and the common queue (push, devices).
+    Unsharded: nothing to choose (Celery's default queue, as before)."""
+    from delivery.sharding import shard_count
+    from delivery.task_names import COMMON_QUEUE, shard_queue
+
+    shards = shard_count(settings)
+    if shards <= 1:
+        return []
+    return [COMMON_QUEUE, *(shard_queue(s, shards) for s in settings.served_shards)]
+
+
+def _select_queues(worker: Any) -> None:
+    """Consume the served shards' queues, unless the operator chose queues with ``-Q``. This
+    only names them: the Consumer (the last bootstep) starts consuming after ``start`` below
+    returned, i.e. after every served shard's replica has synced."""
+    from delivery.settings import SettingsError, get_settings
+
+    try:
+        queues = shard_queues(get_settings())
+    except SettingsError:
+        return  # reported with its variable by the preflight at start
+    amqp_queues = worker.app.amqp.queues
+    # Celery keeps the ``-Q`` selection here (its public ``consume_from`` falls back to every
+    # declared queue when nothing was selected).
+    if not queues or getattr(amqp_queues, "_consume_from", None) is not None:
+        return
+    amqp_queues.select(queues)
+    log.info("consuming queues %s", ",".join(queues))
+
+
 class PresenceStep(bootsteps.StartStopStep):
     """Runs the replica, the node channels, the router and the recovery sweep.
 
@@ -70,6 +101,7 @@ class PresenceStep(bootsteps.StartStopStep):
         self.metrics: metrics_wiring.WorkerMetrics | None = None
         worker.routing = None
         _child.app = worker.app
+        _select_queues(worker)
 
     def start(self, worker: Any) -> None:
         if self.prefork:

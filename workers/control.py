@@ -1,6 +1,9 @@
 """Remote-control commands for operators and failure tests (``celery -A workers.app control``).
 
-``presence_who USER``: where this worker's replica thinks USER is connected.
+``presence_who USER``: where this worker's replica thinks USER is connected (sharded: only a
+worker serving USER's shard knows; the others answer ``serves: false``).
+
+``presence_shards``: the shards this worker serves and whether each one's replica has synced.
 
 ``presence_hold SECONDS``: stop this worker's presence replica from hearing its peers for a
 while (a partition of this one link), then resume; gap detection repairs what it missed. It is
@@ -48,7 +51,23 @@ def presence_who(state: Any, user: str) -> dict[str, Any]:
     if routing is None:
         return {"error": "no presence replica in this worker"}
     node = routing.presence
+    if not node.serves(user):
+        return {"replica": node.name, "synced": False, "serves": False, "conns": []}
     return {
-        "replica": node.name, "synced": node.synced,
+        "replica": node.name, "synced": node.synced_for(user), "serves": True,
         "conns": sorted([p.node, p.conn] for p in node.list(user)),
     }
+
+
+@control_command()
+def presence_shards(state: Any) -> dict[str, Any]:
+    """The shards this worker serves (all of them when unsharded) and their replicas' sync."""
+    routing = _routing(state)
+    if routing is None:
+        return {"error": "no presence replica in this worker"}
+    node = routing.presence
+    nodes = getattr(node, "nodes", None)
+    if nodes is None:
+        return {"replica": node.name, "shards": None, "synced": {"all": node.synced}}
+    return {"replica": node.name, "shards": sorted(nodes),
+            "synced": {str(s): n.synced for s, n in nodes.items()}}

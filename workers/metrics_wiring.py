@@ -23,6 +23,7 @@ from delivery.store import MessageRecord, Store
 from delivery.task_names import PUSH_TASK
 from delivery.vocabulary import State
 from presence.runtime import PresenceNode
+from presence.sharded import ShardedPresence
 from workers.wiring import WorkerRouting
 
 log = logging.getLogger("delivery.worker")
@@ -79,8 +80,8 @@ class WorkerMetrics:
     """The periodic gauge updater of one worker process: presence every ``interval`` seconds,
     the store's oldest-message ages every ``store_interval`` seconds."""
 
-    def __init__(self, presence: PresenceNode, interval: float, store: Store | None = None,
-                 store_interval: float = 15.0) -> None:
+    def __init__(self, presence: PresenceNode | ShardedPresence, interval: float,
+                 store: Store | None = None, store_interval: float = 15.0) -> None:
         self.presence = presence
         self.interval = interval
         self.store = store

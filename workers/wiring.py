@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -17,13 +17,16 @@ from celery import Celery
 
 from delivery.channels import NodeChannels, RedisChannels
 from delivery.clock import DatabaseAlignedClock
-from delivery.configs import policy_config, presence_config
+from delivery.configs import policy_config
+from delivery.routing.policy import Trigger
 from delivery.routing.recent import RecentConnections
-from delivery.routing.router import Router
+from delivery.routing.router import Forward, Router
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, get_runtime
+from delivery.sharding import make_presence, shard_count
 from delivery.task_names import PUSH_TASK, ROUTE_TASK
-from presence.runtime import PresenceNode, redis_transport
+from presence.runtime import PresenceNode
+from presence.sharded import ShardedPresence
 
 log = logging.getLogger("delivery.worker")
 
@@ -32,29 +35,42 @@ class CeleryHooks(TypedDict):
     """The router's callbacks (keyword arguments of ``Router``)."""
 
     enqueue_push: Callable[[str, int], None]
-    schedule_recheck: Callable[[str, int, float], None]
+    schedule_recheck: Callable[[str, int, float, str], None]
+    forward: Forward
 
 
 def celery_hooks(app: Celery) -> CeleryHooks:
-    """Router callbacks that hand work to other tasks through the broker."""
+    """Router callbacks that hand work to other tasks through the broker. Route tasks carry
+    their ``recipient``: sharded, it picks the shard queue (delivery.celery_app.shard_routes)."""
 
     def enqueue_push(message_id: str, attempt: int) -> None:
         app.send_task(PUSH_TASK, kwargs={"message_id": message_id, "attempt": attempt},
                       ignore_result=True)
 
-    def schedule_recheck(message_id: str, attempt: int, delay: float) -> None:
+    def schedule_recheck(message_id: str, attempt: int, delay: float, recipient: str) -> None:
         app.send_task(
-            ROUTE_TASK, kwargs={"message_id": message_id, "trigger": "recheck", "attempt": attempt},
+            ROUTE_TASK, kwargs={"message_id": message_id, "trigger": "recheck", "attempt": attempt,
+                                "recipient": recipient},
             countdown=delay, ignore_result=True,
         )
 
-    return {"enqueue_push": enqueue_push, "schedule_recheck": schedule_recheck}
+    def forward(message_id: str, recipient: str, trigger: Trigger, attempt: int | None,
+                nacked: Sequence[str]) -> None:
+        app.send_task(
+            ROUTE_TASK, kwargs={"message_id": message_id, "trigger": trigger.value,
+                                "attempt": attempt, "nacked": list(nacked),
+                                "recipient": recipient},
+            ignore_result=True,
+        )
+
+    return {"enqueue_push": enqueue_push, "schedule_recheck": schedule_recheck,
+            "forward": forward}
 
 
 @dataclass
 class WorkerRouting:
     runtime: Runtime
-    presence: PresenceNode
+    presence: PresenceNode | ShardedPresence
     channels: NodeChannels
     router: Router
     sweep: SweepLoop
@@ -66,16 +82,15 @@ class WorkerRouting:
 
 def start_worker_routing(app: Celery, name: str | None = None,
                          sync_timeout: float = 10.0) -> WorkerRouting:
-    """Start this process's replica, wait until it has synced, then install a router."""
+    """Start this process's replica (sharded: one per shard it serves, DELIVERY_WORKER_SHARDS),
+    wait until it has synced, then install a router. The caller starts consuming only after
+    this returns (the worker bootstep blocks the Consumer until then)."""
     rt = get_runtime()
     settings = rt.settings
     if not settings.redis_url:
         raise RuntimeError("a worker needs DELIVERY_REDIS_URL for presence and node channels")
     name = name or f"worker.{socket.gethostname()}.{os.getpid()}"
-    node = PresenceNode(
-        name, redis_transport(settings.redis_url, settings.key_prefix, name),
-        presence_config(settings),
-    )
+    node = make_presence(settings, name, gateway=False)
     node.start()
     if not node.wait_synced(sync_timeout):
         log.warning("presence replica %s not synced after %.1fs; routing waits for it",
@@ -90,5 +105,7 @@ def start_worker_routing(app: Celery, name: str | None = None,
     sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch,
                       lease_s=settings.sweep_lease_s, clock=clock)
     sweep.start()
-    log.info("worker routing ready: replica %s synced=%s", name, node.synced)
+    shards = shard_count(settings)
+    log.info("worker routing ready: replica %s synced=%s shards=%s", name, node.synced,
+             ",".join(map(str, settings.served_shards)) if shards > 1 else "all (unsharded)")
     return WorkerRouting(rt, node, channels, router, sweep)

@@ -11,14 +11,16 @@ import signal
 import socket
 import sys
 from dataclasses import replace
+from typing import Any
 
-from delivery.configs import gateway_config, presence_config
+from delivery.configs import gateway_config
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.server import Gateway
 from delivery.gateway.tokens import issue_token, keyring_for
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
-from presence.runtime import MemoryNetwork, PresenceNode, redis_transport
+from delivery.sharding import make_presence as build_presence
+from presence.runtime import MemoryNetwork
 
 log = logging.getLogger("delivery.gateway")
 
@@ -87,16 +89,11 @@ def gateway_main(argv: list[str]) -> int:
     return 0
 
 
-def make_presence(settings: Settings, node: str,
-                  network: MemoryNetwork | None = None) -> PresenceNode:
-    """A presence node for ``node``: over Redis when configured, else in-process
-    (``network``: a shared :class:`presence.MemoryNetwork`, e.g. the embedded demo's)."""
-    config = presence_config(settings)
-    if settings.redis_url:
-        return PresenceNode(node, redis_transport(settings.redis_url, settings.key_prefix, node),
-                            config)
-    net = network if network is not None else MemoryNetwork()
-    return PresenceNode(node, net.transport(node), config)
+def make_presence(settings: Settings, node: str, network: MemoryNetwork | None = None) -> Any:
+    """A presence node for ``node``: over Redis when configured (sharded: a writer replica in
+    every shard, delivery.sharding), else in-process (``network``: a shared
+    :class:`presence.MemoryNetwork`, e.g. the embedded demo's)."""
+    return build_presence(settings, node, gateway=True, network=network)
 
 
 async def run_gateway(node: str, host: str, port: int, settings: Settings,

@@ -574,7 +574,9 @@ class Gateway:
         kwargs = {"message_id": live.id, "attempt": live.attempt, "nacked": list(gone),
                   "node": self.node}
         app = self._celery_app()
-        await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs=kwargs, ignore_result=True))
+        # ``recipient`` picks the shard queue (delivery.celery_app.shard_routes).
+        await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs={**kwargs,
+                                    "recipient": live.user}, ignore_result=True))
 
     def _celery_app(self) -> Celery:
         if self._celery is None:

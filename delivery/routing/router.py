@@ -61,6 +61,11 @@ class PresenceReader(Protocol):
     def list(self, key: str) -> Sequence[Presence]: ...
 
 
+# Hands a message to a worker of its recipient's shard (sharded deployments): (message id,
+# recipient, trigger, attempt or None, connections known dead). See Router.forward.
+Forward = Callable[[str, str, Trigger, int | None, Sequence[str]], None]
+
+
 def _ts(dt: datetime) -> float:
     return dt.timestamp()
 
@@ -86,10 +91,11 @@ class Router:
         config: PolicyConfig,
         *,
         enqueue_push: Callable[[str, int], None],
-        schedule_recheck: Callable[[str, int, float], None],
+        schedule_recheck: Callable[[str, int, float, str], None],
         clock: Callable[[], float] = time.time,
         on_decision: Callable[[MessageRecord, Decision, Trigger], None] | None = None,
         last_conn: Callable[[str], Conn | None] | None = None,
+        forward: Forward | None = None,
     ) -> None:
         self.store = store
         self.presence = presence
@@ -100,6 +106,14 @@ class Router:
         self.clock = clock
         self.on_decision = on_decision
         self.last_conn = last_conn  # where presence last saw the user (RecentConnections.last)
+        # Sharded: a message whose recipient's shard this process does not replicate is handed
+        # to that shard's queue instead of being routed on a view that cannot see the user.
+        self.forward = forward
+
+    def _foreign(self, recipient: str) -> bool:
+        """True when ``recipient``'s shard is not replicated here (and we can hand it on)."""
+        serves = getattr(self.presence, "serves", None)
+        return self.forward is not None and serves is not None and not serves(recipient)
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -107,6 +121,12 @@ class Router:
         """Store a new message and route it. When the recipient is online the first attempt is
         claimed in the insert's own transaction; a duplicate send routes nothing."""
         now = self.clock()
+        if self._foreign(req.recipient):
+            msg, _ = self.store.accept_request(
+                req, now=_dt(now), deadline=_dt(now + self.config.ack_timeout_s))
+            if msg.state == State.ACCEPTED and msg.attempts == 0:
+                self._hand_on(msg.id, msg.recipient, Trigger.NEW, None, ())
+            return msg
         view = MessageView(State.ACCEPTED, 0, now + req.ttl_s)
         decision = decide(view, self._view(req.recipient), Trigger.NEW, now, self.config)
         targets = decision.targets if isinstance(decision, Dispatch) else None
@@ -137,6 +157,11 @@ class Router:
         ``accepted`` (no read first); otherwise the stored row is read and routed as usual.
         None: the message is not in this store. A duplicate task routes nothing (CAS)."""
         now = self.clock()
+        if self._foreign(req.recipient):
+            msg = self.store.get(req.message_id)
+            if msg is not None and msg.state == State.ACCEPTED and msg.attempts == 0:
+                self._hand_on(msg.id, msg.recipient, Trigger.NEW, None, ())
+            return msg
         view = MessageView("accepted", 0, now + req.ttl_s)
         decision = decide(view, self._view(req.recipient), Trigger.NEW, now, self.config)
         if isinstance(decision, Dispatch):
@@ -166,6 +191,8 @@ class Router:
         decisions: dict[str, Decision] = {}
 
         def targets_for(user: str) -> list[Target] | None:
+            if self._foreign(user):  # sharded: stored here, routed by its shard's worker
+                return None
             decision = decide(view, self._view(user), Trigger.NEW, now, self.config)
             decisions[user] = decision
             if isinstance(decision, Dispatch):
@@ -182,7 +209,9 @@ class Router:
         self._publish_group([(m, d.targets) for m, d in sent if isinstance(d, Dispatch)],
                             now, deadline)
         for m in rows:
-            if m.state == State.ACCEPTED:
+            if m.state == State.ACCEPTED and self._foreign(m.recipient):
+                self._hand_on(m.id, m.recipient, Trigger.NEW, None, ())
+            elif m.state == State.ACCEPTED:
                 applied = self._apply(m, decisions[m.recipient], now, ())
                 if self.on_decision is not None:
                     self.on_decision(m, applied, Trigger.NEW)
@@ -205,6 +234,9 @@ class Router:
         claims: dict[uuid.UUID, tuple[Conn, ...]] = {}
         others: list[MessageRecord] = []
         for m in todo:
+            if self._foreign(m.recipient):  # sharded: its shard's worker routes it
+                self._hand_on(m.id, m.recipient, Trigger.NEW, None, ())
+                continue
             view = MessageView(m.state, 0, _ts(m.expires_at), _ts(m.created_at))
             decision = decide(view, self._view(m.recipient), Trigger.NEW, now, self.config)
             if isinstance(decision, Dispatch):
@@ -267,6 +299,8 @@ class Router:
         if attempt is not None and msg.attempts != attempt:
             # A nack or re-check for an attempt that is no longer current changes nothing.
             return Nothing(f"stale: attempt {attempt}, message at {msg.attempts}")
+        if self._foreign(msg.recipient):
+            return self._hand_on(msg.id, msg.recipient, trigger, attempt, list(nacked))
         dead = set(nacked)
         if trigger is not Trigger.NEW and msg.attempts > 0:
             dead |= self.store.nacked_conns(msg.id)
@@ -277,15 +311,28 @@ class Router:
         now = self.clock()
         if msg.attempts > 0 and msg.state == State.DISPATCHED:
             self.store.finish_attempts(msg.id, msg.attempts, Result.TIMEOUT, now=_dt(now))
+        if self._foreign(msg.recipient):
+            # The sweep is global: the claim's lease holds the message until a worker of its
+            # shard routes it (lost on the way: the lease runs out and a sweep claims it again).
+            return self._hand_on(msg.id, msg.recipient, Trigger.DEADLINE, msg.attempts, ())
         dead = self.store.nacked_conns(msg.id) if msg.attempts > 0 else set()
         return self._route(msg, Trigger.DEADLINE, dead)
+
+    def _hand_on(self, msg_id: uuid.UUID, recipient: str, trigger: Trigger,
+                 attempt: int | None, nacked: Sequence[str]) -> Decision:
+        assert self.forward is not None
+        self.forward(str(msg_id), recipient, trigger, attempt, nacked)
+        log.debug("message %s: handed to the shard of %s (%s)", msg_id, recipient, trigger.value)
+        return Nothing("another shard's: handed to its queue")
 
     # -- policy + effects ---------------------------------------------------------------------
 
     def _view(self, recipient: str) -> PresenceView:
         entries = self.presence.list(recipient)
+        synced_for = getattr(self.presence, "synced_for", None)  # sharded: that shard's replica
+        synced = synced_for(recipient) if synced_for is not None else self.presence.synced
         return PresenceView(
-            synced=self.presence.synced, conns=[Conn(e.node, e.conn) for e in entries],
+            synced=synced, conns=[Conn(e.node, e.conn) for e in entries],
             last=self.last_conn(recipient) if self.last_conn is not None else None,
         )
 
@@ -311,7 +358,8 @@ class Router:
                     ack_deadline=_dt(until + self.config.ack_timeout_s),
                 )
                 if ok:
-                    self.schedule_recheck(str(msg.id), msg.attempts, max(0.0, until - now))
+                    self.schedule_recheck(str(msg.id), msg.attempts, max(0.0, until - now),
+                                          msg.recipient)
                     log.debug("message %s: wait %.3fs (%s)", msg.id, until - now, reason)
                     return decision
                 return Nothing("changed while deciding")

@@ -20,8 +20,12 @@ def route(
     attempt: int | None = None,
     nacked: list[str] | None = None,
     node: str | None = None,
+    recipient: str | None = None,
 ) -> str:
-    """Route ``message_id`` again with fresh presence. Idempotent: a stale attempt is ignored."""
+    """Route ``message_id`` again with fresh presence. Idempotent: a stale attempt is ignored.
+
+    ``recipient`` only picks the shard queue (delivery.celery_app.shard_routes); the message's
+    recipient is read from the store."""
     router = get_runtime().router
     if router is None:
         raise RuntimeError("no router in this process: run it in a delivery worker")

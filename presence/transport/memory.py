@@ -46,9 +46,11 @@ class LinkPolicy:
 
 
 class MemoryTransport:
-    def __init__(self, network: MemoryNetwork, name: str) -> None:
+    def __init__(self, network: MemoryNetwork, name: str, *, listen: bool = True) -> None:
         self.network = network
         self.name = name
+        # False: a writer replica (a gateway's, sharded) that hears only what is sent to it.
+        self.listen = listen
         self.handler: FrameHandler | None = None
         self.paused = False
         self.closed = False
@@ -105,9 +107,9 @@ class MemoryNetwork:
 
     # ----------------------------------------------------------- topology
 
-    def transport(self, name: str) -> MemoryTransport:
+    def transport(self, name: str, *, listen: bool = True) -> MemoryTransport:
         with self._lock:
-            t = MemoryTransport(self, name)
+            t = MemoryTransport(self, name, listen=listen)
             self._nodes[name] = t
             return t
 
@@ -166,7 +168,8 @@ class MemoryNetwork:
         with self._lock:
             self.sent += 1
             now = self.now()
-            targets = [n for n in self._nodes if n != src] if dst is None else [dst]
+            targets = ([n for n, t in self._nodes.items() if n != src and t.listen]
+                       if dst is None else [dst])
             for name in targets:
                 if (src, name) in self._blocked or name not in self._nodes:
                     self.lost += 1

@@ -2,10 +2,19 @@
 
 Channels: ``{prefix}:presence`` (shared: heartbeats, deltas, leaves) and
 ``{prefix}:presence:{name}`` (direct: transfer requests and answers for the
-replica named ``name``). One daemon thread per transport reads the
+replica named ``name``). With S > 1 shards, each shard has its own pair,
+``{prefix}:presence:{s<n>}`` and ``{prefix}:presence:{s<n>}:{name}``
+(``presence.shards``). One daemon thread per transport reads the
 subscription; publishing happens on the caller's thread. Redis errors never
 propagate: they are counted, the subscriber reconnects with backoff and the
 replica's gap detection repairs whatever was missed.
+
+``listen=False`` (a gateway's writer replica) subscribes to the direct channel
+only: it publishes its own entries and answers transfer requests, and hears
+none of the shard's heartbeats and deltas. ``sharded=True`` uses sharded
+pub/sub (``SPUBLISH``/``SSUBSCRIBE``, Redis >= 7); ``cluster=True`` talks to a
+Redis Cluster (implies sharded: a shard's channels hash to one slot, so one
+cluster node carries each shard's traffic).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from typing import Any
 
 import redis
 
+from ..shards import shard_channel
 from .base import FrameHandler
 
 __all__ = ["RedisTransport", "redis_client", "redis_transport"]
@@ -36,16 +46,34 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
+def redis_cluster_client(url: str) -> Any:
+    """A Redis Cluster client (any node's URL) with the same bounded sockets."""
+    from redis.cluster import RedisCluster
+
+    return RedisCluster.from_url(
+        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_keepalive=True,
+    )
+
+
 class RedisTransport:
-    def __init__(self, url: str, prefix: str, name: str) -> None:
+    def __init__(self, url: str, prefix: str, name: str, *, shard: int = 0, shards: int = 1,
+                 listen: bool = True, sharded: bool = False, cluster: bool = False) -> None:
         if not name or ":" in name:
             raise ValueError(f"name: must be non-empty and contain no ':' (got {name!r})")
+        if not 0 <= shard < max(shards, 1):
+            raise ValueError(f"shard: must be in 0..{shards - 1} (got {shard})")
         self.url = url
         self.prefix = prefix
         self.name = name
-        self.channel = f"{prefix}:presence"
-        self.direct = f"{prefix}:presence:{name}"
-        self._client: redis.Redis = redis_client(url)
+        self.shard = shard
+        self.listen = listen
+        self.cluster = cluster
+        self.sharded = sharded or cluster
+        self.channel = shard_channel(prefix, shard, shards)
+        self.direct = f"{self.channel}:{name}"
+        self._subscribed_to = (self.channel, self.direct) if listen else (self.direct,)
+        self._client: Any = redis_cluster_client(url) if cluster else redis_client(url)
         self._handler: FrameHandler | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -70,7 +98,10 @@ class RedisTransport:
         if self._paused or self._stop.is_set():
             return
         try:
-            self._client.publish(channel, frame)
+            if self.sharded:
+                self._client.spublish(channel, frame)
+            else:
+                self._client.publish(channel, frame)
             self.frames_out += 1
             self.bytes_out += len(frame)
         except redis.RedisError:
@@ -80,7 +111,7 @@ class RedisTransport:
         self._publish(self.channel, frame)
 
     def send(self, to: str, frame: bytes) -> None:
-        self._publish(f"{self.prefix}:presence:{to}", frame)
+        self._publish(f"{self.channel}:{to}", frame)
 
     def pause(self) -> None:
         """Simulate a partition: stop receiving and sending until :meth:`resume`."""
@@ -103,25 +134,45 @@ class RedisTransport:
             "frames_in": self.frames_in,
         }
 
+    def _subscribe(self, pubsub: Any) -> None:
+        if self.sharded:
+            pubsub.ssubscribe(*self._subscribed_to)
+        else:
+            pubsub.subscribe(*self._subscribed_to)
+
+    def _unsubscribe(self, pubsub: Any) -> None:
+        if self.sharded:
+            pubsub.sunsubscribe(*self._subscribed_to)
+        else:
+            pubsub.unsubscribe()
+
+    def _next(self, pubsub: Any) -> Any:
+        if self.cluster:
+            return pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.05)
+        return pubsub.get_message(timeout=0.05)
+
     def _run(self, ready: threading.Event) -> None:
         backoff = 0.05
+        kind = "smessage" if self.sharded else "message"
         while not self._stop.is_set():
             pubsub = None
             try:
                 pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.channel, self.direct)
+                self._subscribe(pubsub)
                 subscribed = True
                 ready.set()
                 backoff = 0.05
                 while not self._stop.is_set():
                     if self._paused and subscribed:
-                        pubsub.unsubscribe()
+                        self._unsubscribe(pubsub)
                         subscribed = False
                     elif not self._paused and not subscribed:
-                        pubsub.subscribe(self.channel, self.direct)
+                        self._subscribe(pubsub)
                         subscribed = True
-                    msg = pubsub.get_message(timeout=0.05)
-                    if msg is None or msg.get("type") != "message":
+                    msg = self._next(pubsub)
+                    if msg is None or msg.get("type") != kind:
+                        if not subscribed and self.cluster:
+                            self._stop.wait(0.05)  # nothing to poll while held
                         continue
                     data = msg.get("data")
                     if self._paused or not isinstance(data, bytes) or self._handler is None:
@@ -147,6 +198,9 @@ class RedisTransport:
             self._client.close()
 
 
-def redis_transport(url: str, prefix: str, name: str) -> RedisTransport:
-    """A :class:`RedisTransport` for the replica ``name`` under ``prefix``."""
-    return RedisTransport(url, prefix, name)
+def redis_transport(url: str, prefix: str, name: str, *, shard: int = 0, shards: int = 1,
+                    listen: bool = True, sharded: bool = False,
+                    cluster: bool = False) -> RedisTransport:
+    """A :class:`RedisTransport` for the replica ``name`` of ``shard`` under ``prefix``."""
+    return RedisTransport(url, prefix, name, shard=shard, shards=shards, listen=listen,
+                          sharded=sharded, cluster=cluster)

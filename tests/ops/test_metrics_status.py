@@ -144,6 +144,14 @@ def test_worker_dry_run_passes_options_through() -> None:
     assert cmd[-3:] == ["-n", "a@%h", "--without-mingle"]
 
 
+def test_worker_shards_option_sets_the_served_shards() -> None:
+    from workers.commands.worker import build_command
+
+    cmd, _ = build_command(["--shards", "0,2", "-n", "a@%h"])
+    assert cmd[:2] == ["/usr/bin/env", "DELIVERY_WORKER_SHARDS=0,2"]
+    assert cmd[2:5] == [sys.executable, "-m", "celery"] and "--shards" not in cmd
+
+
 def test_gateway_snapshot_feeds_counters() -> None:
     from delivery import metrics
 

@@ -95,12 +95,13 @@ def _role(name: str) -> str:
 
 
 def presence_status(settings: Settings, timeout: float) -> dict[str, Any]:
-    from delivery.configs import presence_config
-    from presence.runtime import PresenceNode, redis_transport
+    """Join presence (sharded: every shard), report every replica heard, leave."""
+    import dataclasses
+
+    from delivery.sharding import make_presence
 
     name = f"status.{socket.gethostname()}.{os.getpid()}"
-    node = PresenceNode(name, redis_transport(settings.redis_url, settings.key_prefix, name),
-                        presence_config(settings))
+    node = make_presence(dataclasses.replace(settings, worker_shards=""), name, gateway=False)
     node.start()
     try:
         synced = node.wait_synced(timeout)
@@ -110,14 +111,25 @@ def presence_status(settings: Settings, timeout: float) -> dict[str, Any]:
         conns = Counter(p.node for p in node.list_all())
     finally:
         node.stop(graceful=True)
-    replicas = []
+    # Sharded, a replica is heard once per shard it is in ("s<n>/name:inc"): one row per name,
+    # up only if it is up in every shard it is heard in.
+    seen: dict[str, dict[str, Any]] = {}
     for status in ("up", "down"):
         for rid in stats.get(f"replicas_{status}", []):
-            rname = rid.rsplit(":", 1)[0]
-            replicas.append({"name": rname, "role": _role(rname), "status": status,
-                             "connections": conns.get(rname, 0)})
-    replicas.sort(key=lambda r: (r["role"], r["name"]))
-    return {"synced": synced, "entries": int(stats.get("entries", 0)), "replicas": replicas}
+            shard, _, rest = rid.rpartition("/")
+            rname = rest.rsplit(":", 1)[0]
+            row = seen.setdefault(rname, {"name": rname, "role": _role(rname), "status": "up",
+                                          "connections": conns.get(rname, 0)})
+            if status == "down":
+                row["status"] = "down"
+            if shard:
+                row.setdefault("shards", []).append(int(shard[1:]))
+    replicas = sorted(seen.values(), key=lambda r: (r["role"], r["name"]))
+    for r in replicas:
+        if "shards" in r:
+            r["shards"].sort()
+    return {"synced": synced, "entries": int(stats.get("entries", 0)), "replicas": replicas,
+            "shards": settings.presence_shards}
 
 
 def collect(settings: Settings, timeout: float) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     delivery worker                      # threads pool, concurrency 8, loglevel INFO, events on
     delivery worker -c 16 -n w2@%h       # any other option goes to ``celery worker`` as is
+    delivery worker --shards 0,2         # sharded: serve shards 0 and 2 (DELIVERY_WORKER_SHARDS)
     delivery worker --dry-run            # print the command instead of running it
 
 The plain ``celery -A workers.app worker`` keeps working: these are only defaults (the pool and
@@ -27,6 +28,9 @@ def build_command(argv: list[str]) -> tuple[list[str], bool]:
                         help="task threads (default 8, from the app's configuration)")
     parser.add_argument("-l", "--loglevel", default=os.environ.get("DELIVERY_LOG_LEVEL", "INFO"),
                         help="DEBUG, INFO, WARNING or ERROR (default DELIVERY_LOG_LEVEL or INFO)")
+    parser.add_argument("--shards", default=None,
+                        help="the presence shards this worker serves, e.g. 0,2 or 0-3 "
+                             "(sets DELIVERY_WORKER_SHARDS; default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
     args, rest = parser.parse_known_args(argv)
     if args.help:
@@ -38,6 +42,9 @@ def build_command(argv: list[str]) -> tuple[list[str], bool]:
            "--pool", args.pool, "--loglevel", args.loglevel]
     if args.concurrency is not None:
         cmd += ["--concurrency", str(args.concurrency)]
+    if args.shards is not None:
+        # through env(1): visible in --dry-run, and exec keeps Celery the signals' target
+        cmd = ["/usr/bin/env", f"DELIVERY_WORKER_SHARDS={args.shards}", *cmd]
     return cmd + rest, args.dry_run
 
 

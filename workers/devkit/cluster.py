@@ -53,9 +53,11 @@ class LocalCluster:
         self.env = {**self.env, **extra}
 
     def start_worker(self, name: str, *, concurrency: int = 8, timeout: float = 60.0,
-                     extra: tuple[str, ...] = ()) -> Proc:
+                     extra: tuple[str, ...] = (), shards: str | None = None) -> Proc:
+        """``shards``: the presence shards it serves (DELIVERY_WORKER_SHARDS), e.g. ``"0,2"``."""
         args = celery_argv(name, concurrency=concurrency, extra=("-E", *extra))
-        proc = Proc(f"worker-{name}", args, self.env)
+        env = self.env if shards is None else {**self.env, "DELIVERY_WORKER_SHARDS": shards}
+        proc = Proc(f"worker-{name}", args, env)
         self.workers[name] = proc
         proc.wait_for_log("ready.", timeout=timeout)
         return proc

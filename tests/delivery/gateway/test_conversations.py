@@ -26,7 +26,7 @@ def _router(h: Harness) -> Router:
     return Router(h.store, h.replica, h.channels,
                   PolicyConfig(ack_timeout_s=5.0, max_attempts=2, retry_backoff_s=0.1,
                                offline_grace_s=0.2),
-                  enqueue_push=lambda m, a: None, schedule_recheck=lambda m, a, d: None)
+                  enqueue_push=lambda m, a: None, schedule_recheck=lambda m, a, d, r: None)
 
 
 async def _next(ws: ClientConnection, ftype: str) -> dict[str, Any]:

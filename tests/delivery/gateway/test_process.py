@@ -132,7 +132,7 @@ def test_gateway_process_on_redis_and_postgres(services: ServiceEnv, pg_store: S
 
         _args, kwargs, _ = json.loads(base64.b64decode(task["body"]))
         assert kwargs == {"message_id": str(gone.id), "attempt": attempt, "nacked": [conn],
-                          "node": node}
+                          "node": node, "recipient": "bob"}  # recipient: the shard queue
         (row,) = pg_store.attempts_of(gone.id)
         assert row.result == "nacked"
 

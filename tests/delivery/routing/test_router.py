@@ -78,7 +78,7 @@ def h(store: Store) -> Iterator[Harness]:
         PolicyConfig(ack_timeout_s=1.0, max_attempts=2, retry_backoff_s=0.1,
                      offline_grace_s=0.2),
         enqueue_push=lambda m, a: harness.pushes.append((m, a)),
-        schedule_recheck=lambda m, a, d: harness.rechecks.append((m, a, d)),
+        schedule_recheck=lambda m, a, d, r: harness.rechecks.append((m, a, d)),
     )
     yield harness
     gw.stop()
