@@ -213,7 +213,10 @@ class Received:
 
 
 class ClientProcs:
-    def __init__(self, urls: list[str], clients: int, procs: int, env: dict[str, str]) -> None:
+    """K users in 1-2 subprocesses (``bench.clients``, or the peer's Socket.IO clients)."""
+
+    def __init__(self, urls: list[str], clients: int, procs: int, env: dict[str, str], *,
+                 module: str = "bench.clients", prefix: str = ONLINE) -> None:
         self.received = Received()
         self.procs: list[subprocess.Popen[str]] = []
         self.threads: list[threading.Thread] = []
@@ -226,8 +229,8 @@ class ClientProcs:
             log = Path(tempfile.mkstemp(prefix=f"bench-clients-{p}-", suffix=".log")[1])
             self.logs.append(log)
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.clients", "--urls", ",".join(urls),
-                 "--prefix", ONLINE, "--first", str(first),
+                [sys.executable, "-m", module, "--urls", ",".join(urls),
+                 "--prefix", prefix, "--first", str(first),
                  "--count", str(count)],
                 cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log.open("wb"), text=True, bufsize=1, start_new_session=True)
@@ -343,10 +346,12 @@ def cpu_delta_ms(before: dict[tuple[str, int], float], after: dict[tuple[str, in
 
 
 class Bench:
-    def __init__(self, params: Params, *, private_redis: bool, py_spy: Path | None) -> None:
+    def __init__(self, params: Params, *, private_redis: bool, py_spy: Path | None,
+                 peer: bool = True) -> None:
         from celery import Celery
 
         self.p = params
+        self.peer = peer
         self.private_redis = private_redis
         self.py_spy = py_spy
         self.tag = uuid.uuid4().hex[:10]
@@ -728,6 +733,27 @@ class Bench:
             "final_states": dict(by_state),
         }
 
+    def peer_phase(self, rate50: float, rate90: float, drain: float) -> dict[str, Any]:
+        """The Socket.IO peer (bench/peer_socketio), measured after ours with our roles
+        stopped (so it has the same CPU): its drain, and its latency at the offered rates of
+        our 50 % and 90 % steps."""
+        if not self.peer:
+            return {}
+        from bench.peer_socketio.run import measure
+
+        if self.clients is not None:
+            self.clients.stop()
+            self.clients = None
+        if self.cluster is not None:
+            self.cluster.stop()
+        progress("peer: starting python-socketio servers and Celery workers")
+        out = measure(self.redis_url, clients=self.p.clients, workers=self.p.workers,
+                      concurrency=self.p.concurrency, drain_n=self.p.drain_n,
+                      latency_rates={"at_our_50pct": rate50, "at_our_90pct": rate90},
+                      latency_s=self.p.latency_step_s)
+        out["ratio_vs_peer"] = round(drain / out["peer_socketio_per_s"], 3)
+        return out
+
     # -- py-spy ------------------------------------------------------------------------------
 
     def start_profiles(self, duration: float) -> list[subprocess.Popen[bytes]]:
@@ -782,6 +808,7 @@ class Bench:
         db = {k: pg1[k] - pg0[k] for k in pg0}
         push = self.push_phase()
         outcomes = self.outcomes()
+        peer = self.peer_phase(lat50["offered_per_s"], lat90["offered_per_s"], drain)
         commands = sum(calls.values())
         # kombu's Redis transport sends its bookkeeping as MULTI ... EXEC pipelines (ZADD + HSET
         # when a task is fetched, ZREM + HDEL when it is acked): one round trip each.
@@ -806,6 +833,7 @@ class Bench:
             **push,
             "lost": outcomes["lost"],
             "duplicate_outcomes": outcomes["duplicate_outcomes"],
+            **peer,
             "broker_round_trips_per_message": round(rt, 2),
             "broker_commands_per_message": round(commands / measured, 2),
             "cpu_ms_per_message": self.cpu_ms,
@@ -915,6 +943,11 @@ def summary(r: dict[str, Any]) -> str:
         f"p99 {r['latency_split_at_50pct']['route_ms']['p99']:.1f} ms",
         f"push path                  {r['push_per_s']:8.0f} pushed/s",
         f"lost {r['lost']}   duplicate outcomes {r['duplicate_outcomes']}",
+        *([f"socketio peer (no store, no ack) {r['peer_socketio_per_s']:5.0f} received/s   "
+           f"ours/peer {r['ratio_vs_peer']:.2f}   latency at our 50 % rate "
+           f"p50 {r['peer_socketio_latency_ms']['p50']:.1f} ms "
+           f"p99 {r['peer_socketio_latency_ms']['p99']:.1f} ms"]
+          if "peer_socketio_per_s" in r else []),
         f"broker round trips/message {r['broker_round_trips_per_message']:.2f} "
         f"({r['broker_commands_per_message']:.2f} commands)   "
         f"db writes/message {r['db_writes_per_message']:.2f} "
@@ -939,6 +972,8 @@ def main(argv: list[str]) -> int:
                         help="run a throw-away redis-server so commandstats count only this run")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of a worker and a gateway into DIR")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="skip the python-socketio peer (bench/peer_socketio)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
     args = parser.parse_args(argv)
     kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
@@ -950,7 +985,8 @@ def main(argv: list[str]) -> int:
         params = tiny_params(**kw)
     elif args.quick:
         params = Params.quick(**kw)
-    bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy)
+    bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy,
+                  peer=not args.no_peer)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         first = not STOP.is_set()
