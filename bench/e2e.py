@@ -43,7 +43,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -51,8 +51,17 @@ from typing import Any
 import psycopg
 import redis
 
+from bench.e2e_parts import (
+    SENDER_THREADS,
+    STOP,
+    ClientProcs,
+    check_stop,
+    cpu_by_pid,
+    cpu_delta_ms,
+    lat_summary,
+    progress,
+)
 from delivery.secret import new_secret
-from delivery.stats import percentile
 from delivery.task_names import NOOP_TASK
 from delivery.vocabulary import Result, State
 from workers.procs import ROOT, free_port
@@ -63,18 +72,6 @@ SENDER = "bench-sender"
 ONLINE = "bench-u"
 OFFLINE = "bench-off"
 SECRET = new_secret()  # random per run; children get it as DELIVERY_SECRET
-SENDER_THREADS = 4
-
-# Set by SIGTERM/SIGINT; long loops check it, so an interrupt swallowed by a library (kombu's
-# publish retry, Celery's reply collection) still ends the run and its clean-up.
-STOP = threading.Event()
-
-
-def check_stop() -> None:
-    if STOP.is_set():
-        raise KeyboardInterrupt
-
-
 @dataclass(frozen=True)
 class Params:
     workers: int = 2
@@ -101,16 +98,6 @@ def tiny_params(**kw: Any) -> Params:
     base = Params.quick(drain_n=100, step_s=1.0, fractions=(0.8,), latency_step_s=1.0,
                         push_users=5, push_n=20, settle_s=1.0)
     return Params(**{**asdict(base), **kw})
-
-
-def progress(text: str) -> None:
-    print(f"[bench e2e {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def lat_summary(values: list[float]) -> dict[str, float]:
-    return {"p50": round(percentile(values, 50), 2), "p99": round(percentile(values, 99), 2),
-            "p999": round(percentile(values, 99.9), 2),
-            "max": round(max(values), 2) if values else float("nan"), "n": len(values)}
 
 
 # -- services ---------------------------------------------------------------------------------
@@ -184,108 +171,6 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-# -- client subprocesses ------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    """What the client subprocesses reported: message id -> latency (ms)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    queue_ms: dict[str, float] = field(default_factory=dict)
-    repeats: int = 0
-    stats: list[dict[str, Any]] = field(default_factory=list)
-    ready: list[int] = field(default_factory=list)
-
-    def add(self, rows: list[list[Any]]) -> None:
-        with self.lock:
-            for mid, lat, queued in rows:
-                if mid in self.latency_ms:
-                    self.repeats += 1
-                else:
-                    self.latency_ms[mid] = float(lat)
-                    self.queue_ms[mid] = float(queued)
-
-    def count_of(self, ids: list[str]) -> int:
-        with self.lock:
-            return sum(1 for i in ids if i in self.latency_ms)
-
-
-class ClientProcs:
-    """K users in 1-2 subprocesses (``bench.clients``, or the peer's Socket.IO clients)."""
-
-    def __init__(self, urls: list[str], clients: int, procs: int, env: dict[str, str], *,
-                 module: str = "bench.clients", prefix: str = ONLINE) -> None:
-        self.received = Received()
-        self.procs: list[subprocess.Popen[str]] = []
-        self.threads: list[threading.Thread] = []
-        self.logs: list[Path] = []
-        per = -(-clients // procs)
-        for p in range(procs):
-            first, count = p * per, min(per, clients - p * per)
-            if count <= 0:
-                continue
-            log = Path(tempfile.mkstemp(prefix=f"bench-clients-{p}-", suffix=".log")[1])
-            self.logs.append(log)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module, "--urls", ",".join(urls),
-                 "--prefix", prefix, "--first", str(first),
-                 "--count", str(count)],
-                cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log.open("wb"), text=True, bufsize=1, start_new_session=True)
-            self.procs.append(proc)
-            t = threading.Thread(target=self._read, args=(proc,), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            kind = obj.get("type")
-            if kind == "recv":
-                self.received.add(obj["r"])
-            elif kind == "ready":
-                with self.received.lock:
-                    self.received.ready.append(int(obj["connected"]))
-            elif kind == "stats":
-                with self.received.lock:
-                    self.received.stats.append(obj)
-
-    def wait_ready(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.received.lock:
-                if len(self.received.ready) == len(self.procs):
-                    return sum(self.received.ready)
-            for p, log in zip(self.procs, self.logs, strict=True):
-                if p.poll() is not None:
-                    raise RuntimeError(f"client process exited:\n{log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        raise TimeoutError("client processes did not connect in time")
-
-    def stop(self) -> None:
-        for p in self.procs:
-            with contextlib.suppress(Exception):
-                assert p.stdin is not None
-                p.stdin.close()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
-        for t in self.threads:
-            t.join(2)
-        for log in self.logs:
-            log.unlink(missing_ok=True)
-
-
 # -- counters -----------------------------------------------------------------------------------
 
 
@@ -308,38 +193,6 @@ def pg_counters(admin_url: str, dbname: str) -> dict[str, int]:
     assert row is not None
     return dict(zip(("xact_commit", "xact_rollback", "tup_inserted", "tup_updated",
                      "tup_deleted"), (int(v) for v in row), strict=True))
-
-
-def _cpu_of(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all its threads), None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_by_pid(roles: dict[str, list[int]]) -> dict[tuple[str, int], float]:
-    out: dict[tuple[str, int], float] = {}
-    for role, pids in roles.items():
-        for pid in pids:
-            v = _cpu_of(pid)
-            if v is not None:
-                out[(role, pid)] = v
-    return out
-
-
-def cpu_delta_ms(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float],
-                 messages: int) -> dict[str, float]:
-    """CPU milliseconds per message by role, over processes alive at both snapshots."""
-    per_role: dict[str, float] = {}
-    for key, v in after.items():
-        if key in before:
-            per_role[key[0]] = per_role.get(key[0], 0.0) + v - before[key]
-    result = {role: round(sec * 1000.0 / messages, 3) for role, sec in per_role.items()}
-    result["total"] = round(sum(per_role.values()) * 1000.0 / messages, 3)
-    return result
 
 
 # -- the benchmark --------------------------------------------------------------------------------
@@ -426,7 +279,7 @@ class Bench:
         urls = [gw.url for gw in self.cluster.gateways.values()]
         nprocs = 1 if self.p.clients <= 100 else 2
         progress(f"connecting {self.p.clients} clients from {nprocs} processes")
-        self.clients = ClientProcs(urls, self.p.clients, nprocs, env)
+        self.clients = ClientProcs(urls, self.p.clients, nprocs, env, prefix=ONLINE)
         n = self.clients.wait_ready(60)
         progress(f"{n} clients connected")
 

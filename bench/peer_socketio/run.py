@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from bench.e2e import (
+from bench.e2e_parts import (
     SENDER_THREADS,
     ClientProcs,
     check_stop,
