@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from delivery.channels import BROADCAST, NodeChannels
 from delivery.gateway.protocol import Deliver, encode_deliver, owed_frame
+from delivery.routing import batch
 from delivery.routing.policy import (
     Conn,
     Decision,
@@ -151,6 +152,63 @@ class Router:
         if stored is not None and stored.state == "accepted" and stored.attempts == 0:
             self._route(stored, Trigger.NEW, ())
         return stored
+
+    def accept_and_route_many(self, reqs: Sequence[SendRequest]) -> list[SendRequest]:
+        """``accept_and_route`` for a batch of sends the producer did not store: the online
+        recipients' messages are stored with their first attempt claimed in one transaction
+        (one multi-row insert, one commit) and published with one PUBLISH per gateway node.
+        Returns the requests left for ``accept_and_route`` one by one: recipients not online
+        here and duplicates (a row that conflicted), each handled on its own."""
+        return self._dispatch_many(reqs, stored=False)
+
+    def route_stored_many(self, reqs: Sequence[SendRequest]) -> list[SendRequest]:
+        """``route_stored`` for a batch of sends: the online recipients' first attempts are
+        claimed in one transaction (one commit) and published with one PUBLISH per gateway
+        node. Returns the requests left for ``route_stored`` one by one: recipients not online
+        here, and messages this call did not claim (not stored here, already routed) — each
+        decided on its own row, so one never holds up or changes another."""
+        return self._dispatch_many(reqs, stored=True)
+
+    def _dispatch_many(self, reqs: Sequence[SendRequest], *, stored: bool) -> list[SendRequest]:
+        now = self.clock()
+        cfg = self.config
+        planned: list[tuple[SendRequest, Dispatch]] = []
+        rest: list[SendRequest] = []
+        for req in reqs:
+            view = MessageView(State.ACCEPTED, 0, now + req.ttl_s)
+            decision = decide(view, self._view(req.recipient), Trigger.NEW, now, cfg)
+            if isinstance(decision, Dispatch):
+                planned.append((req, decision))
+            else:
+                rest.append(req)
+        if not planned:
+            return rest
+        deadline = max(d.ack_deadline for _, d in planned)  # one deadline: decided at one now
+        if stored:
+            claimed = self.store.claim_first_attempts(
+                [(req.message_id, [Target(t.node, t.conn) for t in d.targets])
+                 for req, d in planned], now=_dt(now), deadline=_dt(deadline))
+        else:
+            claimed = self.store.accept_dispatched_many(
+                [(req, [Target(t.node, t.conn) for t in d.targets]) for req, d in planned],
+                now=_dt(now), deadline=_dt(deadline))
+        targets = {req.message_id: d.targets for req, d in planned}
+        won = {m.id for m in claimed}
+        rest += [req for req, _ in planned if req.message_id not in won]
+        frames = [(self._frame(m, 1), targets[m.id]) for m in claimed]
+        reached = {node: self.channels.publish_many(node, [encode_deliver(f) for f in fs])
+                   for node, fs in batch.by_node(frames).items()}
+        for msg in claimed:
+            try:
+                applied = self._after_publish(msg, 1, targets[msg.id], reached, now, deadline,
+                                              ())
+            except Exception:
+                # Claimed and durable: its ack deadline hands it to the recovery sweep.
+                log.exception("message %s: after publish", msg.id)
+                continue
+            if self.on_decision is not None:
+                self.on_decision(msg, applied, Trigger.NEW)
+        return rest
 
     def _route_existing(self, msg: MessageRecord) -> MessageRecord:
         self._route(msg, Trigger.NEW, ())
@@ -291,12 +349,28 @@ class Router:
         by_node: dict[str, list[str]] = defaultdict(list)
         for t in targets:
             by_node[t.node].append(t.conn)
-        frame = Deliver(id=str(msg.id), user=msg.recipient, sender=msg.sender, body=msg.body,
-                        sent_at=msg.created_at.isoformat(), seq=msg.seq, attempt=attempt)
-        unreachable: list[str] = []
-        for node, conns in by_node.items():
-            if self.channels.publish(node, encode_deliver(frame._replace(conns=tuple(conns)))) == 0:
-                unreachable += conns
+        frame = self._frame(msg, attempt)
+        reached = {node: self.channels.publish(node, encode_deliver(frame._replace(
+                       conns=tuple(conns)))) for node, conns in by_node.items()}
+        return self._after_publish(msg, attempt, targets, reached, now, deadline, dead)
+
+    @staticmethod
+    def _frame(msg: MessageRecord, attempt: int) -> Deliver:
+        return Deliver(id=str(msg.id), user=msg.recipient, sender=msg.sender, body=msg.body,
+                       sent_at=msg.created_at.isoformat(), seq=msg.seq, attempt=attempt)
+
+    def _after_publish(
+        self,
+        msg: MessageRecord,
+        attempt: int,
+        targets: tuple[Conn, ...],
+        reached: dict[str, int],
+        now: float,
+        deadline: float,
+        dead: set[str] | tuple[()],
+    ) -> Decision:
+        """``reached``: subscribers per node, as the publish returned them."""
+        unreachable = [t.conn for t in targets if reached.get(t.node) == 0]
         if unreachable and len(unreachable) == len(targets):
             # No gateway listens for any target: they are gone (a crashed node whose presence
             # entries have not timed out yet). Treat it as a nack instead of waiting.

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, select, update
 from sqlalchemy.engine import Connection
 
-from delivery.store.attempts import NOWHERE, AttemptRow, insert_attempts
+from delivery.store.attempts import NOWHERE, AttemptRow, insert_attempt_rows, insert_attempts
 from delivery.store.base import StoreBase
 from delivery.store.records import MessageRecord, Target
 from delivery.store.tables import MESSAGE_COLUMNS, messages
@@ -120,6 +120,57 @@ class MessageQueries(StoreBase):
                 return None
             insert_attempts(conn, msg_id, 1, Channel.WS, _rows(targets), started_at=now)
         return MessageRecord(*row)
+
+    def accept_dispatched_many(
+        self, items: Sequence[tuple[SendRequest, Sequence[Target]]], *, now: datetime,
+        deadline: datetime,
+    ) -> list[MessageRecord]:
+        """``accept_request(..., dispatch_to=targets)`` for a batch, in one transaction and one
+        commit: one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING of the messages
+        (already ``dispatched``, attempt 1) and one of their attempt rows. Returns the
+        messages this call created, in the order given; a duplicate (a row that conflicts)
+        is simply not returned — the caller handles it alone, as ``accept`` would."""
+        if not items:
+            return []
+        values = [{
+            "id": req.message_id, "sender": req.sender, "recipient": req.recipient,
+            "client_msg_id": req.client_msg_id, "body": req.body, "created_at": now,
+            "expires_at": now + timedelta(seconds=req.ttl_s),
+            "state": State.DISPATCHED.value, "attempts": 1, "ack_deadline": deadline,
+        } for req, _ in items]
+        targets = {req.message_id: ts for req, ts in items}
+        with self.engine.begin() as conn:
+            rows = [MessageRecord(*r) for r in conn.execute(self._accept_stmt, values).all()]
+            if rows:
+                insert_attempt_rows(conn, [(m.id, 1, Channel.WS, r) for m in rows
+                                           for r in _rows(targets[m.id])], started_at=now)
+        order = {req.message_id: i for i, (req, _) in enumerate(items)}
+        return sorted(rows, key=lambda m: order[m.id])
+
+    def claim_first_attempts(
+        self, claims: Sequence[tuple[uuid.UUID, Sequence[Target]]], *, now: datetime,
+        deadline: datetime,
+    ) -> list[MessageRecord]:
+        """``claim_first_attempt`` for a batch, in one transaction and one commit: one
+        conditional UPDATE over every id (the same compare-and-set per row) and one multi-row
+        INSERT of the claimed messages' attempt rows. Returns the messages this call claimed;
+        an id not returned is not stored here or was already routed (a duplicate task, the
+        sweep), each decided row by row."""
+        if not claims:
+            return []
+        targets = {msg_id: ts for msg_id, ts in claims}
+        stmt = (update(messages)
+                .where(messages.c.id.in_(list(targets)),
+                       messages.c.state == State.ACCEPTED.value, messages.c.attempts == 0)
+                .values(state=State.DISPATCHED.value, attempts=1, ack_deadline=deadline)
+                .returning(*MESSAGE_COLUMNS))
+        with self.engine.begin() as conn:
+            rows = [MessageRecord(*r) for r in conn.execute(stmt).all()]
+            if rows:
+                insert_attempt_rows(conn, [(m.id, 1, Channel.WS, r) for m in rows
+                                           for r in _rows(targets[m.id])], started_at=now)
+        order = {msg_id: i for i, (msg_id, _) in enumerate(claims)}
+        return sorted(rows, key=lambda m: order[m.id])
 
     def get(self, msg_id: uuid.UUID) -> MessageRecord | None:
         with self.engine.connect() as conn:
