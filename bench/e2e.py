@@ -223,6 +223,7 @@ class Bench:
         self.profiles: list[subprocess.Popen[bytes]] = []
         self.profile_s = 8.0
         self.cpu_ms: dict[str, dict[str, float]] = {}
+        self.drain_batches: dict[str, Any] = {}
 
     # -- setup / teardown ---------------------------------------------------------------------
 
@@ -346,6 +347,33 @@ class Bench:
             roles["postgres"] = [int(r[0]) for r in rows]
         return roles
 
+    def batch_stats(self) -> dict[str, Counter[str]]:
+        """The workers' ``delivery.send`` batch counters, summed (``send_batch_stats``)."""
+        assert self.app is not None
+        out: dict[str, Counter[str]] = {"sizes": Counter(), "paths": Counter()}
+        with contextlib.suppress(Exception):
+            for reply in self.app.control.broadcast("send_batch_stats", reply=True,
+                                                    timeout=1.0, limit=self.p.workers):
+                for stats in reply.values():
+                    out["sizes"].update({k: int(v) for k, v in stats["sizes"].items()})
+                    out["paths"].update(completed=int(stats["completed"]),
+                                        per_message=int(stats["per_message"]))
+        return out
+
+    @staticmethod
+    def batch_delta(before: dict[str, Counter[str]],
+                    after: dict[str, Counter[str]]) -> dict[str, Any]:
+        """Batches run between two ``batch_stats``: how many, their sizes, and how many
+        requests a batch completed vs. the per-message task."""
+        sizes = after["sizes"] - before["sizes"]
+        paths = after["paths"] - before["paths"]
+        n = sum(sizes.values())
+        reqs = sum(int(k) * v for k, v in sizes.items())
+        return {"batches": n, "mean_size": round(reqs / n, 2) if n else 0.0,
+                "max_size": max((int(k) for k in sizes), default=0),
+                "sizes": {k: sizes[k] for k in sorted(sizes, key=int)},
+                "completed_in_batch": paths["completed"], "per_message": paths["per_message"]}
+
     def queue_len(self) -> int:
         base = f"{self.key_prefix}:celery:"
         with self.redis.pipeline(transaction=False) as pipe:
@@ -423,6 +451,7 @@ class Bench:
                    for i in range(n)]
         roles = self.role_pids()
         cpu0 = cpu_by_pid(roles)
+        b0 = self.batch_stats()
         t0 = self.resume()
         self.profiles = self.start_profiles(self.profile_s)
         if not self.wait_received(ids, 120):
@@ -431,13 +460,17 @@ class Bench:
         rate = n / (t_end - t0)
         time.sleep(0.1)  # the gateways' ack batches
         self.cpu_ms["pipeline_drain"] = cpu_delta_ms(cpu0, cpu_by_pid(roles), n)
-        progress(f"pipeline: {rate:.0f} acked/s draining a backlog")
+        self.drain_batches = self.batch_delta(b0, self.batch_stats())
+        progress(f"pipeline: {rate:.0f} acked/s draining a backlog; send batches: "
+                 f"{self.drain_batches['batches']}, mean size "
+                 f"{self.drain_batches['mean_size']}")
         return rate
 
     def paced_step(self, phase: str, rate: float, duration: float) -> dict[str, Any]:
         assert self.clients is not None
         n = max(1, int(rate * duration))
         slots: list[str] = [""] * n
+        b0 = self.batch_stats()
         t0 = time.monotonic() + 0.01
 
         def pace(k: int) -> None:
@@ -478,7 +511,8 @@ class Bench:
                 "sustained": sustained, "latency_ms": lat_summary(lats),
                 # enqueue -> accepted by the send task (broker + Celery), accepted -> acked
                 # (store, publish, gateway, WebSocket, client); the worker's clock is the same.
-                "queue_ms": lat_summary(queued), "route_ms": lat_summary(routed)}
+                "queue_ms": lat_summary(queued), "route_ms": lat_summary(routed),
+                "send_batches": self.batch_delta(b0, self.batch_stats())}
         if not complete:  # let the backlog drain before the next step
             self.wait_received(ids, 30)
         return step
@@ -707,6 +741,8 @@ class Bench:
                            "db_writes_per_message = (tup_inserted + tup_updated) / messages, "
                            "db_commits_per_message = xact_commit / messages"),
             "measured_messages": measured,
+            "send_batches_in_drain": self.drain_batches,
+            "send_batches_by_step": {s["phase"]: s["send_batches"] for s in [*steps, lat50, lat90]},
             "steps": [*steps, lat50, lat90],
             "outcomes": outcomes,
             "config": {"workers": self.p.workers, "gateways": self.p.gateways,

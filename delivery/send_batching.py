@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +32,31 @@ log = logging.getLogger("delivery.batching")
 
 # Runs a batch: returns (completed requests, requests for the per-message path).
 RunBatch = Callable[[Sequence[Any]], tuple[list[Any], list[Any]]]
+
+
+class BatchStats:
+    """Batches run by this process, by size, and how many requests each path took (read by
+    the ``send_batch_stats`` remote-control command, e.g. by ``delivery bench e2e``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sizes: Counter[int] = Counter()
+        self.completed = 0
+        self.per_message = 0
+
+    def record(self, size: int, completed: int, per_message: int) -> None:
+        with self._lock:
+            self.sizes[size] += 1
+            self.completed += completed
+            self.per_message += per_message
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return {"sizes": {str(k): v for k, v in sorted(self.sizes.items())},
+                    "completed": self.completed, "per_message": self.per_message}
+
+
+STATS = BatchStats()
 
 
 class SendBatcher:
@@ -76,6 +101,7 @@ class SendBatcher:
 
     def _finish(self, result: tuple[list[Any], list[Any], float]) -> None:
         done, rest, runtime = result
+        STATS.record(len(done) + len(rest), len(done), len(rest))
         try:
             per = runtime / max(1, len(done) + len(rest))
             for req in done:

@@ -2,6 +2,9 @@
 
 ``presence_who USER``: where this worker's replica thinks USER is connected.
 
+``send_batch_stats``: the ``delivery.send`` batches this worker ran, by size, and how many
+requests were completed by a batch or went through the per-message task.
+
 ``presence_hold SECONDS``: stop this worker's presence replica from hearing its peers for a
 while (a partition of this one link), then resume; gap detection repairs what it missed. It is
 how the end-to-end tests force the seed's race on real processes, and how an operator can
@@ -49,3 +52,10 @@ def presence_who(state: Any, user: str) -> dict[str, Any]:
         "replica": node.name, "synced": node.synced,
         "conns": sorted([p.node, p.conn] for p in node.list(user)),
     }
+
+
+@control_command()
+def send_batch_stats(state: Any) -> dict[str, Any]:
+    from delivery.send_batching import STATS
+
+    return STATS.snapshot()
