@@ -434,7 +434,7 @@ def test_a_batch_of_stored_sends_is_claimed_once_and_left_over_sends_go_one_by_o
     reqs = [_request("bob", "b1"), _request("carol", "c1"), _request("bob", "b2"),
             _request("dave", "d1")]  # dave is offline
     now = utcnow()
-    for r in reqs[:3] + [reqs[3]]:
+    for r in reqs:
         h.store.accept_request(r, now=now, deadline=now + timedelta(seconds=2))
     h.router.route_stored(reqs[2])  # already routed (a duplicate task got there first)
     before = len(h.frames)
