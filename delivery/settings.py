@@ -63,7 +63,7 @@ class Settings:
     db_pool_size: int = 10
     db_max_overflow: int = 20
     send_batch_max: int = 64
-    send_batch_inflight: int = 2
+    send_batch_inflight: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
