@@ -27,7 +27,7 @@ from celery import Celery
 
 from delivery.celery_app import make_app
 from delivery.settings import Settings
-from tests.support.services import REDIS_URL, clear_redis_prefix, fresh_rabbitmq_vhost
+from workers.devkit.services import REDIS_URL, clear_redis_prefix, fresh_rabbitmq_vhost
 
 
 def rate(app: Celery, n: int) -> float:

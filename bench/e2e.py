@@ -36,7 +36,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -64,10 +63,17 @@ from bench.e2e_parts import (
 from delivery.secret import new_secret
 from delivery.task_names import NOOP_TASK
 from delivery.vocabulary import Result, State
-from workers.procs import ROOT, free_port
+from workers.devkit.procs import ROOT
+from workers.devkit.services import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    PrivateRedis,
+    ServiceEnv,
+    create_database,
+    drop_database,
+    with_database,
+)
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 SENDER = "bench-sender"
 ONLINE = "bench-u"
 OFFLINE = "bench-off"
@@ -143,32 +149,6 @@ def ensure_services(redis_url: str, pg_admin_url: str) -> None:
         _wait(lambda: _pg_up(pg_admin_url), 30, "PostgreSQL")
 
 
-def _with_db(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
-class PrivateRedis:
-    """A throw-away redis-server on a free port: INFO commandstats then count only this run."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        _wait(lambda: _redis_up(self.url), 15, "private Redis")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- counters -----------------------------------------------------------------------------------
@@ -209,9 +189,8 @@ class Bench:
         self.py_spy = py_spy
         self.tag = uuid.uuid4().hex[:10]
         self.key_prefix = f"bench-{self.tag}"
-        self.dbname = f"delivery_bench_{self.tag}"
         self.pg_admin = PG_ADMIN_URL
-        self.own_db = False
+        self.db_url = ""  # this run's own database, dropped by teardown
         self.redis_srv: PrivateRedis | None = None
         self.cluster: Any = None
         self.clients: ClientProcs | None = None
@@ -225,6 +204,10 @@ class Bench:
         self.cpu_ms: dict[str, dict[str, float]] = {}
         self.drain_batches: dict[str, Any] = {}
 
+    @property
+    def dbname(self) -> str:
+        return self.db_url.rpartition("/")[2]
+
     # -- setup / teardown ---------------------------------------------------------------------
 
     def setup(self) -> None:
@@ -232,29 +215,22 @@ class Bench:
         from delivery.celery_app import make_app
         from delivery.db import make_engine
         from delivery.settings import Settings
-        from workers.cluster import LocalCluster
+        from workers.devkit.cluster import LocalCluster
 
         redis_url = os.environ.get("DELIVERY_REDIS_URL") or REDIS_URL
         db_url = os.environ.get("DELIVERY_DATABASE_URL")
         if db_url:
-            self.pg_admin = _with_db(db_url, "postgres")
+            self.pg_admin = with_database(db_url, "postgres")
         ensure_services(redis_url if not self.private_redis else REDIS_URL, self.pg_admin)
         if self.private_redis:
-            self.redis_srv = PrivateRedis()
+            self.redis_srv = PrivateRedis(appendonly=False)
+            self.redis_srv.start()
             redis_url = self.redis_srv.url
-        with psycopg.connect(self.pg_admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.dbname}"')
-        self.own_db = True
-        self.db_url = _with_db(self.pg_admin, self.dbname)
+        self.db_url = create_database("delivery_bench", self.pg_admin)
         self.redis_url = redis_url
         progress(f"database {self.dbname}, key prefix {self.key_prefix}, redis {redis_url}")
         migrate.upgrade(self.db_url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DELIVERY_")}
-        env.update({
-            "DELIVERY_DATABASE_URL": self.db_url, "DELIVERY_BROKER_URL": redis_url,
-            "DELIVERY_REDIS_URL": redis_url, "DELIVERY_KEY_PREFIX": self.key_prefix,
-            "DELIVERY_SECRET": SECRET, "PYTHONUNBUFFERED": "1",
-        })
+        env = ServiceEnv(self.db_url, redis_url, self.key_prefix, SECRET).env()
         self.env = env
         self.settings = Settings.from_env(env)
         self.app = make_app(self.settings)
@@ -306,10 +282,9 @@ class Bench:
                     self.redis.delete(key)
                     n += 1
                 progress(f"removed {n} keys under {self.key_prefix}:")
-        if self.own_db:
+        if self.db_url:
             with contextlib.suppress(Exception):
-                with psycopg.connect(self.pg_admin, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+                drop_database(self.db_url, self.pg_admin)
                 progress(f"dropped {self.dbname}")
 
     # -- sending --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from delivery.stats import percentile
-from workers.procs import ROOT
+from workers.devkit.procs import ROOT
 
 SENDER_THREADS = 4
 

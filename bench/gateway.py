@@ -46,6 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -97,25 +98,11 @@ def bench_database(server_url: str | None, tmp: str) -> Iterator[str]:
         migrate.upgrade(url)
         yield url
         return
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
+    from workers.devkit.services import fresh_pg_database
 
-    from delivery.db import make_engine
-
-    name = f"delivery_bench_gw_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(server_url, isolation_level="AUTOCOMMIT", pool_size=1)
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        try:
-            migrate.upgrade(url)
-            yield url
-        finally:
-            with admin.connect() as c:
-                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with fresh_pg_database("delivery_bench_gw", server_url) as url:
+        migrate.upgrade(url)
+        yield url
 
 
 def store_kind(url: str) -> str:
@@ -395,12 +382,6 @@ async def measure(conns: list[ClientConnection], seconds: float, warmup: float, 
     await asyncio.gather(*tasks, return_exceptions=True)
     dt = t1 - t0
     return Sample((n1 - n0) / dt, (s1 - s0) / dt, (c1 - c0) / dt)
-
-
-def median(xs: list[float]) -> float:
-    ys = sorted(xs)
-    mid = len(ys) // 2
-    return ys[mid] if len(ys) % 2 else (ys[mid - 1] + ys[mid]) / 2
 
 
 # -- main ----------------------------------------------------------------------------------------

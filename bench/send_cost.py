@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from statistics import median_high
 from typing import Any
 
 import psycopg
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{results[mode][-1]['cpu_ms']:.3f} ms CPU/msg", file=sys.stderr)
         summary: dict[str, Any] = {"messages_per_round": args.messages, "rounds": args.rounds}
         for mode, runs in results.items():
-            summary[mode] = {k: sorted(x[k] for x in runs)[len(runs) // 2] for k in runs[0]}
+            summary[mode] = {k: median_high(x[k] for x in runs) for k in runs[0]}
         base, new = summary["enqueue_only"], summary["stored_first (default)"]
         summary["cpu_ratio"] = new["cpu_ms"] / base["cpu_ms"]
         if args.json:

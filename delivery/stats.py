@@ -1,11 +1,13 @@
-"""Percentiles for reports (demo, simulation, benchmarks): one copy of each convention.
+"""Percentiles for reports (demo, simulation, benchmarks, soak): one copy of each convention.
 
-Two conventions are in use and kept apart so no report's figures change: ``nearest_rank``
-(the demo and the simulation) and ``percentile`` (the benchmarks).
+Three conventions are in use and kept apart so no report's figures change: ``nearest_rank``
+(the demo and the simulation), ``percentile`` (the benchmarks) and ``textbook_rank`` (the
+soak). Medians are the standard library's (``statistics.median``, ``median_high``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -22,3 +24,13 @@ def percentile(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     k = min(len(s) - 1, max(0, round(q / 100.0 * (len(s) - 1))))
     return s[k]
+
+
+def textbook_rank(values: Sequence[float], p: float) -> float | None:
+    """The nearest-rank percentile as textbooks define it: the value at 1-based rank
+    ``ceil(p / 100 * n)`` of the sorted values (``p`` in [0, 100]); None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]

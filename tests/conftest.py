@@ -14,7 +14,7 @@ from sqlalchemy import text
 from delivery import migrate
 from delivery.db import make_engine
 from delivery.store import Store
-from tests.support.services import (
+from workers.devkit.services import (
     REDIS_URL,
     ServiceEnv,
     clear_redis_prefix,

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "capacity": ("delivery.simulation.capacity_cli:main",
                  "presence capacity model: per-replica traffic, memory, convergence"),
     "bench": ("workers.commands.bench:main", "benchmarks: presence|gateway|push|e2e|clients"),
-    "demo": ("workers.demo:main", "the whole pipeline in one process, with a report"),
+    "demo": ("workers.demo.cli:main", "the whole pipeline in one process, with a report"),
     "up": ("workers.commands.up:main", "every role in one process for local development"),
     "soak": ("bench.soak.cli:main", "fault-injection soak over real processes, with a report"),
 }

@@ -19,16 +19,17 @@ from celery import Celery
 from delivery import migrate
 from delivery.celery_app import make_app
 from delivery.channels import MemoryChannels
+from delivery.configs import policy_config, presence_config
 from delivery.gateway.server import Gateway
 from delivery.push.stub import FcmStub
 from delivery.routing.recent import RecentConnections
-from delivery.routing.router import Router, policy_config
+from delivery.routing.router import Router
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, set_runtime
 from delivery.settings import Settings
 from delivery.store import Store
-from presence.runtime import LinkPolicy, MemoryNetwork, PresenceNode
-from workers.wiring import celery_hooks, presence_config
+from presence.runtime import MemoryNetwork, PresenceNode
+from workers.wiring import celery_hooks
 
 log = logging.getLogger("delivery.embedded")
 
@@ -131,10 +132,6 @@ class EmbeddedStack:
         self.network.partition([WORKER], gws)
         loop = asyncio.get_running_loop()
         loop.call_later(seconds, self.network.heal)
-
-    def set_replication_delay(self, seconds: float) -> None:
-        for gw in self.gateway_names:
-            self.network.set_link(gw, WORKER, LinkPolicy(delay=seconds))
 
     def send(self, sender: str, recipient: str, body: Any, client_msg_id: str) -> str:
         assert self.app is not None

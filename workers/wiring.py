@@ -16,23 +16,14 @@ from celery import Celery
 
 from delivery.channels import NodeChannels, RedisChannels
 from delivery.clock import DatabaseAlignedClock
+from delivery.configs import policy_config, presence_config
 from delivery.routing.recent import RecentConnections
-from delivery.routing.router import Router, policy_config
+from delivery.routing.router import Router
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, get_runtime
-from delivery.settings import Settings
 from delivery.task_names import PUSH_TASK, ROUTE_TASK
-from presence.config import PresenceConfig
 
 log = logging.getLogger("delivery.worker")
-
-
-def presence_config(settings: Settings) -> PresenceConfig:
-    return PresenceConfig(
-        heartbeat_s=settings.presence_heartbeat_s,
-        down_s=settings.presence_down_s,
-        purge_s=settings.presence_purge_s,
-    )
 
 
 def celery_hooks(app: Celery) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from bench.e2e_parts import (
     progress,
 )
 from bench.peer_socketio import config
-from workers.procs import Proc, free_port
+from workers.devkit.procs import Proc, free_port
 
 PREFIX_USERS = "peer-u"
 

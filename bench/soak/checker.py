@@ -12,9 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-FINAL_CONNECTED = frozenset({"delivered"})
+from delivery.stats import textbook_rank
+from delivery.vocabulary import State
+
+FINAL_CONNECTED = frozenset({State.DELIVERED})
 # A user with no live connection at the end may be owed the message by replay or push.
-FINAL_OFFLINE = frozenset({"delivered", "pushed", "pending"})
+FINAL_OFFLINE = frozenset({State.DELIVERED, State.PUSHED, State.PENDING})
 DETAIL_LIMIT = 20
 # A message given this long before a fault began was most likely still in flight when it hit.
 IN_FLIGHT_S = 1.0
@@ -68,15 +71,6 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not (self.lost or self.shown_twice or self.not_final)
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _owner(t: float, windows: Sequence[Window]) -> Window | None:
@@ -169,7 +163,8 @@ def recovery_by_kind(faults: Sequence[FaultResult]) -> dict[str, dict[str, Any]]
             "lost": sum(f.lost_count for f in mine),
             "unrecovered": sum(1 for f in ran if f.recovery_s is None),
             "late": sum(f.late for f in ran),
-            "recovery_s": {"p50": r3(percentile(times, 50)), "p99": r3(percentile(times, 99)),
+            "recovery_s": {"p50": r3(textbook_rank(times, 50)),
+                           "p99": r3(textbook_rank(times, 99)),
                            "max": r3(max(times) if times else None)},
         }
     return out

@@ -1,5 +1,5 @@
 """The processes under test: 2 gateways, 2 Celery workers and the FCM stub, started the way an
-operator would (``workers.cluster.LocalCluster``), each restartable on the same address."""
+operator would (``workers.devkit.cluster.LocalCluster``), each restartable on the same address."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.cluster import LocalCluster
-from workers.procs import Proc
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.procs import Proc
+from workers.devkit.services import ServiceEnv
 
 GATEWAYS = ("gw-a", "gw-b")
 WORKERS = ("w1", "w2")
@@ -29,18 +30,8 @@ def faketime_lib() -> Path | None:
 def soak_env(*, database_url: str, broker_url: str, redis_url: str, key_prefix: str,
              secret: str, fcm_url: str) -> dict[str, str]:
     """The processes' environment: product defaults, only addresses set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DELIVERY_")}
-    env.update({
-        "DELIVERY_DATABASE_URL": database_url,
-        "DELIVERY_BROKER_URL": broker_url,
-        "DELIVERY_REDIS_URL": redis_url,
-        "DELIVERY_KEY_PREFIX": key_prefix,
-        "DELIVERY_SECRET": secret,
-        "DELIVERY_FCM_URL": fcm_url,
-        "DELIVERY_FCM_PROJECT": "soak",
-        "PYTHONUNBUFFERED": "1",
-    })
-    return env
+    services = ServiceEnv(database_url, redis_url, key_prefix, secret, broker_url)
+    return services.env(DELIVERY_FCM_URL=fcm_url, DELIVERY_FCM_PROJECT="soak")
 
 
 @dataclass

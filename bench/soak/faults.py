@@ -16,7 +16,13 @@ from bench.soak.cluster import GATEWAYS, WORKERS, SoakCluster, faketime_lib
 from bench.soak.inflight import busy_client_ports, owner_of_port
 from bench.soak.proxy import FaultyProxy
 from bench.soak.schedule import Step
-from bench.soak.services import PrivatePostgres, PrivateRedis, RabbitVhost, set_database_open
+from workers.devkit.services import (
+    PrivatePostgres,
+    PrivateRedis,
+    RabbitVhost,
+    allow_connections,
+    refuse_connections,
+)
 
 
 @dataclass
@@ -40,11 +46,11 @@ def _pick(names: tuple[str, ...], step: Step) -> str:
 
 
 async def db_outage(t: Targets, step: Step) -> str:
-    await asyncio.to_thread(set_database_open, t.pg_admin_url, t.database_url, False)
+    await asyncio.to_thread(refuse_connections, t.database_url, t.pg_admin_url)
     try:
         await asyncio.sleep(step.hold_s)
     finally:
-        await asyncio.to_thread(set_database_open, t.pg_admin_url, t.database_url, True)
+        await asyncio.to_thread(allow_connections, t.database_url, t.pg_admin_url)
     return ""
 
 
@@ -111,7 +117,7 @@ async def pause_worker(t: Targets, step: Step) -> str:
 
 
 async def redis_restart(t: Targets, step: Step) -> str:
-    await asyncio.to_thread(t.redis.restart)
+    await asyncio.to_thread(t.redis.crash)
     return ""
 
 

@@ -17,7 +17,9 @@ from bench.soak.cluster import SoakCluster, soak_env
 from bench.soak.faults import EXECUTORS, Targets
 from bench.soak.proxy import FaultyProxy
 from bench.soak.report import Progress, summary
-from bench.soak.services import (
+from bench.soak.traffic import Traffic
+from workers.devkit.procs import free_port
+from workers.devkit.services import (
     PrivatePostgres,
     PrivateRedis,
     RabbitVhost,
@@ -25,8 +27,6 @@ from bench.soak.services import (
     drop_database,
     rabbitmq_answers,
 )
-from bench.soak.traffic import Traffic
-from workers.procs import free_port
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ async def soak(cfg: SoakConfig, progress: Progress | None = None) -> dict[str, A
     run_id = uuid.uuid4().hex[:6]
     steps = schedule.plan(cfg.faults, rounds=cfg.rounds, quiet_s=cfg.quiet_s, seed=cfg.seed)
     notes: list[str] = []
-    redis = PrivateRedis()
+    redis = PrivateRedis(appendonly=False)  # a restart empties it
     private_pg: PrivatePostgres | None = None
     pg_skip = ""
     rabbit: RabbitVhost | None = None
@@ -138,14 +138,15 @@ async def soak(cfg: SoakConfig, progress: Progress | None = None) -> dict[str, A
                 private_pg = None
         elif "pg_restart" in cfg.faults:
             pg_skip = "private PostgreSQL disabled (--no-private-pg)"
-        database_url = await asyncio.to_thread(create_database, admin_url)
+        database_url = await asyncio.to_thread(create_database, "delivery_soak", admin_url)
         from delivery import migrate
 
         await asyncio.to_thread(migrate.upgrade, database_url)
         if cfg.broker == "rabbitmq":
-            if not rabbitmq_answers(cfg.amqp_host, cfg.amqp_port):
+            amqp = f"amqp://guest:guest@{cfg.amqp_host}:{cfg.amqp_port}"
+            if not rabbitmq_answers(amqp):
                 raise RuntimeError(f"RabbitMQ does not answer on {cfg.amqp_host}:{cfg.amqp_port}")
-            rabbit = RabbitVhost(cfg.amqp_host, cfg.amqp_port)
+            rabbit = RabbitVhost(amqp, "soak")
             await asyncio.to_thread(rabbit.start)
         await proxy.start()
         secret = uuid.uuid4().hex
@@ -186,10 +187,11 @@ async def soak(cfg: SoakConfig, progress: Progress | None = None) -> dict[str, A
         await proxy.close()
         redis.stop()
         if rabbit is not None:
-            rabbit.stop()
+            with contextlib.suppress(Exception):
+                rabbit.stop()
         if database_url:
             with contextlib.suppress(Exception):
-                drop_database(admin_url, database_url)
+                drop_database(database_url, admin_url)
         if private_pg is not None:
             private_pg.stop()
 

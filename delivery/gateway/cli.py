@@ -10,13 +10,15 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from dataclasses import replace
 
+from delivery.configs import gateway_config, presence_config
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.server import Gateway
 from delivery.gateway.tokens import issue_token
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
+from presence.runtime import MemoryNetwork, PresenceNode, redis_transport
 
 log = logging.getLogger("delivery.gateway")
 
@@ -71,30 +73,24 @@ def gateway_main(argv: list[str]) -> int:
     logs.setup_process(level)
     logs.redact_handlers()
     settings = get_settings()
-    overrides: dict[str, Any] = {"compression": args.compression,
-                                 "max_conns_per_user": settings.max_connections_per_user}
+    config = replace(gateway_config(settings), compression=args.compression)
     if args.max_in_flight is not None:
-        overrides["max_in_flight"] = args.max_in_flight
+        config = replace(config, max_in_flight=args.max_in_flight)
     if args.hello_timeout is not None:
-        overrides["hello_timeout_s"] = args.hello_timeout
+        config = replace(config, hello_timeout_s=args.hello_timeout)
     if args.rate is not None:
-        overrides["rate_per_s"] = args.rate
-        overrides["rate_burst"] = max(1, int(args.rate * 2))
-    config = GatewayConfig(**overrides)
+        config = replace(config, rate_per_s=args.rate, rate_burst=max(1, int(args.rate * 2)))
     node = args.node or default_node_name()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_gateway(node, args.host, args.port, settings, config))
     return 0
 
 
-def make_presence(settings: Settings, node: str, network: Any = None) -> Any:
+def make_presence(settings: Settings, node: str,
+                  network: MemoryNetwork | None = None) -> PresenceNode:
     """A presence node for ``node``: over Redis when configured, else in-process
     (``network``: a shared :class:`presence.MemoryNetwork`, e.g. the embedded demo's)."""
-    from presence.config import PresenceConfig
-    from presence.runtime import MemoryNetwork, PresenceNode, redis_transport
-
-    config = PresenceConfig(heartbeat_s=settings.presence_heartbeat_s,
-                            down_s=settings.presence_down_s, purge_s=settings.presence_purge_s)
+    config = presence_config(settings)
     if settings.redis_url:
         return PresenceNode(node, redis_transport(settings.redis_url, settings.key_prefix, node),
                             config)

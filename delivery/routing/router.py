@@ -34,7 +34,6 @@ from delivery.routing.policy import (
     Wait,
     decide,
 )
-from delivery.settings import Settings
 from delivery.store import MessageRecord, Store, Target
 from delivery.validation import SendRequest
 from delivery.vocabulary import Channel, Result, State
@@ -53,17 +52,6 @@ class PresenceReader(Protocol):
     def synced(self) -> bool: ...
 
     def list(self, key: str) -> Sequence[Any]: ...
-
-
-def policy_config(settings: Settings, *, push_enabled: bool = True) -> PolicyConfig:
-    return PolicyConfig(
-        ack_timeout_s=settings.ack_timeout_s,
-        max_attempts=settings.max_attempts,
-        retry_backoff_s=settings.retry_backoff_s,
-        offline_grace_s=settings.offline_grace_s,
-        reconnect_window_s=settings.reconnect_window_s,
-        push_enabled=push_enabled,
-    )
 
 
 def _ts(dt: datetime) -> float:

@@ -6,8 +6,8 @@ import importlib
 import subprocess
 import sys
 
-from tests.support.procs import ROOT
 from workers.commands.bench import BENCHES
+from workers.devkit.procs import ROOT
 
 
 def test_help_lists_every_benchmark() -> None:

@@ -10,15 +10,11 @@ from pathlib import Path
 import pytest
 
 from bench.e2e import lat_summary, summarize_profile
-from delivery.stats import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_percentiles() -> None:
-    values = [float(v) for v in range(1, 1001)]
-    assert percentile(values, 50) in (500.0, 501.0)
-    assert percentile(values, 99.9) >= 999.0
+def test_latency_summary() -> None:
     s = lat_summary([1.0, 2.0, 3.0])
     assert s["p50"] == 2.0 and s["n"] == 3
 

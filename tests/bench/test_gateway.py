@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support.procs import ROOT
+from workers.devkit.procs import ROOT
 
 pytestmark = pytest.mark.slow
 

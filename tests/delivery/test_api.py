@@ -16,9 +16,8 @@ from delivery.celery_app import make_app
 from delivery.settings import Settings
 from delivery.store import Store
 from delivery.validation import message_id_for
-from tests.support.faults import database_outage
-from tests.support.services import REDIS_URL, ServiceEnv
-from workers.procs import ROOT
+from workers.devkit.procs import ROOT
+from workers.devkit.services import REDIS_URL, ServiceEnv, database_outage
 
 
 def _queue_length(prefix: str) -> int:

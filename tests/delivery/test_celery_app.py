@@ -13,7 +13,7 @@ from celery import Celery
 
 from delivery.celery_app import RESTORE_INTERVAL_S, broker_conf, broker_kind, make_app
 from delivery.settings import Settings
-from tests.support.services import REDIS_URL, rabbitmq_queues
+from workers.devkit.services import REDIS_URL, rabbitmq_queues
 
 
 def settings(broker: str) -> Settings:

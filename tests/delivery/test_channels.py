@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from delivery.channels import RedisChannels, channel_name
-from tests.support.services import REDIS_URL
+from workers.devkit.services import REDIS_URL
 
 
 def test_publish_many_is_one_message_read_back_frame_by_frame() -> None:

@@ -8,7 +8,7 @@ import urllib.request
 from prometheus_client import generate_latest
 
 from delivery import metrics
-from tests.support.faults import free_port
+from workers.devkit.procs import free_port
 
 
 def families(role: str) -> set[str]:

@@ -4,7 +4,7 @@ from alembic.migration import MigrationContext
 from delivery import migrate
 from delivery.db import make_engine
 from delivery.models import Base
-from tests.support.services import fresh_pg_database
+from workers.devkit.services import fresh_pg_database
 
 
 def _roundtrip_and_compare(url: str) -> None:

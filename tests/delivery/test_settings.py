@@ -9,7 +9,7 @@ import pytest
 
 from delivery.secret import PUBLISHED, WeakSecret, check_secret, new_secret
 from delivery.settings import Settings, SettingsError
-from tests.support.procs import ROOT
+from workers.devkit.procs import ROOT
 
 STRONG = new_secret()
 

@@ -6,7 +6,7 @@ import pytest
 
 from delivery.runtime import Runtime
 from delivery.settings import Settings, SettingsError
-from tests.support.services import RUN_SECRET as SECRET
+from workers.devkit.services import RUN_SECRET as SECRET
 
 
 @pytest.mark.parametrize(("var", "url"), [

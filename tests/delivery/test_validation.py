@@ -13,7 +13,7 @@ from delivery.clock import later, utcnow
 from delivery.settings import MAX_TTL_S
 from delivery.store import Store
 from delivery.validation import MAX_BODY_DEPTH, InvalidMessage, message_id_for, validate_send
-from tests.support.procs import ROOT
+from workers.devkit.procs import ROOT
 
 OK = {"max_body_bytes": 100, "default_ttl_s": 60.0}
 

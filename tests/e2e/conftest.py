@@ -18,8 +18,8 @@ from delivery.gateway.tokens import issue_token
 from delivery.push.stub import FcmStub
 from delivery.settings import Settings
 from delivery.store import MessageRecord, Store
-from tests.support.services import REDIS_URL, ServiceEnv
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.services import REDIS_URL, ServiceEnv
 
 FAST = {
     "DELIVERY_ACK_TIMEOUT_S": "1.0",

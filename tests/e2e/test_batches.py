@@ -29,8 +29,8 @@ from tests.e2e.test_crashes import (
     visibility_timeout,
 )
 from tests.e2e.traffic import Traffic
-from tests.support.faults import allow_connections, refuse_connections
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.services import allow_connections, refuse_connections
 
 __all__ = ["broker", "crash_cluster", "crash_env", "private_redis", "stub", "visibility_timeout"]
 

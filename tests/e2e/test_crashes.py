@@ -22,9 +22,8 @@ from delivery.settings import Settings
 from delivery.store import Store
 from tests.e2e.conftest import FAST
 from tests.e2e.traffic import Traffic
-from tests.support.faults import PrivateRedis
-from tests.support.services import ServiceEnv, rabbitmq_queues
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.services import PrivateRedis, ServiceEnv, rabbitmq_queues
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from tests.e2e.test_crashes import (
     visibility_timeout,
 )
 from tests.e2e.traffic import Traffic
-from tests.support.faults import allow_connections, refuse_connections
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
+from workers.devkit.services import allow_connections, refuse_connections
 
 # The crash tests' cluster, on each broker (Redis and RabbitMQ).
 __all__ = ["broker", "crash_cluster", "crash_env", "private_redis", "stub", "visibility_timeout"]

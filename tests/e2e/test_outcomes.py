@@ -13,7 +13,7 @@ from delivery.clock import utcnow
 from delivery.push.stub import FcmStub
 from delivery.store import Store
 from tests.e2e.conftest import client, receive_ids, send, user, wait_state
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from delivery.push.stub import FcmStub
 from delivery.settings import Settings
 from delivery.store import Store
 from tests.e2e.traffic import Traffic
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from tests.e2e.conftest import (
     wait_state,
     workers_see,
 )
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,8 @@ import sys
 import pytest
 
 from bench.soak.report import text
-from bench.soak.services import rabbitmq_answers
-from tests.support.services import PG_ADMIN_URL
-from workers.procs import ROOT
+from workers.devkit.procs import ROOT
+from workers.devkit.services import AMQP_URL, PG_ADMIN_URL, rabbitmq_answers
 
 pytestmark = pytest.mark.slow
 
@@ -22,16 +21,9 @@ QUICK = ["--messages", "1500", "--rate", "20", "--clients", "16", "--faults", "f
          "--quiet", "5", "--settle", "40", "--json"]
 
 
-def _amqp_answers() -> bool:
-    url = os.environ.get("DELIVERY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    host_port = url.split("@")[-1].split("/")[0]
-    host, _, port = host_port.partition(":")
-    return rabbitmq_answers(host or "127.0.0.1", int(port or 5672))
-
-
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_quick_soak_loses_nothing(broker: str) -> None:
-    if broker == "rabbitmq" and not _amqp_answers():
+    if broker == "rabbitmq" and not rabbitmq_answers(AMQP_URL):
         pytest.skip("RabbitMQ does not answer on 127.0.0.1:5672")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DELIVERY_")}
     done = subprocess.run(

@@ -16,7 +16,7 @@ from delivery.clock import utcnow
 from delivery.push.stub import FcmStub
 from delivery.store import Store
 from tests.e2e.conftest import token
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
 
 USERS = 12
 

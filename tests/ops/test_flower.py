@@ -21,8 +21,8 @@ import pytest
 from delivery.celery_app import make_app
 from delivery.settings import Settings
 from tests.ops.test_metrics_status import free_port
-from tests.support.procs import Proc, celery_worker
-from tests.support.services import REDIS_URL, ServiceEnv
+from workers.devkit.procs import Proc, celery_worker
+from workers.devkit.services import REDIS_URL, ServiceEnv
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,8 @@ import urllib.request
 
 import pytest
 
-from tests.support.faults import free_port
-from tests.support.procs import celery_worker, delivery_cmd
-from tests.support.services import ServiceEnv
+from workers.devkit.procs import celery_worker, delivery_cmd, free_port
+from workers.devkit.services import ServiceEnv
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,8 @@ import pytest
 from delivery.celery_app import make_app
 from delivery.settings import Settings
 from delivery.store import Store
-from tests.support.procs import Proc, delivery_cmd
-from tests.support.services import ServiceEnv
-from workers.procs import free_port
+from workers.devkit.procs import Proc, delivery_cmd, free_port
+from workers.devkit.services import ServiceEnv
 
 pytestmark = pytest.mark.slow
 

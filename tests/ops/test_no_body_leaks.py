@@ -38,8 +38,8 @@ from delivery.settings import Settings
 from delivery.store import Store
 from tests.ops.test_flower import PASSWORD, USER, flower_proc, get
 from tests.ops.test_metrics_status import free_port
-from tests.support.procs import Proc, celery_worker
-from tests.support.services import PG_ADMIN_URL, REDIS_URL, ServiceEnv, fresh_pg_database
+from workers.devkit.procs import Proc, celery_worker
+from workers.devkit.services import PG_ADMIN_URL, REDIS_URL, ServiceEnv, fresh_pg_database
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.faults import PrivateRedis, free_port
-from tests.support.procs import delivery_cmd
-from tests.support.services import ServiceEnv
 from workers.commands.status import EXIT_BROKER, EXIT_DATABASE, EXIT_NO_WORKER
+from workers.devkit.procs import delivery_cmd, free_port
+from workers.devkit.services import PrivateRedis, ServiceEnv
 
 pytestmark = pytest.mark.slow
 

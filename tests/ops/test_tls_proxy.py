@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from delivery.models import State
 from delivery.store import Store
 from tests.delivery.gateway.conftest import gateway_harness, recv_messages, run
-from tests.support.faults import free_port
+from workers.devkit.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

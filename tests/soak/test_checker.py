@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.soak.checker import Given, Shown, Window, check, percentile, recovery_by_kind
+from bench.soak.checker import Given, Shown, Window, check, recovery_by_kind
 
 USERS = frozenset({"a", "b"})
 
@@ -72,12 +72,6 @@ def test_a_skipped_fault_is_counted_as_skipped() -> None:
     v = check({}, [], {}, USERS, windows, bound_s=30)
     k = recovery_by_kind(v.faults)["pg_restart"]
     assert k["count"] == 0 and k["skipped"] == 1 and k["skip_reason"] == "no private PostgreSQL"
-
-
-def test_percentile_nearest_rank() -> None:
-    assert percentile([], 50) is None
-    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
-    assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
 
 
 def test_a_message_given_just_before_a_fault_is_the_faults() -> None:

@@ -7,7 +7,7 @@ import os
 import psycopg
 
 from bench.soak.inflight import busy_client_ports, owner_of_port
-from tests.support.services import PG_ADMIN_URL
+from workers.devkit.services import PG_ADMIN_URL
 
 
 def test_a_transaction_holding_an_advisory_lock_is_traced_to_its_process(pg_url: str) -> None:

@@ -12,8 +12,8 @@ from delivery.celery_app import make_app
 from delivery.settings import Settings
 from delivery.store import Store
 from delivery.validation import message_id_for
-from tests.support.procs import Proc, celery_worker
-from tests.support.services import ServiceEnv
+from workers.devkit.procs import Proc, celery_worker
+from workers.devkit.services import ServiceEnv
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.faults import free_port
-from tests.support.services import RUN_SECRET
 from workers.cli import COMMANDS, main
+from workers.devkit.procs import free_port
+from workers.devkit.services import RUN_SECRET
 
 
 def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -60,7 +60,7 @@ def test_inspect_before_migrate_creates_nothing(tmp_path: Path) -> None:
 
 
 def test_unmigrated_postgres_is_one_line(tmp_path: Path, pg_url: str) -> None:
-    from tests.support.services import fresh_pg_database
+    from workers.devkit.services import fresh_pg_database
 
     with fresh_pg_database("delivery_unmigrated") as url:
         out = run(["send", "--from", "a", "--to", "b", "hi"], tmp_path,

@@ -95,8 +95,8 @@ def _role(name: str) -> str:
 
 
 def presence_status(settings: Settings, timeout: float) -> dict[str, Any]:
+    from delivery.configs import presence_config
     from presence.runtime import PresenceNode, redis_transport
-    from workers.wiring import presence_config
 
     name = f"status.{socket.gethostname()}.{os.getpid()}"
     node = PresenceNode(name, redis_transport(settings.redis_url, settings.key_prefix, name),

@@ -23,7 +23,7 @@ from delivery.runtime import Runtime
 from delivery.settings import Settings
 from delivery.store import MessageRecord, Store, Target
 from presence.runtime import MemoryNetwork, Presence, PresenceConfig, PresenceNode
-from tests.support.services import RUN_SECRET
+from workers.devkit.services import RUN_SECRET
 
 SECRET = RUN_SECRET  # random per run
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from tests.delivery.gateway.conftest import (
     recv_messages,
     run,
 )
-from tests.support.faults import PrivateRedis, allow_connections, refuse_connections
+from workers.devkit.services import PrivateRedis, allow_connections, refuse_connections
 
 
 def test_an_ack_batch_that_fails_is_retried_until_recorded(

@@ -12,7 +12,8 @@ from delivery.db import make_engine
 from delivery.settings import Settings
 from delivery.store import Store
 from tests.delivery.gateway.conftest import SECRET, gateway_harness, run
-from tests.support.faults import PrivateRedis, free_port
+from workers.devkit.procs import free_port
+from workers.devkit.services import PrivateRedis
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -25,8 +25,8 @@ from delivery.models import State
 from delivery.store import Store, Target
 from presence.config import PresenceConfig
 from presence.runtime import PresenceNode, redis_transport
-from tests.support.procs import Proc, delivery_cmd
-from tests.support.services import ServiceEnv
+from workers.devkit.procs import Proc, delivery_cmd
+from workers.devkit.services import ServiceEnv
 
 pytestmark = pytest.mark.slow
 

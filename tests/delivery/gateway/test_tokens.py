@@ -18,7 +18,7 @@ from delivery.gateway import (
 from delivery.gateway.cli import token_main
 from delivery.secret import new_secret
 from delivery.settings import reset_settings
-from tests.support.procs import ROOT
+from workers.devkit.procs import ROOT
 
 S = new_secret()
 CLI_SECRET = new_secret()

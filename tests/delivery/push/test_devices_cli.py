@@ -19,8 +19,8 @@ from delivery.store import Store
 from delivery.store.devices import devices_of
 from tests.delivery.push.conftest import make_runtime
 from tests.support.devices import disable
-from tests.support.procs import Proc, delivery_cmd
-from tests.support.services import ServiceEnv
+from workers.devkit.procs import Proc, delivery_cmd
+from workers.devkit.services import ServiceEnv
 
 
 @pytest.fixture

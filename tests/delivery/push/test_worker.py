@@ -18,8 +18,8 @@ from delivery.settings import Settings
 from delivery.store import Store
 from delivery.store.devices import devices_of
 from tests.delivery.push.conftest import dispatch
-from tests.support.procs import Proc, celery_worker
-from tests.support.services import ServiceEnv
+from workers.devkit.procs import Proc, celery_worker
+from workers.devkit.services import ServiceEnv
 
 pytestmark = pytest.mark.slow
 

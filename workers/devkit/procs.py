@@ -1,5 +1,6 @@
 """Child processes of ours (workers, gateways, the FCM stub) with a log file each, that a
-caller starts, waits for and always stops: used by the local cluster, benchmarks and tests."""
+caller starts, waits for and always stops, and free ports for them: used by the local cluster,
+the benchmarks and the tests."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -84,3 +86,26 @@ class Proc:
                 pass
         self._log.close()
         return self.popen.returncode
+
+
+def celery_argv(name: str, *, concurrency: int, extra: Sequence[str] = ()) -> list[str]:
+    """The command line of a Celery worker of ours (threads pool, no gossip or mingle)."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h",
+        "--pool", "threads", "-c", str(concurrency), "--loglevel", "INFO", "--without-gossip",
+        "--without-mingle", *extra,
+    ]
+
+
+def celery_worker(
+    env: dict[str, str], name: str = "w1", *, concurrency: int = 4, extra: Sequence[str] = ()
+) -> Proc:
+    """A Celery worker process, returned once it is ready."""
+    proc = Proc(f"celery-{name}", celery_argv(name, concurrency=concurrency, extra=extra), env)
+    proc.wait_for_log("ready.", timeout=60)
+    return proc
+
+
+def delivery_cmd(name: str, argv: Sequence[str], env: dict[str, str]) -> Proc:
+    """``delivery ARGV...`` as a child process (not waited for)."""
+    return Proc(name, [sys.executable, "-m", "workers.cli", *argv], env)

@@ -1,4 +1,5 @@
-"""The demo against Redis and PostgreSQL: gateways, workers and the FCM stub as processes."""
+"""What the demo drives, and the stack of separate processes (Redis, PostgreSQL, gateways,
+workers and the FCM stub); the embedded stack is ``workers.embedded.EmbeddedStack``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 
@@ -16,7 +17,20 @@ from delivery.celery_app import make_app
 from delivery.db import make_engine
 from delivery.settings import Settings
 from delivery.store import Store
-from workers.cluster import LocalCluster
+from workers.devkit.cluster import LocalCluster
+
+
+class Stack(Protocol):
+    """What the demo needs from the embedded stack or the process cluster."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def gateway_names(self) -> tuple[str, ...]: ...
+
+    def url(self, gateway: str) -> str: ...
+    def hold_presence(self, seconds: float) -> None: ...
+    def send(self, sender: str, recipient: str, body: Any, client_msg_id: str) -> str: ...
 
 
 class ClusterStack:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from delivery.secret import check_secret
-from workers.procs import Proc
+from workers.devkit.procs import Proc, celery_argv
 
 # The URL ends at whitespace or a quote (log lines may be key=value with a quoted event).
 _LISTENING = re.compile(r"listening on (ws://[^\s\"']+)")
@@ -44,11 +44,7 @@ class LocalCluster:
 
     def start_worker(self, name: str, *, concurrency: int = 8, timeout: float = 60.0,
                      extra: tuple[str, ...] = ()) -> Proc:
-        args = [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-n", f"{name}@%h",
-            "--pool", "threads", "-c", str(concurrency), "--loglevel", "INFO", "-E",
-            "--without-gossip", "--without-mingle", *extra,
-        ]
+        args = celery_argv(name, concurrency=concurrency, extra=("-E", *extra))
         proc = Proc(f"worker-{name}", args, self.env)
         self.workers[name] = proc
         proc.wait_for_log("ready.", timeout=timeout)

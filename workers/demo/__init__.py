@@ -1,0 +1,8 @@
+"""``delivery demo``: the whole pipeline with simulated clients, the seed's race forced on
+purpose, a live progress line and a final report. Exit status 0 only when nothing was lost.
+
+The phases, one function each (``phases.py``): start the stack (``cli.py``: the embedded one,
+or the process cluster of ``stack.py``), connect the clients, traffic with forced races, drain
+(settle, then every user reconnects and receives what it has not acked), collect the result;
+``report.py`` renders it, one section a function.
+"""
