@@ -50,16 +50,8 @@ from typing import Any
 import psycopg
 import redis
 
-from bench.e2e_parts import (
-    SENDER_THREADS,
-    STOP,
-    ClientProcs,
-    check_stop,
-    cpu_by_pid,
-    cpu_delta_ms,
-    lat_summary,
-    progress,
-)
+from bench.e2e_measure import ONLINE, cpu_by_pid, cpu_delta_ms, pg_counters, progress
+from bench.e2e_parts import SENDER_THREADS, STOP, ClientProcs, check_stop, lat_summary
 from delivery.secret import new_secret
 from delivery.task_names import NOOP_TASK
 from delivery.vocabulary import Result, State
@@ -75,7 +67,6 @@ from workers.devkit.services import (
 )
 
 SENDER = "bench-sender"
-ONLINE = "bench-u"
 OFFLINE = "bench-off"
 SECRET = new_secret()  # random per run; children get it as DELIVERY_SECRET
 @dataclass(frozen=True)
@@ -163,16 +154,6 @@ def redis_calls(client: redis.Redis) -> Counter[str]:
             continue
         out[name] = int(value["calls"])
     return out
-
-
-def pg_counters(admin_url: str, dbname: str) -> dict[str, int]:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted "
-            "FROM pg_stat_database WHERE datname = %s", (dbname,)).fetchone()
-    assert row is not None
-    return dict(zip(("xact_commit", "xact_rollback", "tup_inserted", "tup_updated",
-                     "tup_deleted"), (int(v) for v in row), strict=True))
 
 
 # -- the benchmark --------------------------------------------------------------------------------
@@ -637,6 +618,20 @@ class Bench:
 
     # -- the run ------------------------------------------------------------------------------
 
+    def run_group(self, size: int, messages: int) -> dict[str, Any]:
+        """``--group``: only the group case (bench/e2e_group.py) after the warm-up."""
+        from bench.e2e_group import run_group
+
+        started = time.monotonic()
+        self.setup()
+        self.warmup()
+        self.result = run_group(self, size=size, messages=messages)
+        self.result["config"] = {"workers": self.p.workers, "gateways": self.p.gateways,
+                                 "clients": self.p.clients, "concurrency": self.p.concurrency,
+                                 "cpus": os.cpu_count()}
+        self.result["elapsed_s"] = round(time.monotonic() - started, 1)
+        return self.result
+
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         self.setup()
@@ -839,6 +834,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-peer", action="store_true",
                         help="skip the python-socketio peer (bench/peer_socketio)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
+    parser.add_argument("--group", action="store_true",
+                        help="only the group case: G-member group messages against the same "
+                        "recipient deliveries as direct messages (bench/e2e_group.py)")
+    parser.add_argument("--group-size", type=int, default=50, help="members per group")
+    parser.add_argument("--group-messages", type=int, default=40,
+                        help="group messages in the group case")
     args = parser.parse_args(argv)
     kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
                           "clients": args.clients, "concurrency": args.concurrency}
@@ -860,7 +861,8 @@ def main(argv: list[str]) -> int:
 
     previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        result = bench.run()
+        result = (bench.run_group(args.group_size, args.group_messages) if args.group
+                  else bench.run())
     except KeyboardInterrupt:
         progress("interrupted: cleaning up")
         return 130
@@ -871,6 +873,12 @@ def main(argv: list[str]) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.group:
+        from bench.e2e_group import summary as group_summary
+
+        (args.out / "e2e-group.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result) if args.json else group_summary(result))
+        return 0
     (args.out / "e2e.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "e2e.png")
     progress(f"wrote {args.out / 'e2e.json'} and {args.out / 'e2e.png'}")

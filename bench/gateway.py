@@ -160,7 +160,7 @@ async def _gateway_server(db_dir: str, feed: int, url: str) -> None:
         if c is not None:
             next_for(c.user)
 
-    runtime.extras["on_ack"] = on_ack
+    runtime.hooks.on_ack = on_ack
     port = await gw.start("127.0.0.1", 0)
     print(f"PORT {port}", flush=True)
     loop = asyncio.get_running_loop()
@@ -230,6 +230,11 @@ class WireChannel:
 
     def close(self) -> None:
         self.handlers.clear()
+
+    def publish(self, node: str, frame: dict[str, Any]) -> int:
+        for handler in self.handlers:
+            handler(frame)
+        return len(self.handlers)
 
     def publish_text(self, text: str) -> None:
         for handler in self.handlers:

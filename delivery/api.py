@@ -15,11 +15,23 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from delivery.celery_app import producer_app
 from delivery.clock import later, utcnow
+from delivery.conversations.ids import (
+    ConversationError,
+    check_group_id,
+    check_users,
+    dm_conversation_id,
+)
+from delivery.conversations.requests import validate_group_send
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
 from delivery.store import Store
-from delivery.task_names import SEND_TASK
+from delivery.task_names import SEND_GROUP_TASK, SEND_TASK
 from delivery.validation import message_id_for, validate_send
+
+__all__ = [
+    "ConversationError", "SendNotAccepted", "add_members", "create_conversation",
+    "dm_conversation_id", "remove_members", "send_message", "send_to_conversation",
+]
 
 log = logging.getLogger("delivery.api")
 
@@ -114,3 +126,104 @@ def send_message(
         log.warning("message %s stored; enqueueing failed (%s), the recovery sweep routes it",
                     msg_id, type(exc).__name__)
     return msg_id
+
+
+# -- conversations (docs/routing.md, "Conversations") ------------------------------------------
+
+
+def _store(store: Store | None) -> Store:
+    return store or get_runtime().store
+
+
+def _unavailable(exc: SQLAlchemyError, what: str) -> SendNotAccepted:
+    return SendNotAccepted(f"{what} not accepted: the store is unavailable "
+                           f"({type(exc).__name__}); nothing was stored — retry later")
+
+
+def create_conversation(conv_id: str, members: list[str], *, store: Store | None = None) -> bool:
+    """Create a group conversation with these members (each receives every message from now
+    on). True if created; False if it exists already with exactly these members (a retried
+    create). :class:`ConversationError`: a bad id or member list, more than
+    ``DELIVERY_MAX_CONVERSATION_MEMBERS`` members, or it exists with other members; nothing
+    is stored then."""
+    cid = check_group_id(conv_id)
+    users = check_users("members", members)
+    try:
+        return _store(store).create_conversation(
+            cid, users, now=utcnow(), limit=get_settings().max_conversation_members)
+    except SQLAlchemyError as exc:
+        raise _unavailable(exc, "conversation") from None
+
+
+def add_members(conv_id: str, users: list[str], *, store: Store | None = None) -> list[str]:
+    """Add members: they receive the messages sent after this call returns (not earlier
+    ones). Returns those added (the others were members already)."""
+    cid = check_group_id(conv_id)
+    new = check_users("users", users)
+    try:
+        return _store(store).add_members(cid, new, now=utcnow(),
+                                         limit=get_settings().max_conversation_members)
+    except SQLAlchemyError as exc:
+        raise _unavailable(exc, "membership change") from None
+
+
+def remove_members(conv_id: str, users: list[str], *, store: Store | None = None) -> list[str]:
+    """Remove members: they receive no message sent after this call returns (those sent
+    before are still delivered). Returns those removed (the others were not members)."""
+    cid = check_group_id(conv_id)
+    gone = check_users("users", users)
+    try:
+        return _store(store).remove_members(cid, gone, now=utcnow())
+    except SQLAlchemyError as exc:
+        raise _unavailable(exc, "membership change") from None
+
+
+def send_to_conversation(
+    sender: str,
+    conv_id: str,
+    body: Any,
+    *,
+    client_msg_id: str | None = None,
+    ttl_s: float | None = None,
+    app: Celery | None = None,
+    store: Store | None = None,
+) -> str:
+    """Send to every member of a group conversation but the sender; return the message id.
+
+    The same guarantee as :func:`send_message`: with the database here (see
+    :func:`stores_first`), the message and all its recipients' rows are stored (one
+    transaction, the conversation's next seq) before this returns, and one
+    ``delivery.send_group`` task routes them; an unreachable store raises
+    :class:`SendNotAccepted`. An unknown conversation or a sender who is not a member raises
+    :class:`ConversationError` (nothing stored) — on a producer without the database the task
+    finds that out instead, and the message is dropped with that error in the worker's log.
+    A retried call with the same ``client_msg_id`` is stored and delivered once.
+    """
+    settings = get_settings()
+    cmid = client_msg_id if client_msg_id is not None else uuid.uuid4().hex
+    req = validate_group_send(
+        sender, conv_id, body, cmid, ttl_s, max_body_bytes=settings.max_body_bytes,
+        default_ttl_s=settings.message_ttl_s, max_body_depth=settings.max_body_depth)
+    kwargs: dict[str, Any] = {"sender": req.sender, "conversation": req.conversation,
+                              "body": req.body, "client_msg_id": req.client_msg_id}
+    if ttl_s is not None:
+        kwargs["ttl_s"] = req.ttl_s
+    durable = store is not None or (stores_first(settings)
+                                    and (not settings.embedded or _in_process(app)))
+    celery = app or producer_app()
+    if not durable:
+        celery.send_task(SEND_GROUP_TASK, kwargs=kwargs, ignore_result=True)
+        return str(req.message_id)
+    now = utcnow()
+    try:
+        _store(store).accept_group(req, now=now, deadline=later(settings.ack_timeout_s, now))
+    except SQLAlchemyError as exc:
+        raise _unavailable(exc, "message") from None
+    kwargs["stored"] = True
+    try:
+        celery.send_task(SEND_GROUP_TASK, kwargs=kwargs, ignore_result=True,
+                         retry=True, retry_policy=STORED_PUBLISH_RETRY)
+    except Exception as exc:  # the broker is down: the stored rows are the sweep's now
+        log.warning("group message %s stored; enqueueing failed (%s), the recovery sweep "
+                    "routes it", req.message_id, type(exc).__name__)
+    return str(req.message_id)

@@ -38,11 +38,6 @@ class NodeChannels(Protocol):
         -1: the channel is unreachable right now)."""
         ...
 
-    def publish_many(self, node: str, frames: list[dict[str, Any]]) -> int:
-        """Send ``frames`` to ``node`` in one message (one PUBLISH); the subscriber's handler
-        is called once per frame, in order. Returns as ``publish``."""
-        ...
-
     def subscribe(self, node: str, handler: FrameHandler,
                   on_resubscribed: ResubscribedHandler | None = None) -> Subscription:
         """Call ``handler`` (from a background thread) with every frame sent to ``node``;
@@ -73,12 +68,6 @@ class MemoryChannels:
         for handler in handlers:
             handler(data)
         return len(handlers)
-
-    def publish_many(self, node: str, frames: list[dict[str, Any]]) -> int:
-        n = 0
-        for frame in frames:
-            n = self.publish(node, frame)
-        return n
 
     def subscribe(self, node: str, handler: FrameHandler,
                   on_resubscribed: ResubscribedHandler | None = None) -> Subscription:
@@ -112,17 +101,6 @@ class RedisChannels:
             log.warning("node channel %s: publish failed: %s", node, exc)
             return -1
 
-    def publish_many(self, node: str, frames: list[dict[str, Any]]) -> int:
-        if len(frames) == 1:
-            return self.publish(node, frames[0])
-        try:
-            # A JSON array: one PUBLISH for the batch, read back frame by frame.
-            return int(self._client.publish(channel_name(self._prefix, node), json.dumps(frames)))
-        except redis.RedisError as exc:
-            log.warning("node channel %s: publish of %d frames failed: %s", node, len(frames),
-                        exc)
-            return -1
-
     def subscribe(self, node: str, handler: FrameHandler,
                   on_resubscribed: ResubscribedHandler | None = None) -> Subscription:
         pubsub = _ResubscribingPubSub(redis_client(self._url).connection_pool, on_resubscribed)
@@ -134,10 +112,6 @@ class RedisChannels:
                 return
             if isinstance(frame, dict):
                 handler(frame)
-            elif isinstance(frame, list):  # a batch (publish_many)
-                for f in frame:
-                    if isinstance(f, dict):
-                        handler(f)
 
         def on_error(exc: BaseException, _pubsub: Any, _thread: Any) -> None:
             # Redis restarted or the link dropped: back off; the next read reconnects and

@@ -13,6 +13,11 @@ remembered only until its ack is recorded):
 
 Any object with ``seen`` and ``add`` works (:class:`SeenStore`); both are called on the event
 loop, so they must be quick.
+
+Both stores also keep, per conversation, the highest ``seq`` shown (:class:`OrderMarks`): a
+client built on a store resumes each conversation's order from there (delivery/client_order.py)
+instead of waiting for messages it showed before. A store without ``last_seqs`` and
+``mark_seq`` works too; the first message of each conversation may then wait for its ``prev``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,20 @@ class SeenStore(Protocol):
         ...
 
 
+@runtime_checkable
+class OrderMarks(Protocol):
+    def last_seqs(self) -> dict[str, int]:
+        """Conversation -> the highest seq shown."""
+        ...
+
+    def mark_seq(self, conversation: str, seq: int) -> None:
+        """``seq`` of ``conversation`` was shown (a lower one than recorded changes nothing)."""
+        ...
+
+
+MAX_CONVERSATIONS = 10_000  # order marks kept in memory (the most recently marked)
+
+
 class MemorySeenStore:
     """The most recent ``max_ids`` ids in memory, in the order they were first recorded."""
 
@@ -45,6 +64,7 @@ class MemorySeenStore:
             raise ValueError("max_ids must be at least 1")
         self.max_ids = max_ids
         self._ids: OrderedDict[str, None] = OrderedDict()
+        self._seqs: OrderedDict[str, int] = OrderedDict()
 
     def seen(self, msg_id: str) -> bool:
         return msg_id in self._ids
@@ -58,6 +78,15 @@ class MemorySeenStore:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def last_seqs(self) -> dict[str, int]:
+        return dict(self._seqs)
+
+    def mark_seq(self, conversation: str, seq: int) -> None:
+        best = max(seq, self._seqs.pop(conversation, seq))
+        self._seqs[conversation] = best
+        while len(self._seqs) > MAX_CONVERSATIONS:
+            self._seqs.popitem(last=False)
 
 
 class SqliteSeenStore:
@@ -90,6 +119,8 @@ class SqliteSeenStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("CREATE TABLE IF NOT EXISTS seen_ids ("
                        "n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)")
+            db.execute("CREATE TABLE IF NOT EXISTS conversation_seqs ("
+                       "conversation TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
             self._conn = db
         return self._conn
 
@@ -107,6 +138,16 @@ class SqliteSeenStore:
 
     def __len__(self) -> int:
         return int(self._db().execute("SELECT count(*) FROM seen_ids").fetchone()[0])
+
+    def last_seqs(self) -> dict[str, int]:
+        rows = self._db().execute("SELECT conversation, seq FROM conversation_seqs").fetchall()
+        return {str(c): int(n) for c, n in rows}
+
+    def mark_seq(self, conversation: str, seq: int) -> None:
+        self._db().execute(
+            "INSERT INTO conversation_seqs (conversation, seq) VALUES (?, ?) "
+            "ON CONFLICT (conversation) DO UPDATE SET seq = max(seq, excluded.seq)",
+            (conversation, seq))
 
     def close(self) -> None:
         """Release the file; a later call opens it again."""

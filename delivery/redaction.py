@@ -22,7 +22,7 @@ from typing import Any, cast
 from celery import Celery, Task
 from celery.exceptions import Retry
 
-from delivery.task_names import SEND_TASK
+from delivery.task_names import SEND_GROUP_TASK, SEND_TASK
 
 HIDDEN = "<hidden>"
 
@@ -171,7 +171,7 @@ class RedactingTask(Task):
 
 
 # Tasks that take a body, and its position when it is passed positionally.
-BODY_ARG = {SEND_TASK: 2}
+BODY_ARG = {SEND_TASK: 2, SEND_GROUP_TASK: 2}
 
 
 def _positional_redaction(base: type) -> type:

@@ -59,6 +59,7 @@ class Settings:
     push_max_retries: int = 5
     metrics_port: int = 0
     max_connections_per_user: int = 10
+    max_conversation_members: int = 1000
     allowed_origins: str = ""
     db_pool_size: int = 10
     db_max_overflow: int = 20
@@ -145,8 +146,8 @@ class Settings:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("max_attempts", "max_body_bytes", "max_body_depth", "sweep_batch",
-                     "max_connections_per_user", "db_pool_size", "send_batch_max",
-                     "send_batch_inflight"):
+                     "max_connections_per_user", "db_pool_size", "max_conversation_members",
+                     "send_batch_max", "send_batch_inflight"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_var(name)} must be >= 1, got {getattr(self, name)}")
         if self.presence_down_s <= 2 * self.presence_heartbeat_s:

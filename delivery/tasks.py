@@ -11,8 +11,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from delivery.clock import later, utcnow
+from delivery.conversations.requests import GroupSendRequest, validate_group_send
 from delivery.runtime import Runtime, get_runtime
-from delivery.task_names import NOOP_TASK, SEND_TASK
+from delivery.task_names import NOOP_TASK, SEND_GROUP_TASK, SEND_TASK
 from delivery.validation import InvalidMessage, SendRequest, validate_send
 
 log = logging.getLogger("delivery.tasks")
@@ -51,7 +52,7 @@ def run_send_batch(requests: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     messages the batch did not claim, a database outage — runs through the per-message task,
     with its retries and failure reporting."""
     rt = get_runtime()
-    router = rt.extras.get("router")
+    router = rt.router
     if router is None:
         return [], list(requests)
     s = rt.settings
@@ -126,7 +127,7 @@ def send(
 
 
 def _store_and_route(rt: Runtime, req: SendRequest, *, stored: bool) -> str:
-    router = rt.extras.get("router")
+    router = rt.router
     if stored:
         # No router here (no presence replica): the sweep routes it once its deadline passes.
         msg = router.route_stored(req) if router is not None else rt.store.get(req.message_id)
@@ -140,6 +141,49 @@ def _store_and_route(rt: Runtime, req: SendRequest, *, stored: bool) -> str:
     now = utcnow()
     msg, _ = rt.store.accept_request(req, now=now, deadline=later(rt.settings.ack_timeout_s, now))
     return str(msg.id)
+
+
+@shared_task(bind=True, name=SEND_GROUP_TASK, throws=(InvalidMessage,), ignore_result=True,
+             max_retries=None)
+def send_group(
+    self: Task,
+    sender: Any,
+    conversation: Any,
+    body: Any,
+    client_msg_id: Any = None,
+    ttl_s: Any = None,
+    stored: bool = False,
+) -> str:
+    """Store a group message (once: its seq and every recipient's row in one transaction),
+    then route it: one task per group message. Returns the message id. Unknown conversation,
+    a sender who is not a member: ``ConversationError`` (an ``InvalidMessage``), not retried.
+    """
+    rt = get_runtime()
+    req = validate_group_send(
+        sender, conversation, body, client_msg_id, ttl_s,
+        max_body_bytes=rt.settings.max_body_bytes, default_ttl_s=rt.settings.message_ttl_s,
+        max_body_depth=rt.settings.max_body_depth,
+    )
+    try:
+        _store_and_route_group(rt, req, stored=bool(stored))
+    except DB_UNAVAILABLE as exc:
+        delay = retry_delay(self.request.retries)
+        log.warning("send_group %s: database unavailable (%s); retrying in %.1fs",
+                    req.message_id, type(exc).__name__, delay)
+        raise self.retry(countdown=delay) from None
+    return str(req.message_id)
+
+
+def _store_and_route_group(rt: Runtime, req: GroupSendRequest, *, stored: bool) -> None:
+    router = rt.router
+    if stored and router is not None and router.route_group_stored(req.message_id):
+        return  # stored by the producer: routed (its rows read once, no other lookup)
+    if router is not None:
+        router.accept_and_route_group(req)
+        return
+    # No router here: store only; the recovery sweep routes each recipient's row.
+    now = utcnow()
+    rt.store.accept_group(req, now=now, deadline=later(rt.settings.ack_timeout_s, now))
 
 
 # The raw-Celery baseline of the end-to-end benchmark (bench/e2e.py): an empty task on

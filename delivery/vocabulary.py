@@ -51,3 +51,15 @@ class Result(StrEnum):
     PUSHED = "pushed"  # the push attempt's summary: at least one device accepted
     NO_DEVICE = "no_device"  # the push attempt's summary: the recipient has no device
     PUSH_FAILED = "push_failed"  # the push attempt's summary: every device failed
+
+
+class Kind(StrEnum):
+    """What a ``messages`` row carries to its recipient (``messages.kind``)."""
+
+    MESSAGE = "message"  # a message (direct, or one recipient's copy of a group message)
+    RECEIPT = "receipt"  # a receipt for a message the recipient sent (never pushed)
+
+
+class ConversationKind(StrEnum):
+    DIRECT = "dm"  # the two-member conversation of send_message (no member rows)
+    GROUP = "group"  # created with create_conversation; members recorded by seq

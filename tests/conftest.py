@@ -78,7 +78,8 @@ def pg_engine(pg_url: str):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def pg_store(pg_engine) -> Store:  # type: ignore[no-untyped-def]
     with pg_engine.begin() as conn:
-        conn.execute(text("TRUNCATE messages, delivery_attempts, devices RESTART IDENTITY CASCADE"))
+        conn.execute(text("TRUNCATE messages, delivery_attempts, devices, conversations,"
+                          " conversation_members, conversation_messages RESTART IDENTITY CASCADE"))
     return Store(pg_engine)
 
 

@@ -10,7 +10,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("workers.commands.migrate:main",
                 "schema migrations: upgrade (default), current, history, downgrade REV"),
-    "send": ("workers.commands.store:send_main", "enqueue a message: --from A --to B TEXT"),
+    "send": ("workers.commands.store:send_main",
+             "enqueue a message: --from A --to B TEXT, or --from A --conversation ID TEXT"),
+    "conversation": ("workers.commands.conversation:main",
+                     "group conversations: create ID --members a,b | add|remove ID USER... | "
+                     "show ID"),
     "inspect": ("workers.commands.store:inspect_main", "a message's state and every attempt"),
     "prune": ("workers.commands.prune:main", "prune attempt rows of settled messages"),
     "status": ("workers.commands.status:main", "one-screen summary of the cluster"),
@@ -33,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # Commands that need the database at the current schema (checked before they touch it, so a
 # missing or unmigrated database is one line and no empty SQLite file is created).
-NEEDS_DATABASE = {"send", "inspect", "device", "gateway", "worker"}
+NEEDS_DATABASE = {"send", "inspect", "device", "gateway", "worker", "conversation"}
 # Commands that also need Redis (presence, node channels) and, for workers, the broker.
 NEEDS_REDIS = {"gateway", "worker"}
 NEEDS_BROKER = {"worker"}

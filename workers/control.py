@@ -18,6 +18,7 @@ from typing import Any
 
 from celery.worker.control import control_command
 
+from presence.transport.redis import RedisTransport
 from workers.wiring import WorkerRouting
 
 
@@ -34,6 +35,8 @@ def presence_hold(state: Any, seconds: float = 2.0) -> dict[str, Any]:
     if routing is None:
         return {"error": "no presence replica in this worker"}
     transport = routing.presence.transport
+    if not isinstance(transport, RedisTransport):  # a worker's replica talks over Redis
+        return {"error": "this worker's presence transport cannot be held"}
     transport.pause()
     timer = threading.Timer(seconds, transport.resume)
     timer.daemon = True

@@ -102,7 +102,7 @@ class EmbeddedStack:
         self.presence[WORKER].subscribe(recent.on_diff)
         router = Router(rt.store, self.presence[WORKER], self.channels, policy_config(settings),
                         last_conn=recent.last, **celery_hooks(app))
-        rt.extras["router"] = router
+        rt.router = router
         rt.channels = self.channels
         self._exit.enter_context(_celery_worker(app))
         self.sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch,
@@ -120,8 +120,8 @@ class EmbeddedStack:
     @property
     def router(self) -> Router:
         assert self.runtime is not None
-        router: Router = self.runtime.extras["router"]
-        return router
+        assert self.runtime.router is not None
+        return self.runtime.router
 
     def url(self, gateway: str) -> str:
         return self.gateways[gateway].url
@@ -138,6 +138,13 @@ class EmbeddedStack:
         from delivery.api import send_message
 
         return send_message(sender, recipient, body, client_msg_id=client_msg_id, app=self.app)
+
+    def send_group(self, sender: str, conversation: str, body: Any, client_msg_id: str) -> str:
+        assert self.app is not None
+        from delivery.api import send_to_conversation
+
+        return send_to_conversation(sender, conversation, body, client_msg_id=client_msg_id,
+                                    app=self.app)
 
 
 @contextlib.contextmanager

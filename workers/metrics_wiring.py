@@ -22,6 +22,7 @@ from delivery.routing.policy import Decision, Dispatch, Expire, MarkPending, Pus
 from delivery.store import MessageRecord, Store
 from delivery.task_names import PUSH_TASK
 from delivery.vocabulary import State
+from presence.runtime import PresenceNode
 from workers.wiring import WorkerRouting
 
 log = logging.getLogger("delivery.worker")
@@ -78,7 +79,7 @@ class WorkerMetrics:
     """The periodic gauge updater of one worker process: presence every ``interval`` seconds,
     the store's oldest-message ages every ``store_interval`` seconds."""
 
-    def __init__(self, presence: Any, interval: float, store: Store | None = None,
+    def __init__(self, presence: PresenceNode, interval: float, store: Store | None = None,
                  store_interval: float = 15.0) -> None:
         self.presence = presence
         self.interval = interval

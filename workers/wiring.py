@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from celery import Celery
 
@@ -22,11 +23,19 @@ from delivery.routing.router import Router
 from delivery.routing.sweep import SweepLoop
 from delivery.runtime import Runtime, get_runtime
 from delivery.task_names import PUSH_TASK, ROUTE_TASK
+from presence.runtime import PresenceNode, redis_transport
 
 log = logging.getLogger("delivery.worker")
 
 
-def celery_hooks(app: Celery) -> dict[str, Any]:
+class CeleryHooks(TypedDict):
+    """The router's callbacks (keyword arguments of ``Router``)."""
+
+    enqueue_push: Callable[[str, int], None]
+    schedule_recheck: Callable[[str, int, float], None]
+
+
+def celery_hooks(app: Celery) -> CeleryHooks:
     """Router callbacks that hand work to other tasks through the broker."""
 
     def enqueue_push(message_id: str, attempt: int) -> None:
@@ -45,7 +54,7 @@ def celery_hooks(app: Celery) -> dict[str, Any]:
 @dataclass
 class WorkerRouting:
     runtime: Runtime
-    presence: Any
+    presence: PresenceNode
     channels: NodeChannels
     router: Router
     sweep: SweepLoop
@@ -58,8 +67,6 @@ class WorkerRouting:
 def start_worker_routing(app: Celery, name: str | None = None,
                          sync_timeout: float = 10.0) -> WorkerRouting:
     """Start this process's replica, wait until it has synced, then install a router."""
-    from presence.runtime import PresenceNode, redis_transport
-
     rt = get_runtime()
     settings = rt.settings
     if not settings.redis_url:
@@ -79,8 +86,7 @@ def start_worker_routing(app: Celery, name: str | None = None,
     node.subscribe(recent.on_diff)
     router = Router(rt.store, node, channels, policy_config(settings), clock=clock,
                     last_conn=recent.last, **celery_hooks(app))
-    rt.presence, rt.channels = node, channels
-    rt.extras["router"] = router
+    rt.presence, rt.channels, rt.router = node, channels, router
     sweep = SweepLoop(router, settings.sweep_interval_s, settings.sweep_batch,
                       lease_s=settings.sweep_lease_s, clock=clock)
     sweep.start()

@@ -19,15 +19,8 @@ from typing import Any
 import redis
 from celery import Celery
 
-from bench.e2e_parts import (
-    SENDER_THREADS,
-    ClientProcs,
-    check_stop,
-    cpu_by_pid,
-    cpu_delta_ms,
-    lat_summary,
-    progress,
-)
+from bench.e2e_measure import cpu_by_pid, cpu_delta_ms, progress
+from bench.e2e_parts import SENDER_THREADS, ClientProcs, check_stop, lat_summary
 from bench.peer_socketio import config
 from workers.devkit.procs import Proc, free_port
 

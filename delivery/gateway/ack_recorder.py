@@ -13,11 +13,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 
 from delivery import metrics
 from delivery.clock import utcnow
 from delivery.gateway.ack_batcher import AckBatcher, AckStep
+from delivery.runtime import Hooks
 
 log = logging.getLogger("delivery.gateway")
 
@@ -32,12 +32,12 @@ class AckRecorder:
     """Queue acks with :meth:`queue`; :meth:`flush_all` on stop. Must run on the loop."""
 
     def __init__(self, node: str, batcher: AckBatcher[AckItem], record: RecordAcks,
-                 stats: dict[str, int], extras: dict[str, Any]) -> None:
+                 stats: dict[str, int], hooks: Hooks) -> None:
         self.node = node
         self.batcher = batcher
         self._record = record
         self._stats = stats  # the gateway's counters (acks, ack_batches, ack_retries, ...)
-        self._extras = extras  # runtime.extras: the ``on_ack`` hook, read per batch
+        self._hooks = hooks  # the runtime's: ``on_ack`` is read per batch
         self._timer: asyncio.TimerHandle | None = None  # batch window or retry backoff
         self._flushes: set[asyncio.Task[None]] = set()  # batches being recorded
 
@@ -87,7 +87,7 @@ class AckRecorder:
         for (_, _, _, _, latency, attempt), w in zip(batch, won, strict=True):
             if w:
                 metrics.record_delivered(latency, attempt)
-        hook = self._extras.get("on_ack")
+        hook = self._hooks.on_ack
         if hook is not None:
             for (_, _, conn_id, msg_id, _, _), w in zip(batch, won, strict=True):
                 try:

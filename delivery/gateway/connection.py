@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.guard import RateBudget, Verdict
-from delivery.gateway.session import LiveFrame, Offer, Session
+from delivery.gateway.session import LiveFrame, Offer, ReplayCursor, Session
 
 
 def new_conn_id(node: str) -> str:
@@ -26,7 +26,8 @@ def new_conn_id(node: str) -> str:
 class Connection:
     """One authenticated socket: its session, writer, replayer and rate limiter."""
 
-    __slots__ = ("budget", "id", "replayer", "session", "space", "user", "wake", "writer", "ws")
+    __slots__ = ("budget", "cursor", "id", "replayer", "session", "space", "user", "wake", "writer",
+                 "ws")
 
     def __init__(self, conn_id: str, user: str, ws: ServerConnection, cfg: GatewayConfig,
                  now: float) -> None:
@@ -42,6 +43,7 @@ class Connection:
                        else RateBudget(cfg.rate_per_s, cfg.rate_burst, now, cfg.flood_strikes))
         self.writer: asyncio.Task[None] | None = None
         self.replayer: asyncio.Task[None] | None = None
+        self.cursor: ReplayCursor | None = None  # the running replay's position
 
     # -- the session's state, read by the gateway, metrics and tests ----------------------------
 

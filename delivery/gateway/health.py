@@ -12,14 +12,29 @@ Checks run off the event loop (a thread each), so a hung dependency never stalls
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
+from delivery.runtime import Runtime
+
 PATHS = ("/healthz", "/readyz")
 CHECK_TIMEOUT_S = 2.0
+
+
+class Probed(Protocol):
+    """What the probes read of a gateway (``delivery.gateway.server.Gateway``)."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def presence(self) -> object: ...  # its replica's ``stats()["synced"]``, when it has one
+    @property
+    def conns(self) -> Mapping[str, object]: ...
 
 
 def _ping_redis(url: str) -> None:
@@ -33,7 +48,7 @@ def _ping_redis(url: str) -> None:
         client.close()
 
 
-async def _check(name: str, func: Any, *args: Any) -> str | None:
+async def _check(name: str, func: Callable[..., object], *args: object) -> str | None:
     """None when ``func(*args)`` succeeds in time, else a line saying what failed."""
     try:
         await asyncio.wait_for(asyncio.to_thread(func, *args), CHECK_TIMEOUT_S + 1)
@@ -45,7 +60,7 @@ async def _check(name: str, func: Any, *args: Any) -> str | None:
     return None
 
 
-async def problems(gateway: Any, ready: bool) -> list[str]:
+async def problems(gateway: Probed, ready: bool) -> list[str]:
     """What is wrong with ``gateway`` (a ``Gateway``); empty when healthy (and ready)."""
     runtime = gateway.runtime
     checks = []
@@ -64,14 +79,15 @@ async def problems(gateway: Any, ready: bool) -> list[str]:
     return found
 
 
-async def _respond(gateway: Any, connection: ServerConnection, path: str) -> Response:
+async def _respond(gateway: Probed, connection: ServerConnection, path: str) -> Response:
     found = await problems(gateway, ready=path == "/readyz")
     if found:
         return connection.respond(503, "".join(f"{p}\n" for p in found))
     return connection.respond(200, f"ok {gateway.node} {len(gateway.conns)}\n")
 
 
-def respond(gateway: Any, connection: ServerConnection, path: str) -> Awaitable[Response] | None:
+def respond(gateway: Probed, connection: ServerConnection,
+            path: str) -> Awaitable[Response] | None:
     """The probe's response for ``path`` (websockets awaits it), or None for other paths."""
     if path not in PATHS:
         return None

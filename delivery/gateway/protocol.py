@@ -2,8 +2,9 @@
 
 JSON text frames, each an object with a ``type``. This module holds the names, the codes, the
 typed frames and their encoding and decoding, so the gateway, routing and the docs agree:
-client frames decode to :data:`ClientFrame` (``Hello | Ack | Ping``); the node channel carries
-:class:`Deliver` (routing -> one gateway) and :class:`Owed` (routing -> every gateway).
+client frames decode to :data:`ClientFrame` (``Hello | Ack | Read | Ping``); the node channel
+carries :class:`Deliver` (routing -> one gateway, alone or several in one ``deliver_batch``
+PUBLISH for a group message) and :class:`Owed` (routing -> every gateway).
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from delivery.jsondepth import too_deep
 # -- frame types --------------------------------------------------------------------------------
 HELLO = "hello"  # client -> gateway, first frame: {"type", "token"}
 WELCOME = "welcome"  # gateway -> client: {"type", "conn", "user"}
-MESSAGE = "message"  # gateway -> client: {"type", "id", "from", "body", "sent_at"}
-ACK = "ack"  # client -> gateway: {"type", "id"}
+# gateway -> client: {"type", "id", "from", "body", "sent_at"[, "conversation", "seq", "prev",
+# "message"]}
+MESSAGE = "message"
+RECEIPT = "receipt"  # gateway -> client (to a sender): see receipt_frame and docs/protocol.md
+ACK = "ack"  # client -> gateway: {"type", "id"} (a message or a receipt id)
+READ = "read"  # client -> gateway: {"type", "conversation", "seq"}: read up to seq
 PING = "ping"  # client -> gateway (application keepalive, browsers cannot send WS pings)
 PONG = "pong"  # gateway -> client
 ERROR = "error"  # gateway -> client: {"type", "code", "message"[, "ref"]}
 
 DELIVER = "deliver"  # routing -> gateway node channel (see docs/protocol.md)
+DELIVER_BATCH = "deliver_batch"  # several deliver frames in one PUBLISH (a group message)
 OWED = "owed"  # routing -> every gateway (broadcast channel): replay this user's unacked
 
 # -- error codes (``error`` frames; the connection stays open) ----------------------------------
@@ -47,6 +53,14 @@ CLOSE_INTERNAL = 1011  # unexpected gateway error
 CLOSE_TOO_MANY_CONNECTIONS = 4008
 
 MAX_ID_LEN = 64
+# A conversation id on the wire: group ids are at most 128 characters; a direct conversation's
+# id escapes both user ids (docs/routing.md), so it may be longer.
+MAX_CONVERSATION_LEN = 800
+MAX_SEQ = 2**63 - 1
+
+# Receipt statuses.
+DELIVERED = "delivered"
+READ_STATUS = "read"
 MAX_FRAME_DEPTH = 32  # client frames are flat objects; unknown fields may nest this deep
 
 
@@ -73,11 +87,18 @@ class Ack(NamedTuple):
     uuid: uuid.UUID  # ``id`` parsed (the store's key)
 
 
+class Read(NamedTuple):
+    """The user has read every message of ``conversation`` up to ``seq``."""
+
+    conversation: str
+    seq: int
+
+
 class Ping(NamedTuple):
     pass
 
 
-ClientFrame = Hello | Ack | Ping
+ClientFrame = Hello | Ack | Read | Ping
 _PING = Ping()
 
 
@@ -116,6 +137,14 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
         return Hello(token)
     if ftype == PING:
         return _PING
+    if ftype == READ:
+        conv, seq = frame.get("conversation"), frame.get("seq")
+        if not isinstance(conv, str) or not conv or len(conv) > MAX_CONVERSATION_LEN:
+            raise FrameError(E_INVALID_FRAME, "read needs a string 'conversation' "
+                             f"(1 to {MAX_CONVERSATION_LEN} characters)", ftype)
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 < seq <= MAX_SEQ:
+            raise FrameError(E_INVALID_FRAME, "read needs a positive integer 'seq'", ftype)
+        return Read(conv, seq)
     raise FrameError(E_UNKNOWN_TYPE, f"unknown frame type {ftype[:32]!r}", ftype[:32])
 
 
@@ -125,6 +154,8 @@ def encode_client_frame(frame: ClientFrame) -> str:
         return json.dumps({"type": ACK, "id": frame.id})
     if isinstance(frame, Hello):
         return json.dumps({"type": HELLO, "token": frame.token})
+    if isinstance(frame, Read):
+        return json.dumps({"type": READ, "conversation": frame.conversation, "seq": frame.seq})
     return json.dumps({"type": PING})
 
 
@@ -148,7 +179,22 @@ _compact = json.JSONEncoder(separators=(",", ":")).encode
 _UUID_CHARS = frozenset("0123456789abcdefABCDEF-")
 
 
-def message_frame(msg_id: str, sender: str, body: Any, sent_at: str) -> str:
+class Place(NamedTuple):
+    """Where a message sits in its conversation (docs/protocol.md, "Conversations").
+
+    ``seq``: its number in the conversation (strictly increasing, gap-free); ``prev``: the seq
+    of the previous message of the conversation addressed to the same recipient (0: none);
+    ``message``: the message id the sender got back (a group message has one delivery id per
+    recipient, the frame's ``id``; for a direct message both are the same)."""
+
+    conversation: str
+    seq: int
+    prev: int
+    message: str
+
+
+def message_frame(msg_id: str, sender: str, body: Any, sent_at: str,
+                  place: Place | None = None) -> str:
     """The ``message`` frame, compact. On the hot path (once per frame): one encoder made at
     import (``json.dumps`` with ``separators`` builds a new one per call), and a canonical UUID
     ``msg_id`` (always, from the store and from routing) is embedded without encoding."""
@@ -156,8 +202,19 @@ def message_frame(msg_id: str, sender: str, body: Any, sent_at: str) -> str:
         head = '{"type":"message","id":"' + msg_id + '","from":'
     else:
         head = '{"type":"message","id":' + _compact(msg_id) + ',"from":'
+    tail = "}"
+    if place is not None:
+        tail = (',"conversation":' + _compact(place.conversation) + ',"seq":' + str(place.seq)
+                + ',"prev":' + str(place.prev) + ',"message":' + _compact(place.message) + "}")
     return (head + _compact(sender) + ',"body":' + _compact(body) + ',"sent_at":'
-            + _compact(sent_at) + "}")
+            + _compact(sent_at) + tail)
+
+
+def receipt_frame(receipt_id: str, payload: dict[str, Any]) -> str:
+    """The ``receipt`` frame: ``payload`` is the stored receipt (``message``, ``conversation``,
+    ``seq``, ``status`` and either ``user`` or ``count``/``of``; built by
+    ``delivery.conversations.receipts``)."""
+    return _compact({"type": RECEIPT, "id": receipt_id, **payload})
 
 
 # -- node channel frames (routing -> gateway) ---------------------------------------------------
@@ -175,10 +232,11 @@ class Deliver(NamedTuple):
     seq: int | None
     attempt: int
     conns: tuple[str, ...] = ()
+    place: Place | None = None  # the message's conversation, seq and prev
 
     def message_frame(self) -> str:
         """The ``message`` frame the gateway sends to each connection."""
-        return message_frame(self.id, self.sender, self.body, self.sent_at)
+        return message_frame(self.id, self.sender, self.body, self.sent_at, self.place)
 
 
 class Owed(NamedTuple):
@@ -192,14 +250,29 @@ class UnknownNodeFrame(NamedTuple):
     type: object
 
 
-NodeFrame = Deliver | Owed | UnknownNodeFrame
+class DeliverBatch(NamedTuple):
+    """Several ``deliver`` frames for one node in one PUBLISH (a group message's recipients
+    on that node)."""
+
+    frames: tuple[Deliver, ...]
+
+
+NodeFrame = Deliver | DeliverBatch | Owed | UnknownNodeFrame
 
 
 def encode_deliver(frame: Deliver) -> dict[str, Any]:
     """The ``deliver`` frame, keys in the order routing has always published them."""
-    return {"type": DELIVER, "id": frame.id, "user": frame.user, "from": frame.sender,
-            "body": frame.body, "sent_at": frame.sent_at, "seq": frame.seq,
-            "attempt": frame.attempt, "conns": list(frame.conns)}
+    out = {"type": DELIVER, "id": frame.id, "user": frame.user, "from": frame.sender,
+           "body": frame.body, "sent_at": frame.sent_at, "seq": frame.seq,
+           "attempt": frame.attempt, "conns": list(frame.conns)}
+    if frame.place is not None:
+        out.update(conversation=frame.place.conversation, cseq=frame.place.seq,
+                   prev=frame.place.prev, message=frame.place.message)
+    return out
+
+
+def encode_deliver_batch(frames: list[Deliver]) -> dict[str, Any]:
+    return {"type": DELIVER_BATCH, "frames": [encode_deliver(f) for f in frames]}
 
 
 def owed_frame(user: str) -> dict[str, Any]:
@@ -212,14 +285,33 @@ def decode_node_frame(frame: dict[str, Any]) -> NodeFrame:
     ftype = frame.get("type")
     if ftype == OWED:
         return Owed(str(frame.get("user")))
+    if ftype == DELIVER_BATCH:
+        frames = frame.get("frames")
+        if not isinstance(frames, list):
+            raise ValueError("deliver_batch frame needs frames (list)")
+        return DeliverBatch(tuple(_decode_deliver(f) for f in frames))
     if ftype != DELIVER:
         return UnknownNodeFrame(ftype)
+    return _decode_deliver(frame)
+
+
+def _decode_deliver(frame: dict[str, Any]) -> Deliver:
+    if not isinstance(frame, dict) or frame.get("type") != DELIVER:
+        raise ValueError("not a deliver frame")
     msg_id = str(frame["id"])
     user = frame["user"]
     conns = frame.get("conns") or []
     attempt = frame.get("attempt")
     if not isinstance(user, str) or not isinstance(conns, list) or not isinstance(attempt, int):
         raise ValueError("deliver frame needs user (str), conns (list), attempt (int)")
+    place = None
+    conv = frame.get("conversation")
+    if conv is not None:
+        cseq, prev = frame.get("cseq"), frame.get("prev")
+        if not isinstance(conv, str) or not isinstance(cseq, int) or not isinstance(prev, int):
+            raise ValueError("deliver frame: conversation (str) needs cseq and prev (int)")
+        place = Place(conv, cseq, prev, str(frame.get("message", msg_id)))
     return Deliver(id=msg_id, user=user, sender=str(frame.get("from", "")),
                    body=frame.get("body"), sent_at=str(frame.get("sent_at", "")),
-                   seq=frame.get("seq"), attempt=attempt, conns=tuple(map(str, conns)))
+                   seq=frame.get("seq"), attempt=attempt, conns=tuple(map(str, conns)),
+                   place=place)

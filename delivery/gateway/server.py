@@ -29,14 +29,14 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from delivery import metrics
-from delivery.channels import BROADCAST
+from delivery.channels import BROADCAST, NodeChannels, Subscription
 from delivery.clock import utcnow
 from delivery.gateway import health
 from delivery.gateway import protocol as p
@@ -44,18 +44,23 @@ from delivery.gateway.ack_batcher import AckBatcher
 from delivery.gateway.ack_recorder import AckItem, AckRecorder, AckRow
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.connection import Connection, new_conn_id
+from delivery.gateway.frames import frame_for
 from delivery.gateway.guard import Verdict, guarded_connection_class, origin_allowed
 from delivery.gateway.session import LiveFrame, Offer, ReplayCursor, ReplayNext, ReplayRow
 from delivery.gateway.static import load_static, static_response
 from delivery.gateway.tokens import TokenError, verify_claims
 from delivery.routing.policy import Keep, Redirect, decide_reroute
 from delivery.runtime import Runtime
-from delivery.store.acks import nack_attempts, record_acks_bulk, redirect_attempt
+from delivery.store.acks import nack_attempts, record_acks, redirect_attempt
 from delivery.task_names import ROUTE_TASK
+
+if TYPE_CHECKING:  # made on the first nack only: the gateway does not load Celery before
+    from celery import Celery
 
 log = logging.getLogger("delivery.gateway")
 
 T = TypeVar("T")
+READ_TRIES = 5
 
 
 class PresenceTracker(Protocol):
@@ -75,7 +80,7 @@ class Gateway:
     ``Gateway(node, runtime, config, presence=..., channels=..., celery_app=...)``; then
     ``await start(host, port)`` and ``await stop()``. ``presence`` and ``channels`` default to
     ``runtime.presence`` / ``runtime.channels``; the caller owns them (starts and stops them).
-    Hooks in ``runtime.extras``: ``nack_handler(**kwargs)`` replaces the ``delivery.route``
+    Hooks in ``runtime.hooks``: ``nack_handler(**kwargs)`` replaces the ``delivery.route``
     task for nacks, ``on_ack(msg_id, conn, won)`` is called after each recorded ack.
     """
 
@@ -86,8 +91,8 @@ class Gateway:
         config: GatewayConfig | None = None,
         *,
         presence: PresenceTracker | None = None,
-        channels: Any = None,
-        celery_app: Any = None,
+        channels: NodeChannels | None = None,
+        celery_app: Celery | None = None,
         db_threads: int = 4,
     ) -> None:
         if not node or ":" in node or len(node) > 64:
@@ -108,8 +113,8 @@ class Gateway:
              "ack_retries", "acks_dropped", "owed_replays", "evicted"), 0)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sub: Any = None
-        self._broadcast_sub: Any = None
+        self._sub: Subscription | None = None
+        self._broadcast_sub: Subscription | None = None
         self._stopping = False
         self._inbox: deque[dict[str, Any]] = deque()
         self._inbox_lock = threading.Lock()
@@ -123,7 +128,7 @@ class Gateway:
             max_flushes=1 if sqlite else cfg.ack_flushes,
             max_pending=cfg.max_pending_acks, retry_max_s=cfg.ack_retry_max_s)
         self._ack_recorder = AckRecorder(node, batcher, self._record_acks, self.stats,
-                                         runtime.extras)
+                                         runtime.hooks)
         self._queue_ack = self._ack_recorder.queue  # bound once: called per ack
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
@@ -340,6 +345,8 @@ class Gateway:
                     self._queue_ack(frame.uuid, conn.user, conn.id, msg_id)
             elif isinstance(frame, p.Ping):
                 await ws.send(p.PONG_FRAME)
+            elif isinstance(frame, p.Read):
+                self._spawn(self._record_read(conn.user, frame))
             else:  # a second hello
                 self.stats["errors"] += 1
                 await ws.send(p.error_frame(
@@ -385,7 +392,7 @@ class Gateway:
 
     async def _replay(self, conn: Connection) -> None:
         cfg, store, session = self.config, self.runtime.store, conn.session
-        cursor = ReplayCursor(cfg.replay_batch, cfg.replay_tail_s)
+        cursor = conn.cursor = ReplayCursor(cfg.replay_batch, cfg.replay_tail_s)
         try:
             while session.open:
                 while not session.replay_may_read and session.open:
@@ -402,8 +409,7 @@ class Gateway:
                     if step is ReplayRow.REACK:
                         self._queue_ack(m.id, conn.user, conn.id, mid)
                     elif step is ReplayRow.OFFER:
-                        conn.offer(mid, p.message_frame(mid, m.sender, m.body,
-                                                        m.created_at.isoformat()), None)
+                        conn.offer(mid, frame_for(m), None)
                 then = cursor.page_read(len(rows))
                 if then is ReplayNext.DONE:
                     return
@@ -444,7 +450,7 @@ class Gateway:
                  self.node, len(self.conns))
         for conn in list(self.conns.values()):
             if conn.open:
-                conn.replayer = asyncio.create_task(self._replay(conn))
+                self._start_replay(conn)
 
     def _replay_user(self, user: str) -> None:
         """Routing could not place a message for ``user``; if we hold a live connection of
@@ -452,7 +458,16 @@ class Gateway:
         for conn in list(self.by_user.get(user, {}).values()):
             if conn.open:
                 self.stats["owed_replays"] += 1
-                conn.replayer = asyncio.create_task(self._replay(conn))
+                self._start_replay(conn)
+
+    def _start_replay(self, conn: Connection) -> None:
+        """Replay ``conn``'s unacked rows from the oldest: restart the running pass if there is
+        one (ReplayCursor.restart), else start one."""
+        running = conn.replayer
+        if running is not None and not running.done() and conn.cursor is not None:
+            conn.cursor.restart()
+            return
+        conn.replayer = asyncio.create_task(self._replay(conn))
 
     def _drain_inbox(self) -> None:
         with self._inbox_lock:
@@ -477,6 +492,13 @@ class Gateway:
         if isinstance(node_frame, p.UnknownNodeFrame):
             log.warning("gateway %s: ignoring node frame of type %r", self.node, node_frame.type)
             return
+        if isinstance(node_frame, p.DeliverBatch):  # a group message's recipients here
+            for one in node_frame.frames:
+                self._deliver_one(one)
+            return
+        self._deliver_one(node_frame)
+
+    def _deliver_one(self, node_frame: p.Deliver) -> None:
         msg_id, user = node_frame.id, node_frame.user
         live = LiveFrame(
             id=msg_id, uuid=uuid.UUID(msg_id), user=user, attempt=node_frame.attempt,
@@ -544,16 +566,17 @@ class Gateway:
             now=utcnow(), detail="connection gone"))
         kwargs = {"message_id": live.id, "attempt": live.attempt, "nacked": list(gone),
                   "node": self.node}
-        handler = self.runtime.extras.get("nack_handler")
+        handler = self.runtime.hooks.nack_handler
         if handler is not None:
-            result = handler(**kwargs)
+            result = handler(message_id=live.id, attempt=live.attempt, nacked=list(gone),
+                             node=self.node)
             if inspect.isawaitable(result):
                 await result
             return
         app = self._celery_app()
         await self._db_call(partial(app.send_task, ROUTE_TASK, kwargs=kwargs, ignore_result=True))
 
-    def _celery_app(self) -> Any:
+    def _celery_app(self) -> Celery:
         if self._celery is None:
             from delivery.celery_app import make_app
 
@@ -568,7 +591,47 @@ class Gateway:
         return self._ack_recorder.pending
 
     async def _record_acks(self, rows: list[AckRow], now: datetime) -> list[bool]:
-        return await self._db_call(partial(record_acks_bulk, self.runtime.store, rows, now))
+        return await self._db_call(partial(self._record_acks_now, rows, now))
+
+    def _record_acks_now(self, rows: list[AckRow], now: datetime) -> list[bool]:
+        """In the executor: record the acks (and the group senders' receipts, in the same
+        transaction), then tell the gateways holding those senders."""
+        outcome = record_acks(self.runtime.store, rows, now,
+                              receipt_ttl_s=self.runtime.settings.message_ttl_s)
+        self._announce_owed(outcome.owed)
+        return outcome.won
+
+    def _announce_owed(self, users: set[str]) -> None:
+        """One ``owed`` broadcast per user owed new receipts: the gateways holding them
+        replay (this one included). Lost, it costs a delay only: receipts are stored and
+        replayed on the user's next connection."""
+        channels = self.channels
+        if channels is None:  # no node channels (a test gateway): replay on reconnect only
+            return
+        for user in users:
+            try:
+                channels.publish(BROADCAST, p.owed_frame(user))
+            except Exception as exc:
+                log.warning("gateway %s: announcing receipts failed (%s)", self.node,
+                            type(exc).__name__)
+
+    async def _record_read(self, user: str, frame: p.Read) -> None:
+        """Record a ``read`` frame (a few tries while the store is down; a read lost then
+        is repeated by the client's next ``read`` of a later seq)."""
+        for attempt in range(READ_TRIES):
+            try:
+                await self._db_call(partial(self._record_read_now, user, frame))
+                return
+            except Exception as exc:
+                log.warning("gateway %s: recording a read failed (%s)", self.node,
+                            type(exc).__name__)
+                await asyncio.sleep(0.2 * 2 ** attempt)
+
+    def _record_read_now(self, user: str, frame: p.Read) -> None:
+        owed = self.runtime.store.record_read(
+            user, frame.conversation, frame.seq, now=utcnow(),
+            ttl_s=self.runtime.settings.message_ttl_s)
+        self._announce_owed(owed)
 
     # -- helpers --------------------------------------------------------------------------------
 

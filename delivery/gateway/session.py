@@ -189,18 +189,29 @@ class ReplayCursor:
     A short second pass (``tail_s`` later) catches messages routed while presence had not yet
     heard of the new connection; it continues from the cursor."""
 
-    __slots__ = ("after", "batch", "tail")
+    __slots__ = ("after", "again", "batch", "tail")
 
     def __init__(self, batch: int, tail_s: float) -> None:
         self.after = 0  # the store's seq of the last row seen
         self.batch = batch
         self.tail = tail_s > 0
+        self.again = False
 
     def row(self, seq: int) -> None:
         self.after = seq
 
+    def restart(self) -> None:
+        """New rows may sit behind the cursor (an ``owed`` notice, a re-subscribed channel):
+        read again from the oldest once this page is done. One pass per connection, never two
+        side by side — two would offer later seqs ahead of earlier ones."""
+        self.again = True
+
     def page_read(self, rows: int) -> ReplayNext:
         if rows >= self.batch:
+            return ReplayNext.NEXT
+        if self.again:
+            self.again = False
+            self.after = 0
             return ReplayNext.NEXT
         if not self.tail:
             return ReplayNext.DONE

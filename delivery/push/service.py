@@ -20,7 +20,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -121,10 +121,8 @@ def _is_final(result: str | None) -> bool:
 
 
 def _sender_for(rt: Runtime) -> FcmSender:
-    injected = rt.extras.get("fcm_sender")
-    if injected is not None:
-        return injected  # type: ignore[no-any-return]
-    return get_sender(rt.settings)
+    injected = rt.hooks.fcm_sender
+    return injected if injected is not None else get_sender(rt.settings)
 
 
 def push_message(
@@ -151,7 +149,7 @@ def push_message(
             return PushOutcome.SKIPPED
         outcome = _push_locked(rt, msg, attempt, final=final, started=started)
     if outcome is not None:
-        hook: Callable[[str, str], Any] | None = rt.extras.get("on_push")
+        hook = rt.hooks.on_push
         if hook is not None:
             try:
                 hook(str(mid), outcome.value)

@@ -14,10 +14,17 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from delivery.channels import BROADCAST, NodeChannels
-from delivery.gateway.protocol import Deliver, encode_deliver, owed_frame
+from delivery.conversations.requests import GroupSendRequest
+from delivery.gateway.frames import place_of
+from delivery.gateway.protocol import (
+    Deliver,
+    encode_deliver,
+    encode_deliver_batch,
+    owed_frame,
+)
 from delivery.routing import batch
 from delivery.routing.policy import (
     Conn,
@@ -37,6 +44,7 @@ from delivery.routing.policy import (
 from delivery.store import MessageRecord, Store, Target
 from delivery.validation import SendRequest
 from delivery.vocabulary import Channel, Result, State
+from presence.state import Presence
 
 log = logging.getLogger("delivery.routing")
 
@@ -51,7 +59,7 @@ class PresenceReader(Protocol):
     @property
     def synced(self) -> bool: ...
 
-    def list(self, key: str) -> Sequence[Any]: ...
+    def list(self, key: str) -> Sequence[Presence]: ...
 
 
 def _ts(dt: datetime) -> float:
@@ -60,6 +68,12 @@ def _ts(dt: datetime) -> float:
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def deliver_frame(msg: MessageRecord, attempt: int) -> Deliver:
+    return Deliver(id=str(msg.id), user=msg.recipient, sender=msg.sender, body=msg.body,
+                   sent_at=msg.created_at.isoformat(), seq=msg.seq, attempt=attempt,
+                   place=place_of(msg))
 
 
 class Router:
@@ -141,12 +155,102 @@ class Router:
             self._route(stored, Trigger.NEW, ())
         return stored
 
+    # -- group messages --------------------------------------------------------------------
+
+    def accept_and_route_group(self, req: GroupSendRequest) -> list[MessageRecord]:
+        """Store a group message (one transaction: its seq and every recipient's row, attempt
+        1 claimed for those online) and route it: one PUBLISH per gateway node holding any
+        recipient; the others are routed one by one (push, pending, wait) as any message.
+        A duplicate routes only what was stored but never routed."""
+        now = self.clock()
+        view = MessageView(State.ACCEPTED, 0, now + req.ttl_s)
+        decisions: dict[str, Decision] = {}
+
+        def targets_for(user: str) -> list[Target] | None:
+            decision = decide(view, self._view(user), Trigger.NEW, now, self.config)
+            decisions[user] = decision
+            if isinstance(decision, Dispatch):
+                return [Target(t.node, t.conn) for t in decision.targets]
+            return None
+
+        deadline = now + self.config.ack_timeout_s
+        rows, created = self.store.accept_group(req, now=_dt(now), deadline=_dt(deadline),
+                                                targets_for=targets_for)
+        if not created:
+            self.route_group_rows(rows)
+            return rows
+        sent = [(m, decisions[m.recipient]) for m in rows if m.state == State.DISPATCHED]
+        self._publish_group([(m, d.targets) for m, d in sent if isinstance(d, Dispatch)],
+                            now, deadline)
+        for m in rows:
+            if m.state == State.ACCEPTED:
+                applied = self._apply(m, decisions[m.recipient], now, ())
+                if self.on_decision is not None:
+                    self.on_decision(m, applied, Trigger.NEW)
+        return rows
+
+    def route_group_stored(self, message_id: uuid.UUID) -> list[MessageRecord]:
+        """Route a group message the producer stored before enqueueing."""
+        rows = self.store.group_rows(message_id)
+        self.route_group_rows(rows)
+        return rows
+
+    def route_group_rows(self, rows: Sequence[MessageRecord]) -> None:
+        """Route the rows still unrouted (``accepted``, no attempt): the online recipients'
+        attempt 1 claimed in one statement and published per node, the others one by one."""
+        todo = [m for m in rows if m.state == State.ACCEPTED and m.attempts == 0]
+        if not todo:
+            return
+        now = self.clock()
+        deadline = now + self.config.ack_timeout_s
+        claims: dict[uuid.UUID, tuple[Conn, ...]] = {}
+        others: list[MessageRecord] = []
+        for m in todo:
+            view = MessageView(m.state, 0, _ts(m.expires_at), _ts(m.created_at))
+            decision = decide(view, self._view(m.recipient), Trigger.NEW, now, self.config)
+            if isinstance(decision, Dispatch):
+                claims[m.id] = decision.targets
+            else:
+                others.append(m)
+        won = self.store.claim_first_attempts(
+            [(mid, [Target(t.node, t.conn) for t in ts]) for mid, ts in claims.items()],
+            now=_dt(now), deadline=_dt(deadline))
+        self._publish_group([(m, claims[m.id]) for m in won], now, deadline)
+        for m in others:
+            self._route(m, Trigger.NEW, ())
+
+    def _publish_group(self, sent: Sequence[tuple[MessageRecord, tuple[Conn, ...]]],
+                       now: float, deadline: float) -> None:
+        """Attempt 1 of several rows (a group message's, or a batch of sends): their frames
+        grouped per node (``batch.by_node``, pure), one PUBLISH each."""
+        by_node = batch.by_node([(deliver_frame(m, 1), targets) for m, targets in sent])
+        unreachable: dict[str, list[str]] = defaultdict(list)
+        for node, frames in by_node.items():
+            payload = (encode_deliver(frames[0]) if len(frames) == 1
+                       else encode_deliver_batch(frames))
+            if self.channels.publish(node, payload) == 0:
+                for f in frames:
+                    unreachable[f.id] += f.conns
+        for m, targets in sent:
+            gone = unreachable.get(str(m.id), [])
+            try:
+                if gone and len(gone) == len(targets):
+                    self.store.finish_attempts(m.id, 1, Result.NACKED, now=_dt(now),
+                                               detail="no gateway subscribed")
+                    self.route(m.id, Trigger.NACK, attempt=1, nacked=gone)
+                elif self.on_decision is not None:
+                    self.on_decision(m, Dispatch(targets, deadline), Trigger.NEW)
+            except Exception:
+                # Claimed and durable: its ack deadline hands it to the recovery sweep; the
+                # other rows of the batch go on.
+                log.exception("message %s: after publish", m.id)
+
     def accept_and_route_many(self, reqs: Sequence[SendRequest]) -> list[SendRequest]:
         """``accept_and_route`` for a batch of sends the producer did not store: the online
         recipients' messages are stored with their first attempt claimed in one transaction
-        (one multi-row insert, one commit) and published with one PUBLISH per gateway node.
-        Returns the requests left for ``accept_and_route`` one by one: recipients not online
-        here and duplicates (a row that conflicted), each handled on its own."""
+        (one commit) and published with one PUBLISH per gateway node. Returns the requests
+        left for ``accept_and_route`` one by one: recipients not online here and duplicates,
+        each handled on its own."""
         return self._dispatch_many(reqs, stored=False)
 
     def route_stored_many(self, reqs: Sequence[SendRequest]) -> list[SendRequest]:
@@ -183,19 +287,7 @@ class Router:
         targets = {req.message_id: d.targets for req, d in planned}
         won = {m.id for m in claimed}
         rest += [req for req, _ in planned if req.message_id not in won]
-        frames = [(self._frame(m, 1), targets[m.id]) for m in claimed]
-        reached = {node: self.channels.publish_many(node, [encode_deliver(f) for f in fs])
-                   for node, fs in batch.by_node(frames).items()}
-        for msg in claimed:
-            try:
-                applied = self._after_publish(msg, 1, targets[msg.id], reached, now, deadline,
-                                              ())
-            except Exception:
-                # Claimed and durable: its ack deadline hands it to the recovery sweep.
-                log.exception("message %s: after publish", msg.id)
-                continue
-            if self.on_decision is not None:
-                self.on_decision(msg, applied, Trigger.NEW)
+        self._publish_group([(m, targets[m.id]) for m in claimed], now, deadline)
         return rest
 
     def _route_existing(self, msg: MessageRecord) -> MessageRecord:
@@ -337,28 +429,11 @@ class Router:
         by_node: dict[str, list[str]] = defaultdict(list)
         for t in targets:
             by_node[t.node].append(t.conn)
-        frame = self._frame(msg, attempt)
-        reached = {node: self.channels.publish(node, encode_deliver(frame._replace(
-                       conns=tuple(conns)))) for node, conns in by_node.items()}
-        return self._after_publish(msg, attempt, targets, reached, now, deadline, dead)
-
-    @staticmethod
-    def _frame(msg: MessageRecord, attempt: int) -> Deliver:
-        return Deliver(id=str(msg.id), user=msg.recipient, sender=msg.sender, body=msg.body,
-                       sent_at=msg.created_at.isoformat(), seq=msg.seq, attempt=attempt)
-
-    def _after_publish(
-        self,
-        msg: MessageRecord,
-        attempt: int,
-        targets: tuple[Conn, ...],
-        reached: dict[str, int],
-        now: float,
-        deadline: float,
-        dead: set[str] | tuple[()],
-    ) -> Decision:
-        """``reached``: subscribers per node, as the publish returned them."""
-        unreachable = [t.conn for t in targets if reached.get(t.node) == 0]
+        frame = deliver_frame(msg, attempt)
+        unreachable: list[str] = []
+        for node, conns in by_node.items():
+            if self.channels.publish(node, encode_deliver(frame._replace(conns=tuple(conns)))) == 0:
+                unreachable += conns
         if unreachable and len(unreachable) == len(targets):
             # No gateway listens for any target: they are gone (a crashed node whose presence
             # entries have not timed out yet). Treat it as a nack instead of waiting.

@@ -6,8 +6,6 @@ path); this task runs only off the happy path.
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import shared_task
 
 from delivery.routing.policy import Trigger
@@ -24,9 +22,9 @@ def route(
     node: str | None = None,
 ) -> str:
     """Route ``message_id`` again with fresh presence. Idempotent: a stale attempt is ignored."""
-    router = get_runtime().extras.get("router")
+    router = get_runtime().router
     if router is None:
         raise RuntimeError("no router in this process: run it in a delivery worker")
-    decision: Any = router.route(message_id, Trigger(trigger), attempt=attempt,
+    decision = router.route(message_id, Trigger(trigger), attempt=attempt,
                                  nacked=nacked or ())
     return type(decision).__name__.lower()

@@ -52,6 +52,7 @@ KNOBS: dict[str, tuple[str, str]] = {
     "--fcm-transient": ("fcm_transient", "probability that an FCM call fails transiently"),
     "--fcm-latency-ms": ("fcm_latency_ms", "push notification latency"),
     "--dup-send": ("dup_send", "probability that the sender's app sends a message twice"),
+    "--group-size": ("group_size", "recipients of each message (a group conversation)"),
     "--ack-timeout-s": ("ack_timeout_s", "policy: ack timeout"),
     "--max-attempts": ("max_attempts", "policy: attempts before push"),
     "--retry-backoff-s": ("retry_backoff_s", "policy: wait after a nack"),
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "routing, a strongly consistent registry and the pipeline, under the same schedule.",
     )
     ap.add_argument("--scenario", choices=sorted(SCENARIOS), default="seed",
-                    help="seed: the article's race; chaos: every fault; scale: many users")
+                    help="seed: the article's race; chaos: every fault; scale: many users; "
+                    "group: the race for 50-recipient group messages (counts per recipient)")
     ap.add_argument("--messages", type=int, default=None, help="messages to send")
     ap.add_argument("--seed", type=int, default=1, help="random seed")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -151,6 +153,9 @@ def format_table(result: dict[str, Any], world: dict[str, Any] | None = None) ->
     names = ("naive", "registry", "pipeline")
     lines = [f"scenario {result['scenario']}  seed {result['seed']}  "
              f"messages {result['params']['messages']}"]
+    if result["params"].get("group_size", 1) > 1:
+        lines.append(f"group messages of {result['params']['group_size']} recipients: the rows "
+                     "below count recipient deliveries")
     if world is not None:
         lines.append(
             f"virtual time {world['virtual_s']:.1f} s, {world['connections']} connections, "

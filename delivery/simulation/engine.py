@@ -543,7 +543,31 @@ class Simulation:
         rng = self.rng
         now = self.now
         users = self.users
-        u = users[int(rng.random() * len(users))]
+        p = self.p
+        if p.group_size > 1:
+            self._group_message(idx, now)
+        else:
+            self._direct_message(idx, users[int(rng.random() * len(users))], now)
+        if self.progress is not None and self.generated % self._progress_every == 0:
+            self.progress(self.generated, p.messages)
+        if self.generated >= p.messages:
+            self._next_msg_t = INF
+            self._at(now, self._end_traffic)
+        else:
+            self._next_msg_t = now + rng.expovariate(p.rate)
+
+    def _group_message(self, idx: int, now: float) -> None:
+        """A group message: one route per recipient, all on one worker (one send task),
+        each recipient's delivery counted on its own."""
+        g = self.p.group_size
+        for k, u in enumerate(self.rng.sample(self.users, g)):
+            self.naive.messages += 1
+            self.reg.messages += 1
+            self.pipe.messages += 1
+            self._route_new((idx * g + k, u, now))
+
+    def _direct_message(self, idx: int, u: User, now: float) -> None:
+        rng = self.rng
         p = self.p
         if p.dup_send and rng.random() < p.dup_send:
             self._at(now + 0.5 + 4.5 * rng.random(), self._dup_send, (idx, u, now))
@@ -554,13 +578,6 @@ class Simulation:
         self.reg.messages += 1
         self.pipe.messages += 1
         self._route_new((idx, u, now))
-        if self.progress is not None and self.generated % self._progress_every == 0:
-            self.progress(self.generated, p.messages)
-        if self.generated >= p.messages:
-            self._next_msg_t = INF
-            self._at(now, self._end_traffic)
-        else:
-            self._next_msg_t = now + rng.expovariate(p.rate)
 
     def _route_new(self, arg: tuple[int, User, float]) -> None:
         idx, u, t0 = arg
@@ -571,7 +588,7 @@ class Simulation:
             return
         if self._backlog:
             self._backlog.discard(arg)
-        wk = wks[idx % len(wks)]
+        wk = wks[(idx // self.p.group_size) % len(wks)]  # a group message: one worker
         rep = wk.rep
         assert rep is not None
         ps = rep.list(u.key)

@@ -66,6 +66,10 @@ class Params:
     push_max_retries: int = 3
     # the sender's app retries a send (same client message id) with this probability
     dup_send: float = 0.0
+    # members of each message's conversation but the sender: each message goes to this many
+    # distinct users (a group message: one task, one worker's presence view for all); every
+    # outcome and count is then per recipient
+    group_size: int = 1
     # routing policy (delivery.routing.policy.PolicyConfig) and message TTL
     ack_timeout_s: float = 2.0
     max_attempts: int = 3
@@ -104,6 +108,10 @@ class Params:
                 raise ValueError(f"{name} must be >= 0")
         if self.downtime_s <= 0 or self.partition_s <= 0 or self.sweep_s <= 0:
             raise ValueError("downtime_s, partition_s and sweep_s must be > 0")
+        if not 1 <= self.group_size <= self.users:
+            raise ValueError("group_size must be in [1, users]")
+        if self.group_size > 1 and self.dup_send:
+            raise ValueError("dup_send is modelled for direct messages only (group_size 1)")
         if self.fcm_unregistered + self.fcm_no_device > 1:
             raise ValueError("fcm_unregistered + fcm_no_device must be <= 1")
 
@@ -143,6 +151,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "fcm_transient": 0.1,
         "dup_send": 0.01,
         "ttl_s": 20.0,
+    },
+    # The seed's race for group messages: 2,000 messages to 50 recipients each (100,000
+    # recipient deliveries at the seed's 2,000 per second).
+    "group": {
+        "messages": 2_000,
+        "group_size": 50,
+        "rate": 40.0,
     },
     # Many nodes and users.
     "scale": {

@@ -26,8 +26,24 @@
 // see SeenIds), then acked; a replayed copy of a recorded id is acked again, not shown. Without
 // usable localStorage (or with options.storage: null) the ids are kept in memory only.
 //
-// Events: "welcome" {conn, user}, "message" {id, from, body, sent_at, conn}, "error" (error
-// frames), "status" {status: "connecting"|"open"|"closed"|"failed", code, reason}.
+// Conversation order: a message with conversation, seq and prev (docs/protocol.md) waits,
+// unacked, while the one numbered prev (the previous one addressed to this user) has not been
+// shown, at most orderWaitMs (default 2000) after it arrived; then the gap is skipped (a
+// "gap" event, stats.gapsSkipped) and a missing message that arrives afterwards is still shown,
+// with late: true (place it by its seq). The highest seq shown per conversation is kept in
+// localStorage (OrderMarks), so after a reload the order continues from there; a conversation
+// with nothing recorded starts before seq 1 (a message with prev 0 is shown at once). OrderBuffer below is the same state machine
+// as delivery/client_order.py; the tests run both on the same inputs.
+//
+// Receipts (to the sender of a group message): a "receipt" event {id, message, conversation,
+// seq, status, user | count+of}, acked after its listeners (async ones awaited, as for
+// messages); each receipt id is handed over once. client.markRead(conversation, seq) sends a
+// read frame; marks made while disconnected, or on a connection that then dropped, are sent
+// again after the next welcome.
+//
+// Events: "welcome" {conn, user}, "message" {id, from, body, sent_at, conn, conversation, seq,
+// message, late}, "receipt", "gap" {conversation, first, last}, "error" (error frames),
+// "status" {status: "connecting"|"open"|"closed"|"failed", code, reason}.
 
 export const POLICY_VIOLATION = 1008;
 // A newer connection of the same user took this one's slot: reconnecting would evict another.
@@ -52,6 +68,14 @@ export class DeliveryClient extends EventTarget {
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
     this.pingIntervalMs = options.pingIntervalMs ?? 25000;
     this.pongTimeoutMs = options.pongTimeoutMs ?? 10000;
+    this.orderWaitS = (options.orderWaitMs ?? 2000) / 1000;
+    this.order = new OrderBuffer(this.orderWaitS);
+    this.orderMarks = null; // OrderMarks of this.user, opened at welcome
+    this.places = new Map(); // handed over, not yet recorded: id -> [conversation, seq]
+    this._orderTimer = null;
+    this.receiptIds = new Set(); // receipts handed over (most recent 10,000)
+    this.receiptPending = new Set();
+    this.readsToSend = new Map(); // conversation -> seq, since the last welcome
     this._listeners = new WeakMap(); // application "message" listener -> our wrapper
     this._pingTimer = null;
     this._pongTimer = null;
@@ -65,7 +89,7 @@ export class DeliveryClient extends EventTarget {
     this.delay = this.backoffInitialMs;
     this.stats = {
       connects: 0, received: 0, duplicates: 0, acksSent: 0, pings: 0, pongTimeouts: 0,
-      handlerFailures: 0,
+      handlerFailures: 0, receipts: 0, readsSent: 0, held: 0, gapsSkipped: 0, late: 0,
     };
     this._welcomeWaiters = [];
   }
@@ -80,12 +104,13 @@ export class DeliveryClient extends EventTarget {
   close() {
     this.closing = true;
     this._stopKeepalive();
+    clearTimeout(this._orderTimer);
     if (this.ws) this.ws.close(1000, "client closing");
   }
 
   // "message" listeners may be async: their promise is awaited before the ack (see above).
   addEventListener(type, listener, options) {
-    if (type !== "message" || typeof listener !== "function") {
+    if ((type !== "message" && type !== "receipt") || typeof listener !== "function") {
       super.addEventListener(type, listener, options);
       return;
     }
@@ -111,6 +136,9 @@ export class DeliveryClient extends EventTarget {
   // The application has the message: record its id, then ack it.
   ack(id) {
     if (this.seen) this.seen.add(id);
+    const place = this.places.get(id);
+    if (place && this.orderMarks) this.orderMarks.mark(place[0], place[1]);
+    this.places.delete(id);
     this.pending.delete(id);
     return this._sendAck(id);
   }
@@ -158,6 +186,12 @@ export class DeliveryClient extends EventTarget {
         this.conn = frame.conn;
         if (!this.seen || this.seen.user !== frame.user) {
           this.seen = new SeenIds(frame.user, { maxIds: this.dedupeSize, storage: this.storage });
+          // Continue each conversation's order from what this user was shown before.
+          this.order = new OrderBuffer(this.orderWaitS);
+          this.orderMarks = new OrderMarks(frame.user, { storage: this.storage });
+          for (const [conversation, seq] of this.orderMarks.entries()) {
+            this.order.resume(conversation, seq);
+          }
         }
         this.user = frame.user;
         this.delay = this.backoffInitialMs;
@@ -166,8 +200,11 @@ export class DeliveryClient extends EventTarget {
         this._setStatus("open", { conn: frame.conn, user: frame.user });
         this._emit("welcome", frame);
         for (const w of this._welcomeWaiters.splice(0)) w.resolve(frame);
+        this._resendReads();
       } else if (frame.type === "message") {
         this._onMessage(frame);
+      } else if (frame.type === "receipt") {
+        this._onReceipt(frame);
       } else if (frame.type === "error") {
         this._emit("error", frame);
       }
@@ -242,6 +279,65 @@ export class DeliveryClient extends EventTarget {
     }, wait);
   }
 
+  // Everything up to seq of the conversation was read: its senders get read receipts.
+  markRead(conversation, seq) {
+    if (typeof conversation !== "string" || !conversation) throw new TypeError("conversation");
+    if (!Number.isInteger(seq) || seq < 1) throw new TypeError("seq must be a positive integer");
+    if (seq > (this.readsToSend.get(conversation) ?? 0)) {
+      this.readsToSend.delete(conversation);
+      this.readsToSend.set(conversation, seq);
+      while (this.readsToSend.size > 100) {
+        this.readsToSend.delete(this.readsToSend.keys().next().value);
+      }
+    }
+    return this._sendRead(conversation, seq);
+  }
+
+  _sendRead(conversation, seq) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1 || !this.conn) return false;
+    ws.send(JSON.stringify({ type: "read", conversation, seq }));
+    this.stats.readsSent += 1;
+    return true;
+  }
+
+  // A read frame has no answer: the marks since the previous welcome go again, once.
+  _resendReads() {
+    const marks = this.readsToSend;
+    this.readsToSend = new Map();
+    for (const [conversation, seq] of marks) this._sendRead(conversation, seq);
+  }
+
+  _onReceipt(frame) {
+    this.stats.receipts += 1;
+    const id = String(frame.id);
+    if (this.receiptPending.has(id)) return;
+    if (this.receiptIds.has(id)) {
+      this._sendAck(id); // our earlier ack was lost
+      return;
+    }
+    this.receiptPending.add(id);
+    const waits = [];
+    const event = new CustomEvent("receipt", { detail: { ...frame, id } });
+    event.waitUntil = (promise) => waits.push(Promise.resolve(promise));
+    this.dispatchEvent(event);
+    Promise.all(waits).then(
+      () => {
+        this.receiptPending.delete(id);
+        this.receiptIds.add(id);
+        if (this.receiptIds.size > 10000) {
+          this.receiptIds.delete(this.receiptIds.values().next().value);
+        }
+        this._sendAck(id);
+      },
+      (err) => {
+        this.receiptPending.delete(id); // not acked: it comes again after a reconnect
+        this.stats.handlerFailures += 1;
+        this._emit("handlererror", { id, error: err });
+      },
+    );
+  }
+
   _onMessage(frame) {
     this.stats.received += 1;
     const id = String(frame.id);
@@ -255,7 +351,59 @@ export class DeliveryClient extends EventTarget {
       return;
     }
     this.pending.add(id);
-    const msg = { id, from: frame.from, body: frame.body, sent_at: frame.sent_at, conn: this.conn };
+    const msg = {
+      id, from: frame.from, body: frame.body, sent_at: frame.sent_at, conn: this.conn,
+      conversation: typeof frame.conversation === "string" ? frame.conversation : null,
+      seq: Number.isInteger(frame.seq) ? frame.seq : null,
+      message: frame.message ?? id, late: false,
+    };
+    if (msg.conversation === null || msg.seq === null) {
+      this._present(msg);
+      return;
+    }
+    let prev = frame.prev;
+    if (!Number.isInteger(prev) || prev < 0 || prev >= msg.seq) prev = msg.seq - 1;
+    const fed = this.order.feed(msg.conversation, msg.seq, prev, msg, performance.now() / 1000);
+    if (fed.status === "duplicate") {
+      if (this.order.isHeld(msg.conversation, msg.seq)) {
+        this.pending.delete(id);
+        this.stats.duplicates += 1; // a copy of one waiting for its prev
+        return;
+      }
+      // Its seq was shown before, yet its id is not recorded: a listener failed (or the ids
+      // were forgotten). Show it again rather than lose it.
+      this._release([{ conversation: msg.conversation, seq: msg.seq, item: msg, late: true }]);
+      return;
+    }
+    if (fed.status === "held") this.stats.held += 1;
+    this._release(fed.out);
+  }
+
+  _release(out) {
+    for (const o of out) {
+      if (o.skipped) {
+        this.stats.gapsSkipped += 1;
+        this._emit("gap", { conversation: o.conversation, first: o.first, last: o.last });
+      } else {
+        if (o.late) this.stats.late += 1;
+        this.places.set(o.item.id, [o.conversation, o.seq]);
+        this._present(o.late ? { ...o.item, late: true } : o.item);
+      }
+    }
+    clearTimeout(this._orderTimer);
+    this._orderTimer = null;
+    const deadline = this.order.nextDeadline();
+    if (deadline !== null && !this.closing) {
+      const wait = Math.max(0, deadline * 1000 - performance.now());
+      this._orderTimer = setTimeout(() => {
+        this._orderTimer = null;
+        this._release(this.order.tick(performance.now() / 1000));
+      }, wait + 1);
+    }
+  }
+
+  _present(msg) {
+    const id = msg.id;
     const waits = [];
     const event = new CustomEvent("message", { detail: msg });
     event.waitUntil = (promise) => waits.push(Promise.resolve(promise));
@@ -270,11 +418,148 @@ export class DeliveryClient extends EventTarget {
       (err) => {
         // Not acked: delivered again later, and then shown again.
         this.pending.delete(id);
+        this.places.delete(id);
         this.stats.handlerFailures += 1;
         this._emit("handlererror", { id, error: err });
       },
     );
   }
+}
+
+// Per-conversation order (the same rules as delivery/client_order.py, whose docstring explains
+// them): feed(conversation, seq, prev, item, now) -> {status: "ready"|"held"|"duplicate", out},
+// tick(now) -> out, nextDeadline() -> seconds or null. out holds {conversation, seq, item,
+// late} to present, in order, and {skipped: true, conversation, first, last} for a gap given
+// up on at the bound. Times are seconds on the caller's clock.
+export class OrderBuffer {
+  constructor(waitS = 2, { maxHeld = 1000, maxHoles = 64, maxEarly = 1024 } = {}) {
+    this.waitS = waitS;
+    this.maxHeld = maxHeld;
+    this.maxHoles = maxHoles;
+    this.maxEarly = maxEarly;
+    this.convs = new Map();
+  }
+
+  lastPresented(conversation) {
+    const c = this.convs.get(conversation);
+    return c ? c.last : null;
+  }
+
+  isHeld(conversation, seq) {
+    const c = this.convs.get(conversation);
+    return !!c && c.held.has(seq);
+  }
+
+  heldCount() {
+    let n = 0;
+    for (const c of this.convs.values()) n += c.held.size;
+    return n;
+  }
+
+  nextDeadline() {
+    let best = null;
+    for (const c of this.convs.values()) {
+      for (const h of c.held.values()) if (best === null || h.due < best) best = h.due;
+    }
+    return best;
+  }
+
+  resume(conversation, lastSeq) {
+    const c = this.convs.get(conversation);
+    if (!c) this.convs.set(conversation, OrderBuffer._conv(lastSeq, lastSeq));
+    else if (lastSeq > c.last && c.held.size === 0) c.last = lastSeq;
+  }
+
+  static _conv(last, floor) {
+    return { last, floor, holes: [], early: new Set(), held: new Map() };
+  }
+
+  feed(conversation, seq, prev, item, now) {
+    let c = this.convs.get(conversation);
+    if (!c) { // nothing shown yet: it starts before seq 1
+      c = OrderBuffer._conv(0, 0);
+      this.convs.set(conversation, c);
+    }
+    if (seq <= c.last) {
+      if (seq <= c.floor) {
+        if (c.early.has(seq)) return { status: "duplicate", out: [] };
+        c.early.add(seq);
+        if (c.early.size > this.maxEarly) c.early.delete(c.early.values().next().value);
+        return { status: "ready", out: [{ conversation, seq, item, late: true }] };
+      }
+      if (takeFromHoles(c.holes, seq)) {
+        return { status: "ready", out: [{ conversation, seq, item, late: true }] };
+      }
+      return { status: "duplicate", out: [] };
+    }
+    if (c.held.has(seq)) return { status: "duplicate", out: [] };
+    if (prev <= c.last) {
+      const out = [{ conversation, seq, item, late: false }];
+      c.last = seq;
+      this._drain(conversation, c, out);
+      return { status: "ready", out };
+    }
+    c.held.set(seq, { prev, item, due: now + this.waitS });
+    const out = [];
+    if (c.held.size > this.maxHeld) this._releaseThrough(conversation, c, Math.min(...c.held.keys()), out);
+    return { status: "held", out };
+  }
+
+  tick(now) {
+    const out = [];
+    for (const [name, c] of this.convs) {
+      let top = null;
+      for (const [seq, h] of c.held) if (h.due <= now && (top === null || seq > top)) top = seq;
+      if (top !== null) this._releaseThrough(name, c, top, out);
+    }
+    return out;
+  }
+
+  _releaseThrough(name, c, top, out) {
+    const due = [...c.held.keys()].filter((s) => s <= top).sort((a, b) => a - b);
+    for (const seq of due) {
+      const { prev, item } = c.held.get(seq);
+      c.held.delete(seq);
+      if (seq <= c.last) {
+        out.push({ conversation: name, seq, item, late: true });
+        continue;
+      }
+      if (prev > c.last) {
+        out.push({ skipped: true, conversation: name, first: c.last + 1, last: seq - 1 });
+        c.holes.push([c.last + 1, seq - 1]);
+        if (c.holes.length > this.maxHoles) c.floor = Math.max(c.floor, c.holes.shift()[1]);
+      }
+      out.push({ conversation: name, seq, item, late: false });
+      c.last = seq;
+    }
+    this._drain(name, c, out);
+  }
+
+  _drain(name, c, out) {
+    // Only the lowest held seq can follow on: any later one's prev is at least that seq.
+    while (c.held.size > 0) {
+      const seq = Math.min(...c.held.keys());
+      const { prev, item } = c.held.get(seq);
+      if (prev > c.last) return;
+      c.held.delete(seq);
+      if (seq <= c.last) {
+        out.push({ conversation: name, seq, item, late: true });
+        continue;
+      }
+      c.last = seq;
+      out.push({ conversation: name, seq, item, late: false });
+    }
+  }
+}
+
+// If seq lies in a skipped range, take it out of the range (splitting it) and say so.
+function takeFromHoles(holes, seq) {
+  const i = holes.findIndex(([first, last]) => first <= seq && seq <= last);
+  if (i < 0) return false;
+  const [first, last] = holes[i];
+  const parts = [[first, seq - 1], [seq + 1, last]].filter(([a, b]) => a <= b);
+  holes.splice(i, 1, ...parts);
+  return true;
 }
 
 // Message ids shown to one user, the most recent maxIds (up to one chunk more), kept in a
@@ -343,6 +628,44 @@ export class SeenIds {
       // Storage full or gone: keep going in memory (what is in this.ids is kept).
       this.storage = memoryStorage();
       return null;
+    }
+  }
+}
+
+// The highest seq shown per conversation for one user, in a Storage under
+// "PREFIX/USER" (a JSON object; the most recently marked maxConversations), so that after a
+// reload a conversation's order continues from there instead of waiting for what was shown.
+export class OrderMarks {
+  constructor(user, options = {}) {
+    const { storage = usableLocalStorage(), prefix = "delivery.order.v1",
+      maxConversations = 1000 } = options;
+    this.storage = storage ?? memoryStorage();
+    this.key = `${prefix}/${encodeURIComponent(user)}`;
+    this.max = maxConversations;
+    this.seqs = new Map();
+    try {
+      const saved = JSON.parse(this.storage.getItem(this.key) ?? "[]");
+      if (Array.isArray(saved)) {
+        for (const [c, n] of saved) if (typeof c === "string" && Number.isInteger(n)) this.seqs.set(c, n);
+      }
+    } catch (err) {
+      // unreadable: start empty (the first message of each conversation may wait)
+    }
+  }
+
+  entries() {
+    return [...this.seqs];
+  }
+
+  mark(conversation, seq) {
+    const best = Math.max(seq, this.seqs.get(conversation) ?? seq);
+    this.seqs.delete(conversation);
+    this.seqs.set(conversation, best);
+    while (this.seqs.size > this.max) this.seqs.delete(this.seqs.keys().next().value);
+    try {
+      this.storage.setItem(this.key, JSON.stringify([...this.seqs]));
+    } catch (err) {
+      this.storage = memoryStorage(); // full or gone: keep going in memory
     }
   }
 }

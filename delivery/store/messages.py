@@ -12,15 +12,20 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
+from delivery.conversations.ids import dm_conversation_id
 from delivery.store.attempts import NOWHERE, AttemptRow, insert_attempt_rows, insert_attempts
 from delivery.store.base import StoreBase
 from delivery.store.records import MessageRecord, Target
-from delivery.store.tables import MESSAGE_COLUMNS, messages
+from delivery.store.tables import MESSAGE_COLUMNS, conversations, messages
 from delivery.validation import SendRequest
-from delivery.vocabulary import IN_FLIGHT, UNACKED, Channel, State
+from delivery.vocabulary import IN_FLIGHT, UNACKED, Channel, ConversationKind, State
+
+
+class _Duplicate(Exception):
+    """Roll the transaction back (and with it the seq taken): the message is stored already."""
 
 
 def _rows(targets: Sequence[Target]) -> list[AttemptRow]:
@@ -34,8 +39,20 @@ class MessageQueries(StoreBase):
         # the CPU of the hot path's insert (a statement with inline values is rebuilt per call).
         # No conflict target: a duplicate hits both unique keys (the id derives from sender and
         # client_msg_id), and concurrent inserts must all fall through to "already stored".
-        self._accept_stmt = (self._upsert(messages).on_conflict_do_nothing()
-                             .returning(*MESSAGE_COLUMNS))
+        # The recipient's previous seq in the conversation (its next message's ``prev``).
+        prev = (select(func.coalesce(func.max(messages.c.conv_seq), 0))
+                .where(messages.c.conversation_id == bindparam("p_conv"),
+                       messages.c.recipient == bindparam("p_rcp"))
+                .scalar_subquery())
+        self._accept_stmt = (self._upsert(messages).values(conv_prev=prev)
+                             .on_conflict_do_nothing().returning(*MESSAGE_COLUMNS))
+        # A direct conversation's seq: created at 1 by its first message, then incremented;
+        # the row lock orders concurrent sends between the same two users.
+        up = self._upsert(conversations)
+        self._dm_seq_stmt = (up.on_conflict_do_update(
+            index_elements=[conversations.c.id],
+            set_={"last_seq": conversations.c.last_seq + 1})
+            .returning(conversations.c.last_seq))
 
     def accept(
         self,
@@ -69,18 +86,27 @@ class MessageQueries(StoreBase):
             "attempts": 0 if dispatch_to is None else 1,
             "ack_deadline": deadline,
         }
-        with self.engine.begin() as conn:
-            row = conn.execute(self._accept_stmt, values).first()
-            if row is not None:
+        conv = dm_conversation_id(sender, recipient)
+        try:
+            with self.engine.begin() as conn:
+                values["conv_seq"] = conn.execute(self._dm_seq_stmt, {
+                    "id": conv, "kind": ConversationKind.DIRECT.value, "last_seq": 1,
+                    "created_at": now}).scalar_one()
+                values.update(conversation_id=conv, p_conv=conv, p_rcp=recipient)
+                row = conn.execute(self._accept_stmt, values).first()
+                if row is None:
+                    raise _Duplicate
                 if dispatch_to:
                     insert_attempts(conn, message_id, 1, Channel.WS, _rows(dispatch_to),
                                     started_at=now)
                 return MessageRecord(*row), True
-            if client_msg_id is None:
-                where = messages.c.id == message_id
-            else:
-                where = and_(messages.c.sender == sender,
-                             messages.c.client_msg_id == client_msg_id)
+        except _Duplicate:
+            pass
+        if client_msg_id is None:
+            where = messages.c.id == message_id
+        else:
+            where = and_(messages.c.sender == sender, messages.c.client_msg_id == client_msg_id)
+        with self.engine.connect() as conn:
             existing = conn.execute(select(*MESSAGE_COLUMNS).where(where)).first()
         if existing is None:  # pragma: no cover - conflict implies the row exists
             raise RuntimeError("insert conflicted but no existing message was found")
@@ -125,52 +151,50 @@ class MessageQueries(StoreBase):
         self, items: Sequence[tuple[SendRequest, Sequence[Target]]], *, now: datetime,
         deadline: datetime,
     ) -> list[MessageRecord]:
-        """``accept_request(..., dispatch_to=targets)`` for a batch, in one transaction and one
-        commit: one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING of the messages
-        (already ``dispatched``, attempt 1) and one of their attempt rows. Returns the
-        messages this call created, in the order given; a duplicate (a row that conflicts)
-        is simply not returned — the caller handles it alone, as ``accept`` would."""
-        if not items:
+        """``accept_request(..., dispatch_to=targets)`` for a batch of direct messages, in one
+        transaction and one commit (group commit): per message its conversation seq and its
+        row (as ``accept``), then one multi-row insert of every attempt row. Returns the
+        messages this call created, in the order given. Messages already stored are left out
+        (the caller handles each alone, as ``accept`` would); a duplicate stored concurrently
+        by another process rolls the whole batch back (no seq is taken) and returns nothing,
+        so each message is then handled alone."""
+        existing = self._existing_ids([req.message_id for req, _ in items])
+        todo = [(req, ts) for req, ts in items if req.message_id not in existing]
+        if not todo:
             return []
-        values = [{
-            "id": req.message_id, "sender": req.sender, "recipient": req.recipient,
-            "client_msg_id": req.client_msg_id, "body": req.body, "created_at": now,
-            "expires_at": now + timedelta(seconds=req.ttl_s),
-            "state": State.DISPATCHED.value, "attempts": 1, "ack_deadline": deadline,
-        } for req, _ in items]
-        targets = {req.message_id: ts for req, ts in items}
-        with self.engine.begin() as conn:
-            rows = [MessageRecord(*r) for r in conn.execute(self._accept_stmt, values).all()]
-            if rows:
-                insert_attempt_rows(conn, [(m.id, 1, Channel.WS, r) for m in rows
-                                           for r in _rows(targets[m.id])], started_at=now)
+        # Conversations in one order: two batches never wait on each other's seq rows in turn.
+        todo.sort(key=lambda it: dm_conversation_id(it[0].sender, it[0].recipient))
+        rows: list[MessageRecord] = []
+        try:
+            with self.engine.begin() as conn:
+                for req, _ in todo:
+                    conv = dm_conversation_id(req.sender, req.recipient)
+                    seq = conn.execute(self._dm_seq_stmt, {
+                        "id": conv, "kind": ConversationKind.DIRECT.value, "last_seq": 1,
+                        "created_at": now}).scalar_one()
+                    row = conn.execute(self._accept_stmt, {
+                        "id": req.message_id, "sender": req.sender, "recipient": req.recipient,
+                        "client_msg_id": req.client_msg_id, "body": req.body,
+                        "created_at": now, "expires_at": now + timedelta(seconds=req.ttl_s),
+                        "state": State.DISPATCHED.value, "attempts": 1,
+                        "ack_deadline": deadline, "conv_seq": seq, "conversation_id": conv,
+                        "p_conv": conv, "p_rcp": req.recipient}).first()
+                    if row is None:
+                        raise _Duplicate
+                    rows.append(MessageRecord(*row))
+                targets = {req.message_id: ts for req, ts in todo}
+                insert_attempt_rows(conn, [(m.id, 1, Channel.WS, r)
+                                           for m in rows for r in _rows(targets[m.id])],
+                                    started_at=now)
+        except _Duplicate:
+            return []
         order = {req.message_id: i for i, (req, _) in enumerate(items)}
         return sorted(rows, key=lambda m: order[m.id])
 
-    def claim_first_attempts(
-        self, claims: Sequence[tuple[uuid.UUID, Sequence[Target]]], *, now: datetime,
-        deadline: datetime,
-    ) -> list[MessageRecord]:
-        """``claim_first_attempt`` for a batch, in one transaction and one commit: one
-        conditional UPDATE over every id (the same compare-and-set per row) and one multi-row
-        INSERT of the claimed messages' attempt rows. Returns the messages this call claimed;
-        an id not returned is not stored here or was already routed (a duplicate task, the
-        sweep), each decided row by row."""
-        if not claims:
-            return []
-        targets = {msg_id: ts for msg_id, ts in claims}
-        stmt = (update(messages)
-                .where(messages.c.id.in_(list(targets)),
-                       messages.c.state == State.ACCEPTED.value, messages.c.attempts == 0)
-                .values(state=State.DISPATCHED.value, attempts=1, ack_deadline=deadline)
-                .returning(*MESSAGE_COLUMNS))
-        with self.engine.begin() as conn:
-            rows = [MessageRecord(*r) for r in conn.execute(stmt).all()]
-            if rows:
-                insert_attempt_rows(conn, [(m.id, 1, Channel.WS, r) for m in rows
-                                           for r in _rows(targets[m.id])], started_at=now)
-        order = {msg_id: i for i, (msg_id, _) in enumerate(claims)}
-        return sorted(rows, key=lambda m: order[m.id])
+    def _existing_ids(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(
+                select(messages.c.id).where(messages.c.id.in_(list(ids)))).all()}
 
     def get(self, msg_id: uuid.UUID) -> MessageRecord | None:
         with self.engine.connect() as conn:

@@ -38,9 +38,40 @@ class MessageRecord:
     delivered_conn: str | None
     pushed_at: datetime | None
     last_error: str | None
+    # Conversations (docs/routing.md): kind ("message" or "receipt"), the conversation, the
+    # message's seq in it, the recipient's previous seq, the group message (or, for a
+    # receipt, the message it is about).
+    kind: str = "message"
+    conversation_id: str | None = None
+    conv_seq: int | None = None
+    conv_prev: int | None = None
+    parent: uuid.UUID | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return _json_fields(self)
+
+    @property
+    def message_id(self) -> uuid.UUID:
+        """The id the sender got back: the group message's, or this row's own."""
+        return self.parent if self.parent is not None and self.kind == "message" else self.id
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    id: str
+    kind: str
+    last_seq: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    user_id: str
+    joined_seq: int
+    left_seq: int | None
+    read_seq: int
+    joined_at: datetime
+    left_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -46,3 +46,22 @@ def test_tiny_run_delivers_everything(tmp_path: Path) -> None:
     assert set(result["latency_ms"]) >= {"p50", "p99", "p999"}
     assert result["peer_socketio_per_s"] > 0 and result["peer_socketio_lost"] == 0
     assert (out / "e2e.json").exists() and (out / "e2e.png").stat().st_size > 0
+
+
+@pytest.mark.timeout(90)
+def test_tiny_group_run_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "bench", "e2e", "--group", "--json",
+         "--workers", "1", "--gateways", "1", "--clients", "20", "--group-size", "10",
+         "--group-messages", "4", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=85,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for phase in ("direct", "group"):
+        assert result[phase]["recipient_deliveries"] == 40
+        for key in ("deliveries_per_s", "cpu_ms_per_delivery", "db_writes_per_delivery"):
+            assert key in result[phase]
+    assert result["cpu_ratio"] > 0
+    assert (out / "e2e-group.json").exists()

@@ -115,18 +115,19 @@ def test_the_logging_filter_scrubs_message_and_traceback() -> None:
     assert MARKER not in out
 
 
-def test_a_body_passed_positionally_is_redacted_in_the_task_message() -> None:
+@pytest.mark.parametrize("task", ["delivery.send", "delivery.send_group"])
+def test_a_body_passed_positionally_is_redacted_in_the_task_message(task: str) -> None:
     # The fault: only keyword bodies were redacted; send_task(args=[...]) showed the body in
     # the headers' argsrepr, the task-sent event and Flower.
     from delivery.celery_app import make_app
 
     app = make_app()
     try:
-        m = app.amqp.as_task_v2("t1", "delivery.send", args=["a", "b", {"text": MARKER}],
+        m = app.amqp.as_task_v2("t1", task, args=["a", "b", {"text": MARKER}],
                                 kwargs={})
         assert MARKER not in m.headers["argsrepr"] and "<redacted>" in m.headers["argsrepr"]
         assert MARKER not in str(m.sent_event)
-        kw = app.amqp.as_task_v2("t2", "delivery.send", args=[],
+        kw = app.amqp.as_task_v2("t2", task, args=[],
                                  kwargs={"sender": "a", "recipient": "b", "body": MARKER})
         assert MARKER not in kw.headers["kwargsrepr"]
     finally:

@@ -1,4 +1,5 @@
-"""The README's main job, small: the embedded demo runs end to end and loses nothing."""
+"""The README's main job, small: the embedded demo runs end to end and loses nothing, direct
+and group messages alike."""
 
 from __future__ import annotations
 
@@ -26,3 +27,13 @@ def test_embedded_demo_reports_no_loss(tmp_path: Path) -> None:
     # Offline users: those with a phone were pushed, the others waited as pending.
     assert report["pushed"] > 0 and report["pending"] > 0
     assert "sent" in out.stderr  # the live progress line
+    # Group conversations: every recipient shown every message, in seq order, and each sender
+    # told by receipts (delivered to every recipient, and read).
+    groups = report["groups"]
+    assert groups["conversations"] == 3 and groups["messages"] == 12
+    assert groups["lost"] == 0 and groups["out_of_order"] == 0
+    assert groups["shown"] == groups["recipient_deliveries"] > 12
+    assert groups["final_states"] == {"delivered": groups["recipient_deliveries"]}
+    assert groups["messages_without_all_delivered_receipts"] == 0
+    assert groups["messages_with_read_receipts"] == 12
+    assert groups["receipt_frames"]["delivered"] >= groups["recipient_deliveries"]

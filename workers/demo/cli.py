@@ -18,7 +18,8 @@ import tempfile
 
 from delivery.settings import Settings, get_settings
 from workers import demo
-from workers.demo.phases import Plan, drive
+from workers.demo.phases import drive
+from workers.demo.population import Plan
 from workers.demo.report import report
 from workers.demo.result import Result
 from workers.demo.stack import cluster_stack
@@ -49,12 +50,24 @@ def parse(argv: list[str]) -> tuple[Plan, bool]:
                         help="force the seed's race every N messages, at most once a second "
                         "(0: never)")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the schedule")
+    parser.add_argument("--group-sizes", default="5,8,25",
+                        help="members of each group conversation, comma-separated ('': none)")
+    parser.add_argument("--group-messages", type=int, default=None,
+                        help="messages sent to the groups (default: --messages / 10)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     if args.users < 1 or not 0 <= args.offline < args.users or args.messages < 1:
         parser.error("need --messages >= 1, --users >= 1 and 0 <= --offline < --users")
+    try:
+        sizes = tuple(int(x) for x in args.group_sizes.split(",") if x.strip())
+    except ValueError:
+        parser.error("--group-sizes: comma-separated integers")
+    group_messages = args.messages // 10 if args.group_messages is None else args.group_messages
+    if group_messages < 0 or any(n < 2 for n in sizes):
+        parser.error("need --group-messages >= 0 and groups of at least 2 members")
     plan = Plan(messages=args.messages, users=args.users, offline=args.offline,
-                rate=args.rate, race_every=args.race_every, seed=args.seed)
+                rate=args.rate, race_every=args.race_every, seed=args.seed,
+                group_sizes=sizes, group_messages=group_messages if sizes else 0)
     return plan, bool(args.json)
 
 

@@ -5,101 +5,21 @@ collect the result. ``drive`` runs them all."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 
-from delivery.client import DeliveryClient
 from delivery.clock import utcnow
-from delivery.gateway.tokens import issue_token
 from delivery.settings import Settings
 from delivery.stats import nearest_rank
 from delivery.store import Store
 from delivery.vocabulary import IN_FLIGHT, State
+from workers.demo.groups import group_result, group_traffic, settle_receipts
+from workers.demo.population import Plan, Population, Run
 from workers.demo.report import end_progress, show_progress
 from workers.demo.result import Result
 from workers.demo.stack import Stack
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the demo does: ``offline`` of the ``users`` are never online during traffic."""
-
-    messages: int = 2000
-    users: int = 40
-    offline: int = 8
-    rate: float = 100.0  # messages offered per second
-    race_every: int = 50  # force the seed's race every N messages, at most once a second
-    seed: int = 1
-
-    @property
-    def names(self) -> list[str]:
-        return [f"user-{i:03d}" for i in range(self.users)]
-
-    @property
-    def online_names(self) -> list[str]:
-        return self.names[: self.users - self.offline]
-
-    @property
-    def offline_names(self) -> list[str]:
-        return self.names[self.users - self.offline:]
-
-
-@dataclass
-class Population:
-    """Simulated users: their live clients, what each was shown and when."""
-
-    stack: Stack
-    secret: str
-    rng: random.Random
-    clients: dict[str, DeliveryClient] = field(default_factory=dict)
-    shown_at: dict[str, float] = field(default_factory=dict)
-    wire_duplicates: int = 0
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    async def connect(self, user: str, gateway: str | None = None) -> DeliveryClient:
-        gateway = gateway or self.rng.choice(self.stack.gateway_names)
-        client = DeliveryClient(self.stack.url(gateway), issue_token(user, self.secret, 3600),
-                                reconnect=False)
-        await client.connect()
-        self.clients[user] = client
-        task = asyncio.create_task(self._drain(client))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return client
-
-    async def _drain(self, client: DeliveryClient) -> None:
-        with contextlib.suppress(Exception):
-            async for m in client:
-                if m.id in self.shown_at:
-                    self.wire_duplicates += 1  # a replay of a frame another connection showed
-                else:
-                    self.shown_at[m.id] = time.monotonic()
-
-    async def disconnect(self, user: str) -> None:
-        client = self.clients.pop(user, None)
-        if client is not None:
-            await client.close()
-
-    async def close_all(self) -> None:
-        for user in list(self.clients):
-            await self.disconnect(user)
-
-
-@dataclass
-class Run:
-    """What the traffic did: each message id -> recipient, send time, recipient online."""
-
-    started: float = field(default_factory=time.monotonic)
-    sent: dict[str, tuple[str, float, bool]] = field(default_factory=dict)
-    races: int = 0
-    reconnects: int = 0
-    # Set by the drain: states when traffic settled, and what was shown before the replay.
-    settled: Counter[str] = field(default_factory=Counter)
-    shown_during_traffic: set[str] = field(default_factory=set)
 
 
 async def drive(stack: Stack, settings: Settings, plan: Plan, *,
@@ -108,6 +28,7 @@ async def drive(stack: Stack, settings: Settings, plan: Plan, *,
     rng = random.Random(plan.seed)
     pop = await connect_clients(stack, settings, plan, rng)
     run = await traffic(stack, pop, plan, rng, progress=progress)
+    await group_traffic(stack, pop, plan, run)
     await drain(stack, settings, plan, pop, run, progress=progress)
     return await collect(stack, pop, run)
 
@@ -186,7 +107,8 @@ async def drain(stack: Stack, settings: Settings, plan: Plan, pop: Population, r
     for user in plan.names:
         await pop.connect(user)
     final_deadline = time.monotonic() + 15
-    while time.monotonic() < final_deadline and any(m not in pop.shown_at for m in run.sent):
+    while time.monotonic() < final_deadline and any(
+            m not in pop.shown_at for m in (*run.sent, *run.deliveries)):
         await asyncio.sleep(0.1)
     # Every shown message was acked by its client; wait (bounded) until the store agrees.
     ack_deadline = time.monotonic() + 20
@@ -195,6 +117,7 @@ async def drain(stack: Stack, settings: Settings, plan: Plan, pop: Population, r
         if sum(n for s, n in states.items() if s != State.DELIVERED) == 0:
             break
         await asyncio.sleep(0.2)
+    await settle_receipts(pop, run)  # the last acks' and reads' receipts reach their senders
     await pop.close_all()
     if progress:
         end_progress()
@@ -227,6 +150,7 @@ async def collect(stack: Stack, pop: Population, run: Run) -> Result:
         final_states=final_states,
         latency_ms=percentiles(latencies),
         elapsed_s=round(time.monotonic() - run.started, 2),
+        groups=await group_result(stack, pop, run),
     )
 
 

@@ -47,7 +47,26 @@ def latency_and_totals(result: Result) -> list[str]:
     ]
 
 
-SECTIONS: list[Section] = [outcomes, races_and_duplicates, latency_and_totals]
+def groups(result: Result) -> list[str]:
+    g = result.groups
+    if g is None or g.messages == 0:
+        return []
+    return [
+        f"  group conversations         {g.conversations} "
+        f"({', '.join(map(str, g.members))} members)",
+        f"  group messages sent         {g.messages} ({g.recipient_deliveries} recipient "
+        "deliveries)",
+        f"  shown to their recipients   {g.shown} (in seq order; {g.shown_late} late after a "
+        f"gap, {g.out_of_order} out of order)",
+        f"  LOST per recipient          {g.lost}",
+        f"  receipts to the senders     {g.receipt_frames}",
+        f"  messages missing a delivered receipt  {g.messages_without_all_delivered_receipts}",
+        f"  messages with read receipts {g.messages_with_read_receipts}",
+        f"  group final states          {g.final_states}",
+    ]
+
+
+SECTIONS: list[Section] = [outcomes, races_and_duplicates, groups, latency_and_totals]
 
 
 def report(result: Result, mode: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from celery import Celery
 
 from delivery import migrate
-from delivery.api import send_message
+from delivery.api import send_message, send_to_conversation
 from delivery.celery_app import make_app
 from delivery.db import make_engine
 from delivery.settings import Settings
@@ -31,6 +31,8 @@ class Stack(Protocol):
     def url(self, gateway: str) -> str: ...
     def hold_presence(self, seconds: float) -> None: ...
     def send(self, sender: str, recipient: str, body: Any, client_msg_id: str) -> str: ...
+    def send_group(self, sender: str, conversation: str, body: Any,
+                   client_msg_id: str) -> str: ...
 
 
 class ClusterStack:
@@ -57,6 +59,10 @@ class ClusterStack:
 
     def send(self, sender: str, recipient: str, body: Any, client_msg_id: str) -> str:
         return send_message(sender, recipient, body, client_msg_id=client_msg_id, app=self.app)
+
+    def send_group(self, sender: str, conversation: str, body: Any, client_msg_id: str) -> str:
+        return send_to_conversation(sender, conversation, body, client_msg_id=client_msg_id,
+                                    app=self.app)
 
 
 @contextlib.contextmanager

@@ -164,8 +164,8 @@ async def gateway_harness(
                      presence=presence, channels=channels)
         h = Harness(gw, store, channels, presence, replica, runtime,
                     PresenceEvents(presence), PresenceEvents(replica))
-        runtime.extras["nack_handler"] = lambda **kw: h.nacks.append(kw)
-        runtime.extras["on_ack"] = lambda m, c, w: h.acks.append((m, c, w))
+        runtime.hooks.nack_handler = lambda **kw: h.nacks.append(kw)
+        runtime.hooks.on_ack = lambda m, c, w: h.acks.append((m, c, w))
         await gw.start("127.0.0.1", 0)
         try:
             yield h

@@ -291,3 +291,21 @@ def test_window_invariants(script: list[tuple[str, str, bool]], max_in_flight: i
         assert len(s.queued) == len(s.outbox)
     # Each queued offer was sent or is still queued: nothing vanished.
     assert queued_offers == len(sent) + len(s.outbox)
+
+
+def test_a_restart_reads_again_from_the_oldest_after_this_page() -> None:
+    """An ``owed`` notice during a replay: the same pass goes back to the oldest row (a
+    second pass beside it would offer later seqs ahead of earlier ones)."""
+    c = ReplayCursor(batch=2, tail_s=0)
+    c.row(7)
+    c.restart()
+    assert c.page_read(1) is ReplayNext.NEXT and c.after == 0
+    assert c.page_read(1) is ReplayNext.DONE  # once
+
+
+def test_a_restart_during_a_full_page_waits_for_the_page_to_end() -> None:
+    c = ReplayCursor(batch=2, tail_s=0)
+    c.row(9)
+    c.restart()
+    assert c.page_read(2) is ReplayNext.NEXT and c.after == 9
+    assert c.page_read(0) is ReplayNext.NEXT and c.after == 0

@@ -33,7 +33,7 @@ def test_success_pushes_every_device_with_data_payload(
     body = {"text": "lunch at noon? " + "x" * 300}
     mid, attempt = dispatch(store, body=body)
     outcomes: list[tuple[str, str]] = []
-    runtime.extras["on_push"] = lambda m, o: outcomes.append((m, o))
+    runtime.hooks.on_push = lambda m, o: outcomes.append((m, o))
 
     assert push_message(mid, attempt) == PushOutcome.PUSHED
 
@@ -162,7 +162,7 @@ def test_duplicate_execution_pushes_once(runtime: Runtime, stub: FcmStub, store:
     store.register_device("bob", "tok-b", "web", _now())
     mid, attempt = dispatch(store)
     outcomes: list[str] = []
-    runtime.extras["on_push"] = lambda m, o: outcomes.append(o)
+    runtime.hooks.on_push = lambda m, o: outcomes.append(o)
     assert push_message(mid, attempt) == PushOutcome.PUSHED
     assert push_message(mid, attempt) == PushOutcome.SKIPPED
     assert len(stub.sends_to("tok-a")) == 1 and len(stub.sends_to("tok-b")) == 1

@@ -284,3 +284,21 @@ def test_pipeline_never_loses_or_shows_twice(params: Params) -> None:
     assert pipe["messages"] == params.messages
     assert (pipe["delivered_ws"] + pipe["pushed"] + pipe["pending"] + pipe["expired"]
             == params.messages), "outcomes do not add up" + why
+
+
+def test_group_scenario_naive_loses_per_recipient_what_the_seed_loses_per_message() -> None:
+    """50-recipient group messages under the seed's race: naive fan-out loses about half a
+    percent of recipient deliveries, the pipeline none."""
+    res = run(scenario_params("group", messages=600, seed=1))
+    naive, pipe = res["strategies"]["naive"], res["strategies"]["pipeline"]
+    assert naive["messages"] == pipe["messages"] == 600 * 50
+    assert 0.25 <= naive["lost_pct"] <= 1.0, naive
+    assert pipe["lost"] == 0 and pipe["duplicates_shown"] == 0
+    check_accounting(pipe)
+
+
+def test_group_size_is_checked() -> None:
+    with pytest.raises(ValueError, match="group_size"):
+        scenario_params("group", users=10)
+    with pytest.raises(ValueError, match="dup_send"):
+        scenario_params("group", dup_send=0.1)
