@@ -38,7 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--down", type=float, default=3.0)
     ap.add_argument("--purge", type=float, default=60.0)
     ap.add_argument("--batch", type=float, default=0.005)
+    ap.add_argument(
+        "--impl", choices=("now", "v1"), default="now",
+        help="v1: the replica before the per-node cost cuts (bench/presence_v1), for comparisons",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    if args.impl == "v1":
+        import presence.runtime
+        from bench.presence_v1.replica import Replica as ReplicaV1
+
+        presence.runtime.Replica = ReplicaV1  # type: ignore[attr-defined,assignment]
     cfg = PresenceConfig(
         heartbeat_s=args.heartbeat, down_s=args.down, purge_s=args.purge, batch_s=args.batch
     )

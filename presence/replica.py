@@ -68,6 +68,7 @@ class Replica:
         self._peers: dict[Rid, Peer] = {}
         self._next_hb = now  # announce ourselves at once
         self._flush_at: float | None = None
+        self._last_flush = float("-inf")
         self._want: dict[Rid, tuple[int, Rid]] = {}
         self._outstanding: dict[Rid, tuple[int, float]] = {}
         self._req_seq = 0
@@ -196,6 +197,15 @@ class Replica:
             return
         if sender not in self._baseline:
             self._baseline[sender] = dict(clock)
+        elif clock == peer.clock:
+            # the usual heartbeat: nothing new since the last one. Only origins we
+            # still lag on matter (a want dropped after a failed transfer is re-learned).
+            for origin in self.state.behind(clock):
+                if origin != self.rid and not self.state.is_purged(origin):
+                    cur = self._want.get(origin)
+                    if cur is None or clock[origin] > cur[0]:
+                        self._want[origin] = (clock[origin], sender)
+            return
         peer.clock = dict(clock)
         for origin, n in clock.items():
             if origin == self.rid or self.state.is_purged(origin):
@@ -333,6 +343,7 @@ class Replica:
         self._flush_at = None
         if part is None:
             return []
+        self._last_flush = self._now
         limit = self.config.chunk_entries
         outs: builtins.list[Out] = []
         events = part.events
@@ -355,7 +366,9 @@ class Replica:
         out: builtins.list[Out] = []
         if self.state.has_delta():
             if self._flush_at is None:
-                self._flush_at = now + self.config.batch_s
+                # leading edge: a change after a quiet period goes out at once; the
+                # changes that follow within batch_s wait for the end of that window
+                self._flush_at = max(now, self._last_flush + self.config.batch_s)
             if now >= self._flush_at:
                 out += self.flush()
         if now >= self._next_hb:

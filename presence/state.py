@@ -35,10 +35,11 @@ from __future__ import annotations
 import builtins
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import itemgetter
+from operator import gt, is_, itemgetter
+from types import NoneType
 from typing import Any, NamedTuple, NoReturn, cast
 
 from . import _gc
@@ -165,29 +166,86 @@ class MergeResult:
 _new_tuple = tuple.__new__
 
 Entry = tuple[str, str, str, Meta, Rid]
-"""An entry as stored: a plain tuple laid out like :class:`Presence`.
+"""An entry laid out like :class:`Presence`: ``(key, conn, node, meta, origin)``."""
 
-Plain tuples, not ``Presence`` instances: CPython's garbage collector stops
-tracking an exact tuple whose items are atomic (strings, ints, a dict of
-strings) but never a tuple *subclass* such as a ``NamedTuple``. Stored as
-``Presence``, a million entries stayed a million objects to traverse on every
-full collection (about 0.1 s each); stored as tuples they leave the collector's
-lists after their first collection. ``Presence`` objects are built on the way
-out (``list``, joins, leaves), which costs about 50 ns each.
-"""
-
-Stored = Entry | tuple[Entry, ...]
-"""The value of a key: one entry, or a tuple of entries (several connections)."""
+Row = tuple[str, str, Meta]
+"""An entry of a known origin: ``(key, conn, meta)`` (the layout of a slice)."""
 
 _dot = itemgetter(0)
-_first = itemgetter(0)
 _key_of = itemgetter(1)
 _conn_of = itemgetter(2)
 _meta_of = itemgetter(3)
-_key_of_entry = itemgetter(0)
-_conn_of_entry = itemgetter(1)
-_meta_of_entry = itemgetter(2)
-_slice_entry = itemgetter(0, 1, 3)  # stored entry -> (key, conn, meta)
+_key_of_row = itemgetter(0)
+_conn_of_row = itemgetter(1)
+_meta_of_row = itemgetter(2)
+
+# Metas whose values are all of these types are interned (shared by equal metas);
+# ``1 == True`` but they stay apart because the value types are part of the key.
+_ATOMIC = frozenset({str, int, float, bool, NoneType, bytes})
+_INTERN_MAX = 4096
+
+
+class _Table(dict[str, Any]):
+    """The entries of one origin, by key.
+
+    A value is the connection id (the entry's meta is the table's ``meta``, the
+    common case: no dict or tuple per entry), a ``(conn, meta)`` pair, or a
+    tuple of such pairs when the origin has several connections of the key.
+    """
+
+    __slots__ = ("meta", "name", "origin", "size")
+
+    def __init__(self, origin: Rid, meta: Meta) -> None:
+        super().__init__()
+        self.origin = origin
+        self.name = origin[0]
+        self.meta = meta  # the meta of entries stored as a bare connection id
+        self.size = 0  # entries (several per key when a key has several connections)
+
+    def pairs(self, v: Any) -> builtins.list[tuple[str, Meta]]:
+        """The ``(conn, meta)`` pairs of the value ``v`` of one key."""
+        if type(v) is str:
+            return [(v, self.meta)]
+        if type(v[0]) is str:
+            return [v]
+        return builtins.list(v)
+
+    def value(self, pairs: builtins.list[tuple[str, Meta]]) -> Any:
+        if len(pairs) > 1:
+            return tuple(pairs)
+        conn, meta = pairs[0]
+        # by identity (metas are interned): an equal meta of other value types
+        # (``{"v": 1}`` / ``{"v": True}``) keeps its own object
+        return conn if meta is self.meta else (conn, meta)
+
+    def rows(self) -> builtins.list[Row]:
+        """Every entry as ``(key, conn, meta)``; C loops when no key has several."""
+        vals = builtins.list(self.values())
+        if not vals or set(map(type, vals)) == {str}:
+            return builtins.list(zip(self.keys(), vals, repeat(self.meta), strict=False))
+        out: builtins.list[Row] = []
+        for key, v in self.items():
+            if type(v) is str:
+                out.append((key, v, self.meta))
+            elif type(v[0]) is str:
+                out.append((key, v[0], v[1]))
+            else:
+                out.extend((key, c, m) for c, m in v)
+        return out
+
+    def presences(self, rows: Iterable[Row]) -> builtins.list[Presence]:
+        ks, cs, ms = zip(*rows, strict=True) if rows else ((), (), ())
+        return self.columns_presences(ks, cs, ms)
+
+    def columns_presences(
+        self, keys: Iterable[str], conns: Iterable[str], metas: Iterable[Meta]
+    ) -> builtins.list[Presence]:
+        rows = zip(keys, conns, repeat(self.name), metas, repeat(self.origin), strict=False)
+        return builtins.list(map(_new_tuple, repeat(Presence), rows))
+
+
+Indexed = _Table | tuple[_Table, ...]
+"""The value of a key in the index: the table of its origin, or of each of its origins."""
 
 
 def _size_of(parts: Sequence[Part]) -> int:
@@ -197,21 +255,9 @@ def _size_of(parts: Sequence[Part]) -> int:
     return n
 
 
-def _one(v: Stored) -> Entry:
-    return cast("Entry", v)
-
-
-def _many(v: Stored) -> tuple[Entry, ...]:
-    return cast("tuple[Entry, ...]", v)
-
-
 def _presence(e: Entry) -> Presence:
     p: Presence = _new_tuple(Presence, e)
     return p
-
-
-def _presences(es: Iterable[Entry]) -> builtins.list[Presence]:
-    return builtins.list(map(_new_tuple, repeat(Presence), es))
 
 
 class _Log:
@@ -237,22 +283,30 @@ def _compact(events: Iterable[Event]) -> tuple[Event, ...]:
 class State:
     """The presence set of one replica. Not thread-safe for writers.
 
-    Readers of :meth:`list` on other threads are safe without a lock: the per-key
-    values are immutable tuples swapped atomically and the down set is a frozenset.
+    Readers of :meth:`list` on other threads are safe without a lock: every
+    write replaces a value in one dict (atomic), a reader that finds a key
+    in the index but not (yet, or any more) in its origin's table skips it,
+    and the down set is a frozenset.
+
+    Storage (per-origin tables, no object per entry in the common case):
+    ``_tabs[origin]`` maps each key to its connection id (see :class:`_Table`),
+    and ``_by_key[key]`` is the table of the key's origin (a shared object, so
+    it costs one dict slot), or a tuple of tables when several origins hold it.
     """
 
     __slots__ = (
         "_by_key",
         "_ctx",
         "_down",
+        "_interned",
         "_logs",
         "_max_inc",
-        "_origin_keys",
         "_own_conns",
         "_pending",
         "_pending_start",
         "_purged",
         "_size",
+        "_tabs",
         "log_size",
         "replica",
     )
@@ -261,11 +315,8 @@ class State:
         self.replica: Rid = (str(replica[0]), int(replica[1]))
         self.log_size = log_size
         self._ctx: dict[Rid, int] = {self.replica: 0}
-        # key -> one entry, or a tuple of entries; an entry's first item is its
-        # key (a str), a tuple of entries' first item is a tuple
-        self._by_key: dict[str, Stored] = {}
-        # per origin, the keys it has entries under (a dict used as a compact ordered set)
-        self._origin_keys: dict[Rid, dict[str, None]] = {}
+        self._by_key: dict[str, Indexed] = {}
+        self._tabs: dict[Rid, _Table] = {}
         # own connection -> its key, or the set of its keys (rare: one conn, several keys)
         self._own_conns: dict[str, str | set[str]] = {}
         self._down: frozenset[Rid] = frozenset()
@@ -275,6 +326,7 @@ class State:
         self._pending: builtins.list[Event] = []
         self._pending_start = 0
         self._size = 0
+        self._interned: dict[Any, Meta] = {}
 
     # ------------------------------------------------------------------ reads
 
@@ -288,67 +340,62 @@ class State:
         if v is None:
             return []
         down = self._down
-        if type(v[0]) is str:
-            if down and v[4] in down:
+        if type(v) is _Table:
+            if down and v.origin in down:
                 return []
-            return [_new_tuple(Presence, v)]
-        if down:
-            return [_new_tuple(Presence, e) for e in _many(v) if e[4] not in down]
-        return _presences(_many(v))
+            c = v.get(key)
+            if type(c) is str:
+                return [_new_tuple(Presence, (key, c, v.name, v.meta, v.origin))]
+            return [] if c is None else self._expand(key, v, c)
+        out: builtins.list[Presence] = []
+        for tab in cast("tuple[_Table, ...]", v):
+            if not (down and tab.origin in down):
+                c = tab.get(key)
+                if c is not None:
+                    out += self._expand(key, tab, c)
+        return out
+
+    @staticmethod
+    def _expand(key: str, tab: _Table, v: Any) -> builtins.list[Presence]:
+        name, origin = tab.name, tab.origin
+        return [_new_tuple(Presence, (key, c, name, m, origin)) for c, m in tab.pairs(v)]
 
     def list_all(self) -> builtins.list[Presence]:
         """Every visible entry."""
-        return _presences(self._iter_visible())
-
-    def _iter_visible(self) -> Iterator[Entry]:
+        out: builtins.list[Presence] = []
         down = self._down
-        for v in builtins.list(self._by_key.values()):
-            if type(v[0]) is str:
-                if not (down and v[4] in down):
-                    yield _one(v)
-            else:
-                for e in _many(v):
-                    if not (down and e[4] in down):
-                        yield e
-
-    def _stored(self, origin: Rid) -> builtins.list[Entry]:
-        """Every stored entry of ``origin``, as stored."""
-        ks = self._origin_keys.get(origin)
-        if not ks:
-            return []
-        by_key = self._by_key
-        vals: builtins.list[Any] = builtins.list(map(by_key.get, ks))
-        if None not in vals and set(map(type, map(_first, vals))) == {str}:
-            # one entry per key: it is the origin's (``_origin_keys`` invariant)
-            return cast("builtins.list[Entry]", vals)
-        out: builtins.list[Entry] = []
-        for v in vals:
-            if v is None:
-                continue
-            if type(v[0]) is str:
-                if v[4] == origin:
-                    out.append(_one(v))
-            else:
-                out.extend(e for e in _many(v) if e[4] == origin)
+        for tab in builtins.list(self._tabs.values()):
+            if not (down and tab.origin in down):
+                out += tab.presences(tab.rows())
         return out
+
+    def _rows(self, origin: Rid) -> builtins.list[Row]:
+        tab = self._tabs.get(origin)
+        return tab.rows() if tab else []
 
     def entries_of(self, origin: Rid) -> builtins.list[Presence]:
         """Every stored entry of ``origin`` (even if the origin is down)."""
-        return _presences(self._stored(origin))
+        tab = self._tabs.get(origin)
+        return tab.presences(tab.rows()) if tab else []
 
-    def _find(self, key: str, conn: str, origin: Rid) -> Entry | None:
-        v = self._by_key.get(key)
+    def _find(self, key: str, conn: str, origin: Rid) -> Meta | None:
+        """The meta of the stored entry ``(key, origin, conn)``, or None."""
+        tab = self._tabs.get(origin)
+        if tab is None:
+            return None
+        v = tab.get(key)
         if v is None:
             return None
-        for e in (_one(v),) if type(v[0]) is str else _many(v):
-            if e[1] == conn and e[4] == origin:
-                return e
+        for c, m in tab.pairs(v):
+            if c == conn:
+                return m
         return None
 
     def get(self, key: str, conn: str, origin: Rid | None = None) -> Presence | None:
         """The stored entry ``(key, origin, conn)`` (own replica by default)."""
-        e = self._find(key, conn, self.replica if origin is None else origin)
-        return None if e is None else _presence(e)
+        origin = self.replica if origin is None else origin
+        m = self._find(key, conn, origin)
+        return None if m is None else _presence((key, conn, origin[0], m, origin))
 
     def clock(self) -> dict[Rid, int]:
         """The causal context: ``{origin: counter}`` of every known, not purged origin."""
@@ -356,6 +403,13 @@ class State:
 
     def counter(self, origin: Rid) -> int:
         return self._ctx.get(origin, 0)
+
+    def behind(self, clock: Mapping[Rid, int]) -> builtins.list[Rid]:
+        """Origins on which ``clock`` is ahead of ours (C loops when there are none)."""
+        ctx = self._ctx
+        if not any(map(gt, clock.values(), map(ctx.get, clock, repeat(0)))):
+            return []
+        return [o for o, n in clock.items() if n > ctx.get(o, 0)]
 
     def origins(self) -> builtins.list[Rid]:
         return list(self._ctx)
@@ -375,70 +429,105 @@ class State:
         return known is not None and origin[1] < known
 
     def origin_size(self, origin: Rid) -> int:
-        return len(self._stored(origin))
+        tab = self._tabs.get(origin)
+        return tab.size if tab is not None else 0
 
     # --------------------------------------------------------- storage helpers
 
-    def _put(self, e: Entry) -> Entry | None:
-        """Store ``e``; returns the entry it replaced (same key, conn and origin)."""
-        key = e[0]
+    def intern(self, meta: Meta | None) -> Meta:
+        """One shared object per distinct meta of atomic values (most metas are equal:
+        e.g. the gateway's ``{"node": ...}``), so that entries do not each hold a copy."""
+        if not meta:
+            return EMPTY_META
+        if type(meta) is not dict or not set(map(type, meta.values())) <= _ATOMIC:
+            return meta
+        k = (tuple(meta.items()), tuple(map(type, meta.values())))
+        got = self._interned.get(k)
+        if got is None:
+            if len(self._interned) >= _INTERN_MAX:
+                self._interned.clear()  # bounded: metas unique per entry are not shared
+            # a copy: a caller that mutates its own dict later changes no stored entry
+            got = self._interned[k] = dict(meta)
+        return got
+
+    def _intern_column(self, metas: builtins.list[Any]) -> builtins.list[Any]:
+        """``metas`` with equal ones shared: Python work per distinct object only."""
+        if all(map(is_, metas, repeat(metas[0]))):  # one meta object for all: the common case
+            m = self.intern(metas[0]) if metas[0] is not None else None
+            return metas if m is metas[0] else [m] * len(metas)
+        ids = builtins.list(map(id, metas))
+        distinct = dict(zip(ids, metas, strict=True))
+        remap: dict[int, Any] = {i: self.intern(m) for i, m in distinct.items() if m is not None}
+        if all(remap[i] is m for i, m in distinct.items() if m is not None):
+            return metas
+        remap.update((i, None) for i, m in distinct.items() if m is None)
+        return builtins.list(map(remap.__getitem__, ids))
+
+    def _table(self, origin: Rid, meta: Meta) -> _Table:
+        tab = self._tabs.get(origin)
+        if tab is None:
+            tab = self._tabs[origin] = _Table(origin, meta if meta is not None else EMPTY_META)
+        elif not tab and meta is not None:
+            tab.meta = meta  # an empty table takes the meta of its next entry as default
+        return tab
+
+    def _index(self, key: str, tab: _Table) -> None:
         cur = self._by_key.get(key)
         if cur is None:
-            self._by_key[key] = e
-        elif type(cur[0]) is str:
-            if cur[1] == e[1] and cur[4] == e[4]:
-                self._by_key[key] = e
-                return _one(cur)
-            self._by_key[key] = (_one(cur), e)
+            self._by_key[key] = tab
+        elif type(cur) is _Table:
+            if cur is not tab:
+                self._by_key[key] = (cur, tab)
+        elif not any(t is tab for t in cast("tuple[_Table, ...]", cur)):
+            self._by_key[key] = (*cast("tuple[_Table, ...]", cur), tab)
+
+    def _unindex(self, key: str, tab: _Table) -> None:
+        cur = self._by_key.get(key)
+        if cur is tab:
+            del self._by_key[key]
+        elif type(cur) is tuple:
+            rest = tuple(t for t in cur if t is not tab)
+            self._by_key[key] = rest[0] if len(rest) == 1 else rest
+
+    def _put(self, origin: Rid, key: str, conn: str, meta: Meta) -> Meta | None:
+        """Store the entry; returns the meta it replaced (same key, conn and origin)."""
+        tab = self._table(origin, meta)
+        v = tab.get(key)
+        if v is None:
+            tab[key] = conn if meta is tab.meta else (conn, meta)
+            self._index(key, tab)
         else:
-            tup = _many(cur)
-            for i, q in enumerate(tup):
-                if q[1] == e[1] and q[4] == e[4]:
-                    self._by_key[key] = (*tup[:i], e, *tup[i + 1 :])
-                    return q
-            self._by_key[key] = (*tup, e)
+            pairs = tab.pairs(v)
+            for i, (c, m) in enumerate(pairs):
+                if c == conn:
+                    pairs[i] = (conn, meta)
+                    tab[key] = tab.value(pairs)
+                    return m
+            pairs.append((conn, meta))
+            tab[key] = tab.value(pairs)
+        tab.size += 1
         self._size += 1
-        ks = self._origin_keys.get(e[4])
-        if ks is None:
-            self._origin_keys[e[4]] = {key: None}
-        else:
-            ks[key] = None
         return None
 
-    def _del(self, key: str, conn: str, origin: Rid) -> Entry | None:
-        cur = self._by_key.get(key)
-        if cur is None:
+    def _del(self, origin: Rid, key: str, conn: str) -> Meta | None:
+        """Remove the entry; returns its meta, or None if it was not stored."""
+        tab = self._tabs.get(origin)
+        v = None if tab is None else tab.get(key)
+        if v is None or tab is None:
             return None
-        old: Entry | None = None
-        still_has_origin = False
-        if type(cur[0]) is str:
-            if cur[1] == conn and cur[4] == origin:
-                del self._by_key[key]
-                old = _one(cur)
-        else:
-            keep: builtins.list[Entry] = []
-            for q in _many(cur):
-                if old is None and q[1] == conn and q[4] == origin:
-                    old = q
+        pairs = tab.pairs(v)
+        for i, (c, m) in enumerate(pairs):
+            if c == conn:
+                del pairs[i]
+                if pairs:
+                    tab[key] = tab.value(pairs)
                 else:
-                    keep.append(q)
-                    if q[4] == origin:
-                        still_has_origin = True
-            if old is not None:
-                if len(keep) == 1:
-                    self._by_key[key] = keep[0]
-                else:
-                    self._by_key[key] = tuple(keep)
-        if old is None:
-            return None
-        self._size -= 1
-        if not still_has_origin:
-            ks = self._origin_keys.get(origin)
-            if ks is not None:
-                ks.pop(key, None)
-                if not ks:
-                    del self._origin_keys[origin]
-        return old
+                    del tab[key]
+                    self._unindex(key, tab)
+                tab.size -= 1
+                self._size -= 1
+                return m
+        return None
 
     def _log(self, origin: Rid, ev: Event) -> None:
         log = self._logs.get(origin)
@@ -464,14 +553,13 @@ class State:
 
         Tracking an entry that already exists with an equal meta is a no-op.
         """
-        m: Meta = meta if meta else EMPTY_META
+        m = self.intern(meta)
         me = self.replica
         cur = self._find(key, conn, me)
-        if cur is not None and cur[3] == m:
-            return _presence(cur)
+        if cur is not None and cur == m:
+            return _presence((key, conn, me[0], cur, me))
         self._bump(key, conn, m)
-        e: Entry = (key, conn, me[0], m, me)
-        self._put(e)
+        self._put(me, key, conn, m)
         own = self._own_conns.get(conn)
         if own is None:
             self._own_conns[conn] = key
@@ -480,7 +568,7 @@ class State:
                 self._own_conns[conn] = {own, key}
         else:
             cast("set[str]", own).add(key)
-        return _presence(e)
+        return _presence((key, conn, me[0], m, me))
 
     def update(self, key: str, conn: str, meta: Meta | None) -> Presence | None:
         """Replace the meta of a tracked entry; ``None`` if it is not tracked."""
@@ -490,7 +578,8 @@ class State:
 
     def untrack(self, key: str, conn: str) -> Presence | None:
         """Untrack one entry; returns it, or ``None`` (no-op) if it was not tracked."""
-        old = self._del(key, conn, self.replica)
+        me = self.replica
+        old = self._del(me, key, conn)
         if old is None:
             return None
         self._bump(key, conn, None)
@@ -504,7 +593,7 @@ class State:
                 keys.discard(key)
                 if not keys:
                     del self._own_conns[conn]
-        return _presence(old)
+        return _presence((key, conn, me[0], old, me))
 
     def untrack_conn(self, conn: str) -> builtins.list[Presence]:
         """Untrack every entry of ``conn`` on this replica."""
@@ -551,7 +640,7 @@ class State:
             return False
         elif inc > known:
             old = (name, known)
-            if old in self._ctx or old in self._origin_keys:
+            if old in self._ctx or old in self._tabs:
                 res.leaves += self.purge(old).leaves
                 res.superseded.append(old)
             else:
@@ -617,7 +706,7 @@ class State:
         if evs and evs[0].n <= have:
             evs = evs[bisect_right(evs, have, key=_dot) :]
         if evs:
-            metas = builtins.list(map(_meta_of, evs))
+            metas = self._intern_column(builtins.list(map(_meta_of, evs)))
             if None in metas or not self._insert_new(
                 builtins.list(map(_key_of, evs)),
                 builtins.list(map(_conn_of, evs)),
@@ -625,7 +714,7 @@ class State:
                 origin,
                 res.joins if visible else None,
             ):
-                self._apply_events(evs, origin, visible, res)
+                self._apply_events(evs, metas, origin, visible, res)
         self._ctx[origin] = part.end
         if log is not None:
             if len(evs) >= self.log_size:
@@ -641,23 +730,27 @@ class State:
                     log.base = log.events.popleft().n
 
     def _apply_events(
-        self, evs: Iterable[Event], origin: Rid, visible: bool, res: MergeResult
+        self,
+        evs: Sequence[Event],
+        metas: builtins.list[Any],
+        origin: Rid,
+        visible: bool,
+        res: MergeResult,
     ) -> None:
         """The general (per-event) path of a delta merge."""
         name = origin[0]
         joins, leaves = res.joins, res.leaves
-        for _n, key, conn, meta in evs:
+        for (_n, key, conn, _m), meta in zip(evs, metas, strict=True):
             if meta is None:
-                old = self._del(key, conn, origin)
+                old = self._del(origin, key, conn)
                 if old is not None and visible:
-                    leaves.append(_presence(old))
+                    leaves.append(_presence((key, conn, name, old, origin)))
             else:
-                e: Entry = (key, conn, name, meta, origin)
-                old = self._put(e)
+                old = self._put(origin, key, conn, meta)
                 if visible:
                     if old is not None:
-                        leaves.append(_presence(old))
-                    joins.append(_presence(e))
+                        leaves.append(_presence((key, conn, name, old, origin)))
+                    joins.append(_presence((key, conn, name, meta, origin)))
 
     def _insert_new(
         self,
@@ -667,30 +760,32 @@ class State:
         origin: Rid,
         joins: builtins.list[Presence] | None,
     ) -> bool:
-        """Bulk insert when every key is new to the state and unique in the batch.
+        """Bulk insert when every key is new to the origin's table and unique in the batch.
 
         This is the common shape of a join, a transfer and a big delta. The whole
-        batch is then built and indexed by C loops (``zip``/``dict.update``)
+        batch is then stored and indexed by C loops (``zip``/``dict.update``)
         instead of one :meth:`_put` per entry. Returns False (nothing done) when
         the batch does not have that shape; the caller takes the general path.
         """
-        by_key = self._by_key
-        if not by_key.keys().isdisjoint(keys):
+        tab = self._table(origin, metas[0])
+        if tab and not tab.keys().isdisjoint(keys):
             return False
         if len(keys) > 1 and len(set(keys)) != len(keys):
             return False
-        es: builtins.list[Entry] = builtins.list(
-            zip(keys, conns, repeat(origin[0]), metas, repeat(origin), strict=False)
-        )
-        by_key.update(zip(keys, es, strict=True))
-        ks = self._origin_keys.get(origin)
-        if ks is None:
-            self._origin_keys[origin] = dict.fromkeys(keys)
+        if all(map(is_, metas, repeat(tab.meta))):  # by identity: metas are interned
+            tab.update(zip(keys, conns, strict=True))
         else:
-            ks.update(dict.fromkeys(keys))
-        self._size += len(es)
+            tab.update(zip(keys, zip(conns, metas, strict=True), strict=True))
+        by_key = self._by_key
+        if by_key.keys().isdisjoint(keys):
+            by_key.update(zip(keys, repeat(tab), strict=False))
+        else:
+            for key in keys:
+                self._index(key, tab)
+        tab.size += len(keys)
+        self._size += len(keys)
         if joins is not None:
-            joins += _presences(es)
+            joins += tab.columns_presences(keys, conns, metas)
         return True
 
     def _merge_slice(self, part: SlicePart, res: MergeResult, diffs: bool) -> None:
@@ -704,45 +799,46 @@ class State:
             return
         visible = diffs and origin not in self._down
         ents = part.entries
-        if origin not in self._origin_keys:
-            # nothing stored for this origin yet (a transfer to a new replica)
-            if ents and not self._insert_new(
-                builtins.list(map(_key_of_entry, ents)),
-                builtins.list(map(_conn_of_entry, ents)),
-                builtins.list(map(_meta_of_entry, ents)),
+        if ents:
+            metas = self._intern_column(builtins.list(map(_meta_of_row, ents)))
+            if self._tabs.get(origin) or not self._insert_new(
+                builtins.list(map(_key_of_row, ents)),
+                builtins.list(map(_conn_of_row, ents)),
+                metas,
                 origin,
                 res.joins if visible else None,
             ):
-                self._replace_slice(ents, origin, visible, res)
+                # we hold entries of this origin (or the batch has duplicates): diff
+                self._replace_slice(ents, metas, origin, visible, res)
         else:
-            self._replace_slice(ents, origin, visible, res)
+            self._replace_slice(ents, [], origin, visible, res)
         self._ctx[origin] = part.counter
         self._logs[origin] = _Log(part.counter)
 
     def _replace_slice(
         self,
-        ents: tuple[tuple[str, str, Meta], ...],
+        ents: Sequence[Row],
+        metas: builtins.list[Any],
         origin: Rid,
         visible: bool,
         res: MergeResult,
     ) -> None:
         """The general path of a slice merge: diff against what we hold of ``origin``."""
         name = origin[0]
-        old_map = {(e[0], e[1]): e for e in self._stored(origin)}
-        for key, conn, meta in ents:
+        old_map = {(k, c): m for k, c, m in self._rows(origin)}
+        for (key, conn, _m), meta in zip(ents, metas, strict=True):
             old = old_map.pop((key, conn), None)
-            if old is not None and old[3] == meta:
+            if old is not None and old == meta:
                 continue
-            e: Entry = (key, conn, name, meta, origin)
-            self._put(e)
+            self._put(origin, key, conn, meta)
             if visible:
                 if old is not None:
-                    res.leaves.append(_presence(old))
-                res.joins.append(_presence(e))
+                    res.leaves.append(_presence((key, conn, name, old, origin)))
+                res.joins.append(_presence((key, conn, name, meta, origin)))
         for (key, conn), old in old_map.items():
-            self._del(key, conn, origin)
+            self._del(origin, key, conn)
             if visible:
-                res.leaves.append(_presence(old))
+                res.leaves.append(_presence((key, conn, name, old, origin)))
 
     # ----------------------------------------------------------- extraction
 
@@ -777,15 +873,14 @@ class State:
                     # announce an origin the remote never heard of
                     parts.append(SlicePart(origin, 0, ()))
                 continue
-            entries = self._stored(origin)
             if prefer_delta and rc > 0:
                 log = self._logs.get(origin)
                 if log is not None and log.base <= rc:
                     events = _compact(e for e in log.events if e.n > rc)
-                    if len(events) <= len(entries):
+                    if len(events) <= self.origin_size(origin):
                         parts.append(DeltaPart(origin, rc, n, events))
                         continue
-            parts.append(SlicePart(origin, n, tuple(map(_slice_entry, entries))))
+            parts.append(SlicePart(origin, n, tuple(self._rows(origin))))
         return parts
 
     # --------------------------------------------------------- replica status
@@ -824,14 +919,15 @@ class State:
         res = MergeResult()
         if origin == self.replica:
             return res
-        was_visible = origin not in self._down
-        for e in self._stored(origin):
-            self._del(e[0], e[1], origin)
-            if was_visible:
-                res.leaves.append(_presence(e))
+        tab = self._tabs.pop(origin, None)
+        if tab is not None:
+            if origin not in self._down:
+                res.leaves = tab.presences(tab.rows())
+            for key in tab:
+                self._unindex(key, tab)
+            self._size -= tab.size
         self._ctx.pop(origin, None)
         self._logs.pop(origin, None)
-        self._origin_keys.pop(origin, None)
         if origin in self._down:
             self._down = self._down - {origin}
         self._purged.add(origin)
@@ -846,5 +942,5 @@ class State:
         """Every stored entry, grouped by origin (for tests and debugging)."""
         out: dict[Rid, dict[tuple[str, str], Meta]] = {}
         for origin in self._ctx:
-            out[origin] = {(e[0], e[1]): e[3] for e in self._stored(origin)}
+            out[origin] = {(k, c): m for k, c, m in self._rows(origin)}
         return out

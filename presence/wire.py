@@ -7,23 +7,32 @@ A frame is one msgpack array::
 ======  ====  =============================================================
 type    code  body
 ======  ====  =============================================================
-HB      1     ``[clock]``  clock = ``[[name, inc, n], ...]``
+HB      1     ``[clock]``  clock = ``[names, incarnations, counters]``
 DELTA   2     ``[parts]``
 REQ     3     ``[to_name, to_inc, req_id, clock]``
 ACK     4     ``[to_name, to_inc, req_id, parts, seq, total]``
 LEAVE   5     ``[]``
 ======  ====  =============================================================
 
-A part is ``[0, name, inc, start, end, [[n, key, conn, meta|nil], ...]]`` (delta)
-or ``[1, name, inc, counter, [[key, conn, meta], ...]]`` (slice). Decoding
-validates every field; anything unexpected raises :class:`WireError` with a
-``kind`` (``oversized``, ``foreign``, ``version``, ``malformed``) so that the
-replica can drop and count it.
+Parts are columnar (version 2): a delta part is
+``[0, name, inc, start, end, ns, keys, conns, metas, midx]`` and a slice part
+``[1, name, inc, counter, keys, conns, metas, midx]``. ``ns``, ``keys`` and
+``conns`` are parallel arrays (one item per event or entry); ``metas`` is the
+table of distinct metas (maps, or nil for an untrack in a delta) and ``midx``
+the index into it of each item's meta, or one int when every item has the
+same meta. Decoding validates every field; anything unexpected raises
+:class:`WireError` with a ``kind`` (``oversized``, ``foreign``, ``version``,
+``malformed``) so that the replica can drop and count it.
+
+Why columns: msgpack builds one Python list per array, so a row format costs a
+list (and a meta map) per entry on decode; columns cost one list per column
+and one map per distinct meta (a 10k-entry delta unpacks in 0.6 ms instead of
+7 to 15 ms).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import chain, islice, repeat
 from operator import lt
@@ -56,13 +65,12 @@ __all__ = [
 ]
 
 MAGIC = "pz"
-VERSION = 1
+VERSION = 2
 HB, DELTA, REQ, ACK, LEAVE = 1, 2, 3, 4, 5
 MAX_FRAME_BYTES = 32 * 1024 * 1024
 
 _new_tuple = tuple.__new__
 _BULK_BYTES = 64 * 1024  # about 2,000 entries: decoded with the collector paused
-_EMPTY_DICT: dict[str, Any] = {}
 
 
 class WireError(ValueError):
@@ -93,22 +101,46 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot pack {type(obj).__name__}")
 
 
-def _clock_out(clock: Mapping[Rid, int]) -> list[list[Any]]:
-    return [[r[0], r[1], n] for r, n in clock.items()]
+def _clock_out(clock: Mapping[Rid, int]) -> list[Any]:
+    # columns: [names, incarnations, counters] (decoded without a list per origin)
+    if not clock:
+        return [[], [], []]
+    names, incs = zip(*clock, strict=True)
+    return [names, incs, list(clock.values())]
+
+
+def _meta_columns(metas: tuple[Any, ...]) -> tuple[list[Any], int | list[int]]:
+    """Dictionary-encode a meta column by object identity (C loops, Python per distinct meta)."""
+    ids = list(map(id, metas))
+    table = dict(zip(ids, metas, strict=True))  # first occurrence order; the objects stay alive
+    if len(table) == 1:
+        return list(table.values()), 0
+    pos = {i: n for n, i in enumerate(table)}
+    return list(table.values()), list(map(pos.__getitem__, ids))
 
 
 def _parts_out(parts: list[Part]) -> list[list[Any]]:
-    # Events and slice entries are tuples laid out exactly as on the wire
-    # (``(n, key, conn, meta)`` / ``(key, conn, meta)``): msgpack packs them as
-    # arrays without any per-entry Python work. Non-dict metas go through
-    # ``_default``.
+    # Rows are turned into columns with one ``zip(*rows)``; metas are
+    # dictionary-encoded (equal metas are one object: ``State`` interns them).
     out: list[list[Any]] = []
     for p in parts:
         if type(p) is DeltaPart:
-            out.append([0, p.origin[0], p.origin[1], p.start, p.end, p.events])
+            if p.events:
+                ns, keys, conns, metas = zip(*p.events, strict=True)
+                table, midx = _meta_columns(metas)
+            else:
+                ns = keys = conns = ()
+                table, midx = [], []
+            out.append([0, p.origin[0], p.origin[1], p.start, p.end, ns, keys, conns, table, midx])
         else:
             s: SlicePart = p  # type: ignore[assignment]
-            out.append([1, s.origin[0], s.origin[1], s.counter, s.entries])
+            if s.entries:
+                keys, conns, metas = zip(*s.entries, strict=True)
+                table, midx = _meta_columns(metas)
+            else:
+                keys = conns = ()
+                table, midx = [], []
+            out.append([1, s.origin[0], s.origin[1], s.counter, keys, conns, table, midx])
     return out
 
 
@@ -187,14 +219,18 @@ def _rid(name: Any, inc: Any) -> Rid:
 
 
 def _clock_in(x: Any) -> dict[Rid, int]:
-    if type(x) is not list:
-        raise _bad("clock must be a list")
-    out: dict[Rid, int] = {}
-    for item in x:
-        if type(item) is not list or len(item) != 3:
-            raise _bad("clock item")
-        out[_rid(item[0], item[1])] = _int(item[2])
-    return out
+    if type(x) is not list or len(x) != 3 or not all(type(c) is list for c in x):
+        raise _bad("clock must be three columns")
+    names, incs, ns = x
+    if not len(names) == len(incs) == len(ns):
+        raise _bad("clock columns")
+    if not names:
+        return {}
+    if not (_all_type(names, str) and _all_type(incs, int) and _all_type(ns, int)):
+        raise _bad("clock item")
+    if min(incs) < 0 or min(ns) < 0:
+        raise _bad("expected a non-negative int")
+    return dict(zip(zip(names, incs, strict=True), ns, strict=True))
 
 
 def _all_type(xs: Any, t: type) -> bool:
@@ -202,61 +238,61 @@ def _all_type(xs: Any, t: type) -> bool:
     return set(map(type, xs)) <= {t}
 
 
-def _metas_ok(metas: tuple[Any, ...], allow_none: bool) -> bool:
-    types = set(map(type, metas))
+def _meta_table(x: Any, allow_none: bool) -> list[Any]:
+    """The validated meta table, with empty maps replaced by the shared :data:`EMPTY_META`."""
+    if type(x) is not list:
+        raise _bad("meta table")
+    types = set(map(type, x))
     if not types <= ({dict, NoneType} if allow_none else {dict}):
-        return False
-    # keys of every non-empty meta, chained at C speed
-    return _all_type(chain.from_iterable(filter(None, metas)), str)
+        raise _bad("meta must be a map with str keys, or nil")
+    if not _all_type(chain.from_iterable(filter(None, x)), str):
+        raise _bad("meta must be a map with str keys, or nil")
+    return [EMPTY_META if m is not None and not m else m for m in x]
 
 
-def _shared_empty(metas: tuple[Any, ...], allow_none: bool) -> Iterable[Any]:
-    """The meta column with every empty map replaced by the shared :data:`EMPTY_META`."""
-    if _EMPTY_DICT not in metas:
-        return metas
-    if allow_none:
-        return [EMPTY_META if m is not None and not m else m for m in metas]
-    if not any(metas):  # entries tracked without meta: the common case
-        return repeat(EMPTY_META, len(metas))
-    return [m or EMPTY_META for m in metas]
+def _columns(x: list[Any], n_cols: int, allow_none: bool) -> tuple[list[Any], ...]:
+    """``n_cols`` parallel columns plus the expanded meta column, validated."""
+    cols = x[:n_cols]
+    if not all(type(c) is list for c in cols) or len(set(map(len, cols))) > 1:
+        raise _bad("columns")
+    n = len(cols[0])
+    table = _meta_table(x[n_cols], allow_none)
+    midx = x[n_cols + 1]
+    if type(midx) is int:
+        if n and not 0 <= midx < len(table):
+            raise _bad("meta index")
+        metas: Any = repeat(table[midx], n) if n else ()
+    elif type(midx) is list:
+        if len(midx) != n:
+            raise _bad("columns")
+        if n and (not _all_type(midx, int) or min(midx) < 0 or max(midx) >= len(table)):
+            raise _bad("meta index")
+        metas = map(table.__getitem__, midx)
+    else:
+        raise _bad("meta index")
+    return (*cols, list(metas))
 
 
-def _events_in(evs: Any, start: int, end: int) -> tuple[Event, ...]:
-    # Validated column by column with set/map/zip (C loops), then turned into
+def _events_in(x: list[Any], start: int, end: int) -> tuple[Event, ...]:
+    # Validated column by column with set/map (C loops), then turned into
     # Event tuples without calling Python code per event.
-    if type(evs) is not list:
-        raise _bad("events")
-    if not evs:
+    ns, keys, conns, metas = _columns(x, 3, True)
+    if not ns:
         return ()
-    if not _all_type(evs, list) or set(map(len, evs)) != {4}:
-        raise _bad("event")
-    ns, keys, conns, metas = zip(*evs, strict=True)
     if not _all_type(ns, int):
         raise _bad("event dot")
     if ns[0] <= start or ns[-1] > end or not all(map(lt, ns, islice(ns, 1, None))):
         raise _bad("event dot out of order or range")
     if not (_all_type(keys, str) and _all_type(conns, str)):
         raise _bad("event key or conn")
-    if not _metas_ok(metas, True):
-        raise _bad("meta must be a map with str keys, or nil")
-    shared = _shared_empty(metas, True)
-    rows = evs if shared is metas else zip(ns, keys, conns, shared, strict=True)
-    return tuple(map(_new_tuple, repeat(Event), rows))
+    return tuple(map(_new_tuple, repeat(Event), zip(ns, keys, conns, metas, strict=True)))
 
 
-def _entries_in(ents: Any) -> tuple[tuple[str, str, Mapping[str, Any]], ...]:
-    if type(ents) is not list:
-        raise _bad("entries")
-    if not ents:
-        return ()
-    if not _all_type(ents, list) or set(map(len, ents)) != {3}:
-        raise _bad("entry")
-    keys, conns, metas = zip(*ents, strict=True)
+def _entries_in(x: list[Any]) -> tuple[tuple[str, str, Mapping[str, Any]], ...]:
+    keys, conns, metas = _columns(x, 2, False)
     if not (_all_type(keys, str) and _all_type(conns, str)):
         raise _bad("entry key or conn")
-    if not _metas_ok(metas, False):
-        raise _bad("meta must be a map with str keys")
-    return tuple(zip(keys, conns, _shared_empty(metas, False), strict=True))
+    return tuple(zip(keys, conns, metas, strict=True))
 
 
 def _parts_in(x: Any) -> list[Part]:
@@ -267,16 +303,16 @@ def _parts_in(x: Any) -> list[Part]:
         if type(p) is not list or not p:
             raise _bad("part")
         kind = p[0]
-        if kind == 0 and len(p) == 6:
+        if kind == 0 and len(p) == 10:
             origin = _rid(p[1], p[2])
             start, end = _int(p[3]), _int(p[4])
             if end < start:
                 raise _bad("delta range")
-            parts.append(DeltaPart(origin, start, end, _events_in(p[5], start, end)))
-        elif kind == 1 and len(p) == 5:
+            parts.append(DeltaPart(origin, start, end, _events_in(p[5:], start, end)))
+        elif kind == 1 and len(p) == 8:
             origin = _rid(p[1], p[2])
             counter = _int(p[3])
-            parts.append(SlicePart(origin, counter, _entries_in(p[4])))
+            parts.append(SlicePart(origin, counter, _entries_in(p[4:])))
         else:
             raise _bad("unknown part kind")
     return parts

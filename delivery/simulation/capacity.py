@@ -44,10 +44,11 @@ class WireSizes:
     """Frame sizes in bytes: ``hb_base + hb_origin * n`` for a heartbeat with n clock entries,
     ``delta_base + delta_event * m`` for a delta of m events (joins and leaves averaged)."""
 
-    hb_base: float = 30.0
-    hb_origin: float = 22.0
-    delta_base: float = 55.0
-    delta_event: float = 35.0
+    # measured on the encoder (``wire_sizes()``, wire version 2: columns)
+    hb_base: float = 26.0
+    hb_origin: float = 21.0
+    delta_base: float = 69.0
+    delta_event: float = 30.0
 
     def heartbeat(self, origins: float) -> float:
         return self.hb_base + self.hb_origin * origins
@@ -61,10 +62,12 @@ class Costs:
     """Per-unit costs. Defaults measured on the project's machines (see docs/scaling.md)."""
 
     wire: WireSizes = field(default_factory=WireSizes)
-    entry_bytes: float = 245.0  # resident memory per presence entry at 10^6 entries
+    # resident memory per presence entry at 10^6 entries, strings included (bench presence
+    # --compare, fresh process; 262 B before the per-origin tables)
+    entry_bytes: float = 183.0
     frame_us: float = 40.0  # receiving one frame: Redis client, decode, dispatch
-    origin_us: float = 0.6  # per clock entry of a received heartbeat
-    event_us: float = 2.3  # per delta event decoded and merged
+    origin_us: float = 0.25  # per clock entry of a received heartbeat (0.6 with row clocks)
+    event_us: float = 0.8  # per delta event decoded and merged (CPU; 2.3 with row frames)
     redis_publish_us: float = 16.0  # one PUBLISH (NOTES.md: ~60k PUBLISH/s per Redis node)
     redis_delivery_us: float = 1.0  # Redis writing one pub/sub message to one subscriber
     net_ms: float = 0.2  # one network hop (client -> Redis or Redis -> client)
@@ -146,17 +149,27 @@ class Budget:
 
 
 def batched_frames(events_per_s: float, batch_s: float) -> float:
-    """Frames per second from Poisson events batched in windows opened by the first event."""
-    return events_per_s / (1.0 + events_per_s * batch_s)
+    """Frames per second from Poisson events with leading-edge batching (``presence.replica``):
+    an event after a quiet window goes out at once; the events that follow within ``batch_s``
+    of a frame go out together at the end of that window, which opens the next one. A busy
+    period sends 1/p frames (p = P(a window stays empty) = exp(-e·b)) and lasts 1/e + b/p."""
+    if batch_s <= 0 or events_per_s <= 0:
+        return events_per_s
+    p = math.exp(-events_per_s * batch_s)
+    return events_per_s / (p + events_per_s * batch_s)
 
 
 def batch_wait_ms(events_per_s: float, batch_s: float, q: float) -> float:
-    """Quantile ``q`` of an event's wait for its batch to go out: the event that opens a batch
-    waits ``batch_s``, a later one uniformly less."""
-    opener = 1.0 / (1.0 + events_per_s * batch_s)
-    if q >= 1.0 - opener:
-        return batch_s * 1000.0
-    return batch_s * 1000.0 * q / (1.0 - opener)
+    """Quantile ``q`` of an event's wait for its frame: the event that opens a busy period is
+    sent at once (a fraction p / (p + e·b) of the events), a later one waits for the end of
+    its window (uniform in [0, batch_s])."""
+    if batch_s <= 0 or events_per_s <= 0:
+        return 0.0
+    p = math.exp(-events_per_s * batch_s)
+    opener = p / (p + events_per_s * batch_s)
+    if q <= opener:
+        return 0.0
+    return batch_s * 1000.0 * (q - opener) / (1.0 - opener)
 
 
 def mm1_wait_ms(arrivals_per_s: float, busy: float, q: float) -> float:

@@ -15,6 +15,11 @@ from presence.state import EMPTY_META, DeltaPart, Event, SlicePart, State
 from tests.presence.presence_helpers import PROPS
 
 R = ("node-1", 1_700_000_000_000_000)
+V = wire.VERSION
+
+
+def _delta(part: list[object]) -> bytes:
+    return msgpack.packb(["pz", V, 2, "a", 1, [part]])
 
 
 def test_heartbeat_roundtrip() -> None:
@@ -48,16 +53,29 @@ def test_delta_and_ack_roundtrip() -> None:
         (msgpack.packb({"type": "hello"}), "foreign"),
         (msgpack.packb(["xx", 1, 1, "a", 1, []]), "foreign"),
         (msgpack.packb(["pz", 99, 1, "a", 1, []]), "version"),
-        (msgpack.packb(["pz", 1, 42, "a", 1]), "malformed"),
-        (msgpack.packb(["pz", 1, 1, "a", -1, []]), "malformed"),
-        (msgpack.packb(["pz", 1, 1, "a", 1, [["a", 1]]]), "malformed"),
-        (msgpack.packb(["pz", 1, 2, "a", 1, [[0, "a", 1, 5, 3, []]]]), "malformed"),
-        (
-            msgpack.packb(["pz", 1, 2, "a", 1, [[0, "a", 1, 0, 3, [[9, "k", "c", {}]]]]]),
-            "malformed",
-        ),
-        (msgpack.packb(["pz", 1, 2, "a", 1, [[1, "a", 1, 3, [["k", "c", {1: 2}]]]]]), "malformed"),
-        (msgpack.packb(["pz", 1, 4, "a", 1, "b", 1, 1, [], 3, 2]), "malformed"),
+        (msgpack.packb(["pz", 1, 1, "a", 1, []]), "version"),  # version 1: row-format parts
+        (msgpack.packb(["pz", V, 42, "a", 1]), "malformed"),
+        (msgpack.packb(["pz", V, 1, "a", -1, []]), "malformed"),
+        (msgpack.packb(["pz", V, 1, "a", 1, [["a", 1]]]), "malformed"),
+        (msgpack.packb(["pz", V, 2, "a", 1, [[0, "a", 1, 5, 3, [], [], [], [], 0]]]), "malformed"),
+        # a dot outside (start, end]
+        (_delta([0, "a", 1, 0, 3, [9], ["k"], ["c"], [{}], 0]), "malformed"),
+        # dots not increasing
+        (_delta([0, "a", 1, 0, 3, [2, 1], ["k", "l"], ["c", "c"], [{}], 0]), "malformed"),
+        # columns of different lengths
+        (_delta([0, "a", 1, 0, 3, [1, 2], ["k"], ["c", "c"], [{}], 0]), "malformed"),
+        # a meta index out of the table, negative, or of the wrong type
+        (_delta([0, "a", 1, 0, 3, [1], ["k"], ["c"], [{}], 1]), "malformed"),
+        (_delta([0, "a", 1, 0, 3, [1], ["k"], ["c"], [{}], [-1]]), "malformed"),
+        (_delta([0, "a", 1, 0, 3, [1], ["k"], ["c"], [{}], [0, 0]]), "malformed"),
+        (_delta([0, "a", 1, 0, 3, [1], ["k"], ["c"], [{}], "0"]), "malformed"),
+        # a key that is not a str, a meta that is not a map, a map with a non-str key
+        (_delta([0, "a", 1, 0, 3, [1], [7], ["c"], [{}], 0]), "malformed"),
+        (_delta([0, "a", 1, 0, 3, [1], ["k"], ["c"], [[1]], 0]), "malformed"),
+        (_delta([1, "a", 1, 3, ["k"], ["c"], [{1: 2}], 0]), "malformed"),
+        # nil (an untrack) is only allowed in a delta, not in a slice
+        (_delta([1, "a", 1, 3, ["k"], ["c"], [None], 0]), "malformed"),
+        (msgpack.packb(["pz", V, 4, "a", 1, "b", 1, 1, [], 3, 2]), "malformed"),
     ],
 )
 def test_bad_frames_raise_wire_error_with_kind(frame: bytes, kind: str) -> None:
@@ -94,7 +112,7 @@ def test_random_bytes_never_raise_out_of_the_replica(data: bytes) -> None:
 )
 def test_random_msgpack_structures_never_raise_out_of_the_replica(obj: object) -> None:
     r = Replica("r", 1)
-    for frame in (msgpack.packb(obj), msgpack.packb(["pz", 1, 2, "x", 1, obj])):
+    for frame in (msgpack.packb(obj), msgpack.packb(["pz", V, 2, "x", 1, obj])):
         r.receive(frame, 0.0)
     assert r.list("anything") == []
 

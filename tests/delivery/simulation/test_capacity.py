@@ -23,12 +23,18 @@ COSTS = Costs(wire=SIZES, entry_bytes=245.0)
 
 
 def test_batching_poisson_events() -> None:
-    # 100 events/s, 5 ms windows: 1 + 0.5 events a frame
-    assert batched_frames(100.0, 0.005) == pytest.approx(100.0 / 1.5)
+    # 100 events/s, 5 ms windows (e·b = 0.5): p = exp(-0.5) of the windows stay empty; a busy
+    # period sends 1/p frames in 1/e + b/p seconds
+    p = math.exp(-0.5)
+    assert batched_frames(100.0, 0.005) == pytest.approx(100.0 / (p + 0.5))
     assert batched_frames(100.0, 0.0) == 100.0
-    # two thirds of the events open a batch and wait the whole 5 ms
-    assert batch_wait_ms(100.0, 0.005, 0.99) == pytest.approx(5.0)
-    assert batch_wait_ms(100.0, 0.005, 0.2) == pytest.approx(3.0)
+    assert 100.0 / 1.5 < batched_frames(100.0, 0.005) < 100.0  # more than trailing windows
+    assert batched_frames(1e6, 0.005) == pytest.approx(200.0)  # at most one frame per window
+    # the events that open a busy period (p / (p + 0.5) of them) are sent at once
+    opener = p / (p + 0.5)
+    assert batch_wait_ms(100.0, 0.005, opener - 0.01) == 0.0
+    assert batch_wait_ms(100.0, 0.005, 0.99) == pytest.approx(5.0 * (0.99 - opener) / (1 - opener))
+    assert batch_wait_ms(100.0, 0.005, 1.0) == pytest.approx(5.0)
 
 
 def test_mm1_wait_quantiles() -> None:
@@ -42,15 +48,16 @@ def test_shared_design_by_hand() -> None:
     # 6,000 users reconnecting once a minute: 200 events/s, 100 per gateway
     d = Deployment(6000, gateways=2, workers=2, churn_per_min=1.0)
     e = estimate(d, COSTS)
-    f_g = 100.0 / 1.5  # delta frames per gateway, 1.5 events each
+    f_g = 100.0 / (math.exp(-0.5) + 0.5)  # delta frames per gateway (leading-edge batching)
+    m = 100.0 / f_g  # events per frame
     hb_bytes = 10.0 + 20.0 * 4  # a vector of the 4 replicas
     assert e.design == "shared"
     for r in (e.gateway, e.worker):
         assert r.frames_in == pytest.approx(4 * 4 + 2 * f_g)
-        assert r.bytes_in == pytest.approx(16 * hb_bytes + 2 * f_g * (50.0 + 30.0 * 1.5))
+        assert r.bytes_in == pytest.approx(16 * hb_bytes + 2 * f_g * (50.0 + 30.0 * m))
         assert r.memory_bytes == pytest.approx(6000 * 245.0)
     assert e.gateway.frames_out == pytest.approx(4 + f_g)
-    assert e.gateway.bytes_out == pytest.approx(4 * hb_bytes + f_g * 95.0)
+    assert e.gateway.bytes_out == pytest.approx(4 * hb_bytes + f_g * (50.0 + 30.0 * m))
     assert (e.worker.frames_out, e.worker.bytes_out) == (4.0, 4 * hb_bytes)
     assert e.deliveries_per_s == pytest.approx(4 * (16 + 2 * f_g))
     assert e.messages_lost == 0
@@ -61,7 +68,7 @@ def test_sharded_design_by_hand() -> None:
     d = Deployment(4000, gateways=2, workers=4, churn_per_min=1.0, shards=2, redis_nodes=2)
     e = estimate(d, COSTS)
     e_gs = (2 * 4000 / 60) / 4
-    f_gs = e_gs / (1 + e_gs * 0.005)
+    f_gs = e_gs / (math.exp(-e_gs * 0.005) + e_gs * 0.005)
     m = e_gs / f_gs
     gw_shard = 2 * (4 * (10 + 20) + f_gs * (50 + 30 * m))  # two gateways: own-counter hb + deltas
     wk_shard = 2 * 4 * (10 + 20 * 4)  # two workers, clocks of 2 gateways + 2 workers
@@ -86,7 +93,7 @@ def test_issue_targets_at_ten_million_users_on_a_thousand_nodes() -> None:
     assert sharded.worker.convergence_p99_ms <= 100.0
     assert sharded.limits == ()
     shared = estimate(Deployment(u, g, w))
-    assert shared.worker.memory_bytes > 2e9 and shared.worker.bytes_in > 50e6
+    assert shared.worker.memory_bytes > 1.5e9 and shared.worker.bytes_in > 50e6
     assert shared.worker.convergence_p99_ms == math.inf
     assert shared.limits
 
@@ -103,6 +110,14 @@ def test_deployment_is_validated() -> None:
         Deployment(10, 1, 1, shards=4)  # shards without a worker
     with pytest.raises(ValueError):
         Deployment(0, 1, 1)
+
+
+def test_default_wire_sizes_are_the_encoders() -> None:
+    """The model's defaults (used when the encoder is not measured) follow the wire format."""
+    measured, default = wire_sizes(), WireSizes()
+    for n in (8, 100, 1000):
+        assert default.heartbeat(n) == pytest.approx(measured.heartbeat(n), rel=0.05)
+        assert default.delta(n) == pytest.approx(measured.delta(n), rel=0.05)
 
 
 def test_wire_sizes_match_the_encoder() -> None:
