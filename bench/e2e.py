@@ -36,14 +36,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -52,8 +51,8 @@ import psycopg
 import redis
 
 from bench.e2e_measure import ONLINE, cpu_by_pid, cpu_delta_ms, pg_counters, progress
+from bench.e2e_parts import SENDER_THREADS, STOP, ClientProcs, check_stop, lat_summary
 from delivery.secret import new_secret
-from delivery.stats import percentile
 from delivery.task_names import NOOP_TASK
 from delivery.vocabulary import Result, State
 from workers.devkit.procs import ROOT, wait_until
@@ -73,18 +72,6 @@ from workers.devkit.services import (
 SENDER = "bench-sender"
 OFFLINE = "bench-off"
 SECRET = new_secret()  # random per run; children get it as DELIVERY_SECRET
-SENDER_THREADS = 4
-
-# Set by SIGTERM/SIGINT; long loops check it, so an interrupt swallowed by a library (kombu's
-# publish retry, Celery's reply collection) still ends the run and its clean-up.
-STOP = threading.Event()
-
-
-def check_stop() -> None:
-    if STOP.is_set():
-        raise KeyboardInterrupt
-
-
 @dataclass(frozen=True)
 class Params:
     workers: int = 2
@@ -113,12 +100,6 @@ def tiny_params(**kw: Any) -> Params:
     return Params(**{**asdict(base), **kw})
 
 
-def lat_summary(values: list[float]) -> dict[str, float]:
-    return {"p50": round(percentile(values, 50), 2), "p99": round(percentile(values, 99), 2),
-            "p999": round(percentile(values, 99.9), 2),
-            "max": round(max(values), 2) if values else float("nan"), "n": len(values)}
-
-
 # -- services ---------------------------------------------------------------------------------
 
 
@@ -142,103 +123,6 @@ def ensure_services(redis_url: str, pg_admin_url: str) -> None:
         _wait(lambda: pg_answers(pg_admin_url), 30, "PostgreSQL")
 
 
-# -- client subprocesses ------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    """What the client subprocesses reported: message id -> latency (ms)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    queue_ms: dict[str, float] = field(default_factory=dict)
-    repeats: int = 0
-    stats: list[dict[str, Any]] = field(default_factory=list)
-    ready: list[int] = field(default_factory=list)
-
-    def add(self, rows: list[list[Any]]) -> None:
-        with self.lock:
-            for mid, lat, queued in rows:
-                if mid in self.latency_ms:
-                    self.repeats += 1
-                else:
-                    self.latency_ms[mid] = float(lat)
-                    self.queue_ms[mid] = float(queued)
-
-    def count_of(self, ids: list[str]) -> int:
-        with self.lock:
-            return sum(1 for i in ids if i in self.latency_ms)
-
-
-class ClientProcs:
-    def __init__(self, urls: list[str], clients: int, procs: int, env: dict[str, str]) -> None:
-        self.received = Received()
-        self.procs: list[subprocess.Popen[str]] = []
-        self.threads: list[threading.Thread] = []
-        self.logs: list[Path] = []
-        per = -(-clients // procs)
-        for p in range(procs):
-            first, count = p * per, min(per, clients - p * per)
-            if count <= 0:
-                continue
-            log = Path(tempfile.mkstemp(prefix=f"bench-clients-{p}-", suffix=".log")[1])
-            self.logs.append(log)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.clients", "--urls", ",".join(urls),
-                 "--prefix", ONLINE, "--first", str(first),
-                 "--count", str(count)],
-                cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log.open("wb"), text=True, bufsize=1, start_new_session=True)
-            self.procs.append(proc)
-            t = threading.Thread(target=self._read, args=(proc,), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            kind = obj.get("type")
-            if kind == "recv":
-                self.received.add(obj["r"])
-            elif kind == "ready":
-                with self.received.lock:
-                    self.received.ready.append(int(obj["connected"]))
-            elif kind == "stats":
-                with self.received.lock:
-                    self.received.stats.append(obj)
-
-    def wait_ready(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.received.lock:
-                if len(self.received.ready) == len(self.procs):
-                    return sum(self.received.ready)
-            for p, log in zip(self.procs, self.logs, strict=True):
-                if p.poll() is not None:
-                    raise RuntimeError(f"client process exited:\n{log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        raise TimeoutError("client processes did not connect in time")
-
-    def stop(self) -> None:
-        for p in self.procs:
-            with contextlib.suppress(Exception):
-                assert p.stdin is not None
-                p.stdin.close()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
-        for t in self.threads:
-            t.join(2)
-        for log in self.logs:
-            log.unlink(missing_ok=True)
 
 
 # -- counters -----------------------------------------------------------------------------------
@@ -259,10 +143,12 @@ def redis_calls(client: redis.Redis) -> Counter[str]:
 
 
 class Bench:
-    def __init__(self, params: Params, *, private_redis: bool, py_spy: Path | None) -> None:
+    def __init__(self, params: Params, *, private_redis: bool, py_spy: Path | None,
+                 peer: bool = True) -> None:
         from celery import Celery
 
         self.p = params
+        self.peer = peer
         self.private_redis = private_redis
         self.py_spy = py_spy
         self.tag = uuid.uuid4().hex[:10]
@@ -280,6 +166,7 @@ class Bench:
         self.profiles: list[subprocess.Popen[bytes]] = []
         self.profile_s = 8.0
         self.cpu_ms: dict[str, dict[str, float]] = {}
+        self.drain_batches: dict[str, Any] = {}
 
     @property
     def dbname(self) -> str:
@@ -333,7 +220,7 @@ class Bench:
         urls = [gw.url for gw in self.cluster.gateways.values()]
         nprocs = 1 if self.p.clients <= 100 else 2
         progress(f"connecting {self.p.clients} clients from {nprocs} processes")
-        self.clients = ClientProcs(urls, self.p.clients, nprocs, env)
+        self.clients = ClientProcs(urls, self.p.clients, nprocs, env, prefix=ONLINE)
         n = self.clients.wait_ready(60)
         progress(f"{n} clients connected")
 
@@ -395,6 +282,33 @@ class Bench:
                              (self.dbname,)).fetchall()
             roles["postgres"] = [int(r[0]) for r in rows]
         return roles
+
+    def batch_stats(self) -> dict[str, Counter[str]]:
+        """The workers' ``delivery.send`` batch counters, summed (``send_batch_stats``)."""
+        assert self.app is not None
+        out: dict[str, Counter[str]] = {"sizes": Counter(), "paths": Counter()}
+        with contextlib.suppress(Exception):
+            for reply in self.app.control.broadcast("send_batch_stats", reply=True,
+                                                    timeout=1.0, limit=self.p.workers):
+                for stats in reply.values():
+                    out["sizes"].update({k: int(v) for k, v in stats["sizes"].items()})
+                    out["paths"].update(completed=int(stats["completed"]),
+                                        per_message=int(stats["per_message"]))
+        return out
+
+    @staticmethod
+    def batch_delta(before: dict[str, Counter[str]],
+                    after: dict[str, Counter[str]]) -> dict[str, Any]:
+        """Batches run between two ``batch_stats``: how many, their sizes, and how many
+        requests a batch completed vs. the per-message task."""
+        sizes = after["sizes"] - before["sizes"]
+        paths = after["paths"] - before["paths"]
+        n = sum(sizes.values())
+        reqs = sum(int(k) * v for k, v in sizes.items())
+        return {"batches": n, "mean_size": round(reqs / n, 2) if n else 0.0,
+                "max_size": max((int(k) for k in sizes), default=0),
+                "sizes": {k: sizes[k] for k in sorted(sizes, key=int)},
+                "completed_in_batch": paths["completed"], "per_message": paths["per_message"]}
 
     def queue_len(self) -> int:
         base = f"{self.key_prefix}:celery:"
@@ -473,6 +387,7 @@ class Bench:
                    for i in range(n)]
         roles = self.role_pids()
         cpu0 = cpu_by_pid(roles)
+        b0 = self.batch_stats()
         t0 = self.resume()
         self.profiles = self.start_profiles(self.profile_s)
         if not self.wait_received(ids, 120):
@@ -481,13 +396,17 @@ class Bench:
         rate = n / (t_end - t0)
         time.sleep(0.1)  # the gateways' ack batches
         self.cpu_ms["pipeline_drain"] = cpu_delta_ms(cpu0, cpu_by_pid(roles), n)
-        progress(f"pipeline: {rate:.0f} acked/s draining a backlog")
+        self.drain_batches = self.batch_delta(b0, self.batch_stats())
+        progress(f"pipeline: {rate:.0f} acked/s draining a backlog; send batches: "
+                 f"{self.drain_batches['batches']}, mean size "
+                 f"{self.drain_batches['mean_size']}")
         return rate
 
     def paced_step(self, phase: str, rate: float, duration: float) -> dict[str, Any]:
         assert self.clients is not None
         n = max(1, int(rate * duration))
         slots: list[str] = [""] * n
+        b0 = self.batch_stats()
         t0 = time.monotonic() + 0.01
 
         def pace(k: int) -> None:
@@ -528,7 +447,8 @@ class Bench:
                 "sustained": sustained, "latency_ms": lat_summary(lats),
                 # enqueue -> accepted by the send task (broker + Celery), accepted -> acked
                 # (store, publish, gateway, WebSocket, client); the worker's clock is the same.
-                "queue_ms": lat_summary(queued), "route_ms": lat_summary(routed)}
+                "queue_ms": lat_summary(queued), "route_ms": lat_summary(routed),
+                "send_batches": self.batch_delta(b0, self.batch_stats())}
         if not complete:  # let the backlog drain before the next step
             self.wait_received(ids, 30)
         return step
@@ -636,6 +556,27 @@ class Bench:
             "final_states": dict(by_state),
         }
 
+    def peer_phase(self, rate50: float, rate90: float, drain: float) -> dict[str, Any]:
+        """The Socket.IO peer (bench/peer_socketio), measured after ours with our roles
+        stopped (so it has the same CPU): its drain, and its latency at the offered rates of
+        our 50 % and 90 % steps."""
+        if not self.peer:
+            return {}
+        from bench.peer_socketio.run import measure
+
+        if self.clients is not None:
+            self.clients.stop()
+            self.clients = None
+        if self.cluster is not None:
+            self.cluster.stop()
+        progress("peer: starting python-socketio servers and Celery workers")
+        out = measure(self.redis_url, clients=self.p.clients, workers=self.p.workers,
+                      concurrency=self.p.concurrency, drain_n=self.p.drain_n,
+                      latency_rates={"at_our_50pct": rate50, "at_our_90pct": rate90},
+                      latency_s=self.p.latency_step_s)
+        out["ratio_vs_peer"] = round(drain / out["peer_socketio_per_s"], 3)
+        return out
+
     # -- py-spy ------------------------------------------------------------------------------
 
     def start_profiles(self, duration: float) -> list[subprocess.Popen[bytes]]:
@@ -704,6 +645,7 @@ class Bench:
         db = {k: pg1[k] - pg0[k] for k in pg0}
         push = self.push_phase()
         outcomes = self.outcomes()
+        peer = self.peer_phase(lat50["offered_per_s"], lat90["offered_per_s"], drain)
         commands = sum(calls.values())
         # kombu's Redis transport sends its bookkeeping as MULTI ... EXEC pipelines (ZADD + HSET
         # when a task is fetched, ZREM + HDEL when it is acked): one round trip each.
@@ -728,6 +670,7 @@ class Bench:
             **push,
             "lost": outcomes["lost"],
             "duplicate_outcomes": outcomes["duplicate_outcomes"],
+            **peer,
             "broker_round_trips_per_message": round(rt, 2),
             "broker_commands_per_message": round(commands / measured, 2),
             "cpu_ms_per_message": self.cpu_ms,
@@ -748,6 +691,8 @@ class Bench:
                            "db_writes_per_message = (tup_inserted + tup_updated) / messages, "
                            "db_commits_per_message = xact_commit / messages"),
             "measured_messages": measured,
+            "send_batches_in_drain": self.drain_batches,
+            "send_batches_by_step": {s["phase"]: s["send_batches"] for s in [*steps, lat50, lat90]},
             "steps": [*steps, lat50, lat90],
             "outcomes": outcomes,
             "config": {"workers": self.p.workers, "gateways": self.p.gateways,
@@ -837,6 +782,11 @@ def summary(r: dict[str, Any]) -> str:
         f"p99 {r['latency_split_at_50pct']['route_ms']['p99']:.1f} ms",
         f"push path                  {r['push_per_s']:8.0f} pushed/s",
         f"lost {r['lost']}   duplicate outcomes {r['duplicate_outcomes']}",
+        *([f"socketio peer (no store, no ack) {r['peer_socketio_per_s']:5.0f} received/s   "
+           f"ours/peer {r['ratio_vs_peer']:.2f}   latency at our 50 % rate "
+           f"p50 {r['peer_socketio_latency_ms']['p50']:.1f} ms "
+           f"p99 {r['peer_socketio_latency_ms']['p99']:.1f} ms"]
+          if "peer_socketio_per_s" in r else []),
         f"broker round trips/message {r['broker_round_trips_per_message']:.2f} "
         f"({r['broker_commands_per_message']:.2f} commands)   "
         f"db writes/message {r['db_writes_per_message']:.2f} "
@@ -861,6 +811,8 @@ def main(argv: list[str]) -> int:
                         help="run a throw-away redis-server so commandstats count only this run")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of a worker and a gateway into DIR")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="skip the python-socketio peer (bench/peer_socketio)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
     parser.add_argument("--group", action="store_true",
                         help="only the group case: G-member group messages against the same "
@@ -878,7 +830,8 @@ def main(argv: list[str]) -> int:
         params = tiny_params(**kw)
     elif args.quick:
         params = Params.quick(**kw)
-    bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy)
+    bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy,
+                  peer=not args.no_peer)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         first = not STOP.is_set()

@@ -270,10 +270,24 @@ class Child:
                 self.proc.wait(5)
 
 
+# The servers' event loop (``--loop``): the same for the echo baseline and the gateway.
+LOOP = ["asyncio"]
+
+
+def _run_server(coro: Any) -> None:
+    if os.environ.get("DELIVERY_BENCH_LOOP") == "uvloop":
+        import uvloop
+
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)
+
+
 def spawn(mode: str, *args: str) -> Child:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["DELIVERY_BENCH_SECRET"] = SECRET
+    env["DELIVERY_BENCH_LOOP"] = LOOP[0]
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.gateway", "--_child", mode, *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -517,6 +531,9 @@ def main(argv: list[str]) -> int:
                         "postgresql://postgres@127.0.0.1:5432/postgres: a fresh database "
                         "delivery_bench_gw_<hex> is created there, migrated, and dropped after "
                         "the run (default: SQLite in a temp dir, self-contained)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the servers' event loop, for the echo baseline and the gateway "
+                        "alike (uvloop: pip install uvloop)")
     parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.database_url and not args.database_url.startswith("postgresql"):
@@ -525,10 +542,11 @@ def main(argv: list[str]) -> int:
         mode = args._child[0]
         raise_fd_limit()
         if mode == "echo":
-            asyncio.run(_echo_server())
+            _run_server(_echo_server())
         else:
-            asyncio.run(_gateway_server(args._child[1], int(args._child[2]), args._child[3]))
+            _run_server(_gateway_server(args._child[1], int(args._child[2]), args._child[3]))
         return 0
+    LOOP[0] = args.loop
     args.connections = args.connections or (2000 if args.quick else 10_000)
     args.clients = args.clients or (200 if args.quick else 1000)
     args.seconds = args.seconds or (1.5 if args.quick else 5.0)

@@ -83,6 +83,8 @@ class Settings:
     allowed_origins: str = ""
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    send_batch_max: int = 64
+    send_batch_inflight: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -179,7 +181,7 @@ class Settings:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("max_attempts", "max_body_bytes", "max_body_depth", "sweep_batch",
                      "max_connections_per_user", "db_pool_size", "max_conversation_members",
-                     "api_max_in_flight"):
+                     "api_max_in_flight", "send_batch_max", "send_batch_inflight"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_var(name)} must be >= 1, got {getattr(self, name)}")
         if self.presence_down_s <= 2 * self.presence_heartbeat_s:

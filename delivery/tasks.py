@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Task, shared_task
@@ -30,11 +31,73 @@ def retry_delay(retries: int) -> float:
     return float(min(RETRY_MAX_S, RETRY_BASE_S * 2 ** min(retries, 16)))
 
 
+class SendTask(Task):
+    """``delivery.send`` in a worker: requests are run in batches (delivery/send_batching.py);
+    called directly, eagerly or through ``apply`` it is the plain per-message task below."""
+
+    def Strategy(self, task: Task, app: Any, consumer: Any, **kwargs: Any) -> Any:
+        from delivery.send_batching import batched_strategy
+
+        settings = get_runtime().settings
+        return batched_strategy(task, app, consumer, run_send_batch,
+                                max_batch=settings.send_batch_max,
+                                max_inflight=settings.send_batch_inflight, **kwargs)
+
+
+def run_send_batch(requests: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """Route a batch of ``delivery.send`` requests: the sends whose recipient is online are
+    stored or claimed in one transaction per kind (stored first by ``send_message``, or
+    enqueue-only) and published with one PUBLISH per node. Returns (completed, left for the
+    per-message task): anything else — invalid input, recipients not online, duplicates,
+    messages the batch did not claim, a database outage — runs through the per-message task,
+    with its retries and failure reporting."""
+    rt = get_runtime()
+    router = rt.router
+    if router is None:
+        return [], list(requests)
+    s = rt.settings
+    # message id -> (request, validated send), for stored and enqueue-only sends apart
+    batches: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
+    rest: list[Any] = []
+    for r in requests:
+        kw = dict(r.kwargs or {})
+        stored = bool(kw.pop("stored", False))
+        try:
+            if r.args:
+                raise TypeError("positional arguments")
+            req = validate_send(**kw, max_body_bytes=s.max_body_bytes,
+                                default_ttl_s=s.message_ttl_s, max_body_depth=s.max_body_depth)
+        except (InvalidMessage, TypeError):
+            rest.append(r)  # the per-message task reports it
+            continue
+        batch = batches[0 if stored else 1]
+        if req.message_id in batches[0] or req.message_id in batches[1]:
+            rest.append(r)  # the same message twice in one batch: the second alone
+            continue
+        batch[req.message_id] = (r, req)
+    done: list[Any] = []
+    for batch, route in ((batches[0], router.route_stored_many),
+                         (batches[1], router.accept_and_route_many)):
+        if not batch:
+            continue
+        try:
+            left = route([req for _, req in batch.values()])
+        except DB_UNAVAILABLE as exc:
+            log.warning("send batch of %d: database unavailable (%s); sending one by one",
+                        len(batch), type(exc).__name__)
+            rest += [r for r, _ in batch.values()]
+            continue
+        left_ids = {req.message_id for req in left}
+        done += [r for mid, (r, _) in batch.items() if mid not in left_ids]
+        rest += [batch[mid][0] for mid in left_ids]
+    return done, rest
+
+
 # No result on success: the id is known to the caller (derived from client_msg_id), and a
 # result write per message would be one more Redis round trip on the hot path. Failures are
 # still stored (task_store_errors_even_if_ignored), so a caller can see why a send failed.
-@shared_task(bind=True, name=SEND_TASK, throws=(InvalidMessage,), ignore_result=True,
-             max_retries=None)
+@shared_task(bind=True, base=SendTask, name=SEND_TASK, throws=(InvalidMessage,),
+             ignore_result=True, max_retries=None)
 def send(
     self: Task,
     sender: Any,

@@ -5,6 +5,9 @@ worker serving USER's shard knows; the others answer ``serves: false``).
 
 ``presence_shards``: the shards this worker serves and whether each one's replica has synced.
 
+``send_batch_stats``: the ``delivery.send`` batches this worker ran, by size, and how many
+requests were completed by a batch or went through the per-message task.
+
 ``presence_hold SECONDS``: stop this worker's presence replica from hearing its peers for a
 while (a partition of this one link), then resume; gap detection repairs what it missed. It is
 how the end-to-end tests force the seed's race on real processes, and how an operator can
@@ -71,3 +74,10 @@ def presence_shards(state: Any) -> dict[str, Any]:
         return {"replica": node.name, "shards": None, "synced": {"all": node.synced}}
     return {"replica": node.name, "shards": sorted(nodes),
             "synced": {str(s): n.synced for s, n in nodes.items()}}
+
+
+@control_command()
+def send_batch_stats(state: Any) -> dict[str, Any]:
+    from delivery.send_batching import STATS
+
+    return STATS.snapshot()

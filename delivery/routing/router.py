@@ -25,6 +25,7 @@ from delivery.gateway.protocol import (
     encode_deliver_batch,
     owed_frame,
 )
+from delivery.routing import batch
 from delivery.routing.policy import (
     Conn,
     Decision,
@@ -252,15 +253,9 @@ class Router:
 
     def _publish_group(self, sent: Sequence[tuple[MessageRecord, tuple[Conn, ...]]],
                        now: float, deadline: float) -> None:
-        """Attempt 1 of several rows: their frames grouped per node, one PUBLISH each."""
-        by_node: dict[str, list[Deliver]] = defaultdict(list)
-        for m, targets in sent:
-            frame = deliver_frame(m, 1)
-            per: dict[str, list[str]] = defaultdict(list)
-            for t in targets:
-                per[t.node].append(t.conn)
-            for node, conns in per.items():
-                by_node[node].append(frame._replace(conns=tuple(conns)))
+        """Attempt 1 of several rows (a group message's, or a batch of sends): their frames
+        grouped per node (``batch.by_node``, pure), one PUBLISH each."""
+        by_node = batch.by_node([(deliver_frame(m, 1), targets) for m, targets in sent])
         unreachable: dict[str, list[str]] = defaultdict(list)
         for node, frames in by_node.items():
             payload = (encode_deliver(frames[0]) if len(frames) == 1
@@ -270,12 +265,62 @@ class Router:
                     unreachable[f.id] += f.conns
         for m, targets in sent:
             gone = unreachable.get(str(m.id), [])
-            if gone and len(gone) == len(targets):
-                self.store.finish_attempts(m.id, 1, Result.NACKED, now=_dt(now),
-                                           detail="no gateway subscribed")
-                self.route(m.id, Trigger.NACK, attempt=1, nacked=gone)
-            elif self.on_decision is not None:
-                self.on_decision(m, Dispatch(targets, deadline), Trigger.NEW)
+            try:
+                if gone and len(gone) == len(targets):
+                    self.store.finish_attempts(m.id, 1, Result.NACKED, now=_dt(now),
+                                               detail="no gateway subscribed")
+                    self.route(m.id, Trigger.NACK, attempt=1, nacked=gone)
+                elif self.on_decision is not None:
+                    self.on_decision(m, Dispatch(targets, deadline), Trigger.NEW)
+            except Exception:
+                # Claimed and durable: its ack deadline hands it to the recovery sweep; the
+                # other rows of the batch go on.
+                log.exception("message %s: after publish", m.id)
+
+    def accept_and_route_many(self, reqs: Sequence[SendRequest]) -> list[SendRequest]:
+        """``accept_and_route`` for a batch of sends the producer did not store: the online
+        recipients' messages are stored with their first attempt claimed in one transaction
+        (one commit) and published with one PUBLISH per gateway node. Returns the requests
+        left for ``accept_and_route`` one by one: recipients not online here and duplicates,
+        each handled on its own."""
+        return self._dispatch_many(reqs, stored=False)
+
+    def route_stored_many(self, reqs: Sequence[SendRequest]) -> list[SendRequest]:
+        """``route_stored`` for a batch of sends: the online recipients' first attempts are
+        claimed in one transaction (one commit) and published with one PUBLISH per gateway
+        node. Returns the requests left for ``route_stored`` one by one: recipients not online
+        here, and messages this call did not claim (not stored here, already routed) — each
+        decided on its own row, so one never holds up or changes another."""
+        return self._dispatch_many(reqs, stored=True)
+
+    def _dispatch_many(self, reqs: Sequence[SendRequest], *, stored: bool) -> list[SendRequest]:
+        now = self.clock()
+        cfg = self.config
+        planned: list[tuple[SendRequest, Dispatch]] = []
+        rest: list[SendRequest] = []
+        for req in reqs:
+            view = MessageView(State.ACCEPTED, 0, now + req.ttl_s)
+            decision = decide(view, self._view(req.recipient), Trigger.NEW, now, cfg)
+            if isinstance(decision, Dispatch):
+                planned.append((req, decision))
+            else:
+                rest.append(req)
+        if not planned:
+            return rest
+        deadline = max(d.ack_deadline for _, d in planned)  # one deadline: decided at one now
+        if stored:
+            claimed = self.store.claim_first_attempts(
+                [(req.message_id, [Target(t.node, t.conn) for t in d.targets])
+                 for req, d in planned], now=_dt(now), deadline=_dt(deadline))
+        else:
+            claimed = self.store.accept_dispatched_many(
+                [(req, [Target(t.node, t.conn) for t in d.targets]) for req, d in planned],
+                now=_dt(now), deadline=_dt(deadline))
+        targets = {req.message_id: d.targets for req, d in planned}
+        won = {m.id for m in claimed}
+        rest += [req for req, _ in planned if req.message_id not in won]
+        self._publish_group([(m, targets[m.id]) for m in claimed], now, deadline)
+        return rest
 
     def _route_existing(self, msg: MessageRecord) -> MessageRecord:
         self._route(msg, Trigger.NEW, ())

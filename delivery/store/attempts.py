@@ -53,6 +53,22 @@ def insert_attempts(
     ])
 
 
+def insert_attempt_rows(
+    c: Connection,
+    rows: Iterable[tuple[uuid.UUID, int, str, AttemptRow]],
+    *,
+    started_at: datetime,
+) -> None:
+    """Open attempt rows of several messages ((message, attempt, channel, row)), in one
+    executemany: one multi-row INSERT on PostgreSQL (SQLAlchemy's insertmanyvalues)."""
+    c.execute(insert(attempts), [
+        {"message_id": msg_id, "attempt": attempt, "channel": channel, "node": r.node,
+         "conn": r.conn, "started_at": started_at, "finished_at": None, "result": r.result,
+         "detail": r.detail}
+        for msg_id, attempt, channel, r in rows
+    ])
+
+
 def close_attempts(
     c: Connection,
     msg_id: uuid.UUID,

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from delivery.conversations.ids import dm_conversation_id
-from delivery.store.attempts import NOWHERE, AttemptRow, insert_attempts
+from delivery.store.attempts import NOWHERE, AttemptRow, insert_attempt_rows, insert_attempts
 from delivery.store.base import StoreBase
 from delivery.store.records import MessageRecord, Target
 from delivery.store.tables import MESSAGE_COLUMNS, conversations, messages
@@ -146,6 +146,55 @@ class MessageQueries(StoreBase):
                 return None
             insert_attempts(conn, msg_id, 1, Channel.WS, _rows(targets), started_at=now)
         return MessageRecord(*row)
+
+    def accept_dispatched_many(
+        self, items: Sequence[tuple[SendRequest, Sequence[Target]]], *, now: datetime,
+        deadline: datetime,
+    ) -> list[MessageRecord]:
+        """``accept_request(..., dispatch_to=targets)`` for a batch of direct messages, in one
+        transaction and one commit (group commit): per message its conversation seq and its
+        row (as ``accept``), then one multi-row insert of every attempt row. Returns the
+        messages this call created, in the order given. Messages already stored are left out
+        (the caller handles each alone, as ``accept`` would); a duplicate stored concurrently
+        by another process rolls the whole batch back (no seq is taken) and returns nothing,
+        so each message is then handled alone."""
+        existing = self._existing_ids([req.message_id for req, _ in items])
+        todo = [(req, ts) for req, ts in items if req.message_id not in existing]
+        if not todo:
+            return []
+        # Conversations in one order: two batches never wait on each other's seq rows in turn.
+        todo.sort(key=lambda it: dm_conversation_id(it[0].sender, it[0].recipient))
+        rows: list[MessageRecord] = []
+        try:
+            with self.engine.begin() as conn:
+                for req, _ in todo:
+                    conv = dm_conversation_id(req.sender, req.recipient)
+                    seq = conn.execute(self._dm_seq_stmt, {
+                        "id": conv, "kind": ConversationKind.DIRECT.value, "last_seq": 1,
+                        "created_at": now}).scalar_one()
+                    row = conn.execute(self._accept_stmt, {
+                        "id": req.message_id, "sender": req.sender, "recipient": req.recipient,
+                        "client_msg_id": req.client_msg_id, "body": req.body,
+                        "created_at": now, "expires_at": now + timedelta(seconds=req.ttl_s),
+                        "state": State.DISPATCHED.value, "attempts": 1,
+                        "ack_deadline": deadline, "conv_seq": seq, "conversation_id": conv,
+                        "p_conv": conv, "p_rcp": req.recipient}).first()
+                    if row is None:
+                        raise _Duplicate
+                    rows.append(MessageRecord(*row))
+                targets = {req.message_id: ts for req, ts in todo}
+                insert_attempt_rows(conn, [(m.id, 1, Channel.WS, r)
+                                           for m in rows for r in _rows(targets[m.id])],
+                                    started_at=now)
+        except _Duplicate:
+            return []
+        order = {req.message_id: i for i, (req, _) in enumerate(items)}
+        return sorted(rows, key=lambda m: order[m.id])
+
+    def _existing_ids(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(
+                select(messages.c.id).where(messages.c.id.in_(list(ids)))).all()}
 
     def get(self, msg_id: uuid.UUID) -> MessageRecord | None:
         with self.engine.connect() as conn:

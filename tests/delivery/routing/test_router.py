@@ -419,3 +419,63 @@ def test_last_gateway_is_asked_before_a_push_and_its_nack_pushes(h: Harness) -> 
     decision = h.router.route(msg.id, Trigger.NACK, attempt=1, nacked=["c1"])
     assert isinstance(decision, Push)
     assert h.pushes == [(str(msg.id), 2)]
+
+
+# -- batches (the delivery.send batch path) ---------------------------------------------------
+
+
+def _delivered(published: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The deliver frames in what was published (a node's batch is one deliver_batch)."""
+    out: list[dict[str, Any]] = []
+    for f in published:
+        out += f["frames"] if f.get("type") == "deliver_batch" else [f]
+    return out
+
+
+def test_a_batch_of_stored_sends_is_claimed_once_and_left_over_sends_go_one_by_one(
+    h: Harness,
+) -> None:
+    h.gw.track("bob", "c1", {})
+    h.gw.track("carol", "c2", {})
+    h.visible("bob", {"c1"})
+    h.visible("carol", {"c2"})
+    reqs = [_request("bob", "b1"), _request("carol", "c1"), _request("bob", "b2"),
+            _request("dave", "d1")]  # dave is offline
+    now = utcnow()
+    for r in reqs:
+        h.store.accept_request(r, now=now, deadline=now + timedelta(seconds=2))
+    h.router.route_stored(reqs[2])  # already routed (a duplicate task got there first)
+    before = len(h.frames)
+    left = h.router.route_stored_many(reqs)
+    assert [r.client_msg_id for r in left] == ["d1", "b2"]  # offline; not claimed here
+    assert len(h.frames) == before + 1  # one PUBLISH to gw-a for the batch
+    assert [f["id"] for f in _delivered(h.frames[before:])] == [str(reqs[0].message_id),
+                                                                str(reqs[1].message_id)]
+    for r in reqs[:3]:
+        msg = h.store.get(r.message_id)
+        assert msg is not None and msg.state == "dispatched" and msg.attempts == 1
+        assert [a.attempt for a in h.store.attempts_of(r.message_id)] == [1]
+    # A redelivered batch claims nothing twice.
+    assert len(h.router.route_stored_many(reqs[:2])) == 2
+    assert len(h.frames) == before + 1
+
+
+def test_a_batch_of_enqueue_only_sends_stores_each_once_duplicates_left_alone(
+    h: Harness,
+) -> None:
+    h.gw.track("bob", "c1", {})
+    h.visible("bob", {"c1"})
+    h.router.accept_and_route(_request("bob", "dup"))  # stored earlier
+    reqs = [_request("bob", "n1"), _request("bob", "dup"), _request("bob", "n2")]
+    before = len(h.frames)
+    left = h.router.accept_and_route_many(reqs)
+    assert [r.client_msg_id for r in left] == ["dup"]  # already stored: handled on its own
+    assert len(h.frames) == before + 1  # one PUBLISH to gw-a for the batch
+    assert [f["id"] for f in _delivered(h.frames[before:])] == [str(reqs[0].message_id),
+                                                                str(reqs[2].message_id)]
+    for r in (reqs[0], reqs[2]):
+        msg = h.store.get(r.message_id)
+        assert msg is not None and msg.state == "dispatched" and msg.attempts == 1
+        assert [(a.attempt, a.conn) for a in h.store.attempts_of(r.message_id)] == [(1, "c1")]
+    h.router.accept_and_route(left[0])  # the per-message path: a duplicate routes nothing
+    assert len(h.frames) == before + 1
