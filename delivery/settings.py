@@ -71,6 +71,8 @@ class Settings:
     token_issuer: str = ""
     token_leeway_s: float = 10.0
     token_legacy: int = 1
+    # 1: direct messages give their senders delivered/read receipts too (groups always do).
+    direct_receipts: int = 0
     api_keys: str = ""
     api_max_in_flight: int = 32
     fcm_credentials: str = ""
@@ -240,6 +242,9 @@ class Settings:
         if not 0 <= self.token_leeway_s <= MAX_TOKEN_LEEWAY_S:
             raise SettingsError(f"DELIVERY_TOKEN_LEEWAY_S must be in [0, {MAX_TOKEN_LEEWAY_S:g}]"
                                 f", got {self.token_leeway_s}")
+        if self.direct_receipts not in (0, 1):
+            raise SettingsError(
+                f"DELIVERY_DIRECT_RECEIPTS must be 0 or 1, got {self.direct_receipts}")
         if self.token_legacy not in (0, 1):
             raise SettingsError(f"DELIVERY_TOKEN_LEGACY must be 0 or 1, got {self.token_legacy}")
         if self.token_keys:

@@ -598,8 +598,9 @@ class Gateway:
     def _record_acks_now(self, rows: list[AckRow], now: datetime) -> list[bool]:
         """In the executor: record the acks (and the group senders' receipts, in the same
         transaction), then tell the gateways holding those senders."""
-        outcome = record_acks(self.runtime.store, rows, now,
-                              receipt_ttl_s=self.runtime.settings.message_ttl_s)
+        settings = self.runtime.settings
+        outcome = record_acks(self.runtime.store, rows, now, receipt_ttl_s=settings.message_ttl_s,
+                              direct_receipts=bool(settings.direct_receipts))
         self._announce_owed(outcome.owed)
         return outcome.won
 
@@ -632,7 +633,8 @@ class Gateway:
     def _record_read_now(self, user: str, frame: p.Read) -> None:
         owed = self.runtime.store.record_read(
             user, frame.conversation, frame.seq, now=utcnow(),
-            ttl_s=self.runtime.settings.message_ttl_s)
+            ttl_s=self.runtime.settings.message_ttl_s,
+            direct=bool(self.runtime.settings.direct_receipts))
         self._announce_owed(owed)
 
     # -- helpers --------------------------------------------------------------------------------

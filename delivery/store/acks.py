@@ -65,7 +65,7 @@ def redirect_attempt(
 
 class AckOutcome(NamedTuple):
     won: list[bool]  # per ack, whether it recorded the delivery
-    owed: set[str]  # users owed new receipts (senders of the group messages delivered)
+    owed: set[str]  # users owed new receipts (senders of the messages delivered)
 
 
 # How long a receipt is kept replayable when no setting is given (the message TTL's default).
@@ -81,7 +81,7 @@ def record_acks_bulk(
 
 def record_acks(
     store: Store, acks: Sequence[tuple[uuid.UUID, str, str]], now: datetime, *,
-    receipt_ttl_s: float = RECEIPT_TTL_S,
+    receipt_ttl_s: float = RECEIPT_TTL_S, direct_receipts: bool = False,
 ) -> AckOutcome:
     """Record a batch of acks ``(message id, user, connection)``: each message is delivered
     once, by the first ack in the batch from its recipient while it is unacked; the acking
@@ -117,7 +117,7 @@ def record_acks(
                 _bulk_chunk(c, acks, start, min(len(acks), start + 500), now, results)
         won = [a[0] for a, w in zip(acks, results, strict=True) if w]
         owed = delivered_receipts(c, won, now=now, ttl_s=receipt_ttl_s,
-                                  upsert=store._upsert)
+                                  upsert=store._upsert, direct=direct_receipts)
     return AckOutcome(results, owed)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from delivery.conversations import membership, receipts
-from delivery.conversations.ids import ConversationError, delivery_id
+from delivery.conversations.ids import ConversationError, delivery_id, dm_members
 from delivery.conversations.requests import GroupSendRequest
 from delivery.store.base import StoreBase
 from delivery.store.records import ConversationRecord, MemberRecord, MessageRecord, Target
@@ -248,20 +248,28 @@ class ConversationQueries(StoreBase):
     # -- read --------------------------------------------------------------------------------
 
     def record_read(self, user: str, conv_id: str, seq: int, *, now: datetime,
-                    ttl_s: float) -> set[str]:
+                    ttl_s: float, direct: bool = False) -> set[str]:
         """``user`` read ``conv_id`` up to ``seq``: store the senders' ``read`` receipts;
         returns the users owed new receipts. A seq not beyond what was read, or a user who
-        is not a member, changes nothing."""
+        is not a member, changes nothing. ``direct``: direct conversations too
+        (DELIVERY_DIRECT_RECEIPTS)."""
+        kinds = [ConversationKind.GROUP.value] + ([ConversationKind.DIRECT.value] if direct
+                                                  else [])
         with self.engine.begin() as c:
             conv = c.execute(
                 update(conversations)
-                .where(conversations.c.id == conv_id,
-                       conversations.c.kind == ConversationKind.GROUP)
-                .values(last_seq=conversations.c.last_seq).returning(conversations.c.last_seq)
+                .where(conversations.c.id == conv_id, conversations.c.kind.in_(kinds))
+                .values(last_seq=conversations.c.last_seq)
+                .returning(conversations.c.last_seq, conversations.c.kind)
             ).first()
             if conv is None:
                 return set()
             upto = min(seq, int(conv[0]))
+            if conv[1] == ConversationKind.DIRECT.value:
+                made = _direct_read(c, conv_id, user, upto, now, self._upsert)
+                store_receipts(c, made, sender=lambda r: user, now=now, ttl_s=ttl_s,
+                               upsert=self._upsert)
+                return {r.to for r in made}
             row = c.execute(
                 select(members.c.id, members.c.read_seq)
                 .where(members.c.conversation_id == conv_id, members.c.user_id == user,
@@ -321,25 +329,64 @@ def _read_receipts(c: Connection, conv_id: str, reader: str,
     return out
 
 
+def _direct_read(c: Connection, conv_id: str, reader: str, upto: int, now: datetime,
+                 upsert: Any) -> list[receipts.Receipt]:
+    """``reader`` read the direct conversation up to ``upto``: its read mark lives in a member
+    row made on its first read (direct conversations have none otherwise); the other user
+    gets one ``read`` receipt naming its newest message read. The caller holds the
+    conversation's row lock."""
+    if reader not in (dm_members(conv_id) or ()):
+        return []  # not one of the two: nothing recorded
+    c.execute(upsert(members).on_conflict_do_nothing(), {
+        "conversation_id": conv_id, "user_id": reader, "joined_seq": 0, "left_seq": None,
+        "read_seq": 0, "joined_at": now, "left_at": None})
+    row = c.execute(
+        select(members.c.id, members.c.read_seq)
+        .where(members.c.conversation_id == conv_id, members.c.user_id == reader,
+               members.c.left_seq.is_(None))
+    ).first()
+    if row is None or row[1] >= upto:
+        return []
+    c.execute(update(members).where(members.c.id == row[0]).values(read_seq=upto))
+    newest = c.execute(
+        select(messages.c.id, messages.c.sender, messages.c.conv_seq)
+        .where(messages.c.conversation_id == conv_id, messages.c.recipient == reader,
+               messages.c.kind == Kind.MESSAGE.value, messages.c.parent.is_(None),
+               messages.c.conv_seq > row[1], messages.c.conv_seq <= upto)
+        .order_by(messages.c.conv_seq.desc()).limit(1)
+    ).first()
+    if newest is None or newest[1] == reader:
+        return []
+    return [receipts.single(newest[0], conv_id, int(newest[2]), newest[1], receipts.READ,
+                            reader)]
+
+
 def delivered_receipts(c: Connection, won: Sequence[uuid.UUID], *, now: datetime,
-                       ttl_s: float, upsert: Any) -> set[str]:
+                       ttl_s: float, upsert: Any, direct: bool = False) -> set[str]:
     """Receipts for a batch of recorded acks (in the ack's transaction): the group rows
-    among ``won`` give their senders a ``delivered`` receipt (coalesced for large groups).
+    among ``won`` give their senders a ``delivered`` receipt (coalesced for large groups);
+    with ``direct`` (DELIVERY_DIRECT_RECEIPTS) direct messages give one each.
     Returns the users owed new receipts."""
     if not won:
         return set()
+    kind_rows = (messages.c.conversation_id.is_not(None) if direct
+                 else messages.c.parent.is_not(None))
     rows = c.execute(
         select(messages.c.parent, messages.c.sender, messages.c.recipient,
-               messages.c.conversation_id, messages.c.conv_seq)
-        .where(messages.c.id.in_(list(won)), messages.c.kind == Kind.MESSAGE.value,
-               messages.c.parent.is_not(None))
+               messages.c.conversation_id, messages.c.conv_seq, messages.c.id)
+        .where(messages.c.id.in_(list(won)), messages.c.kind == Kind.MESSAGE.value, kind_rows)
     ).all()
     if not rows:
         return set()
     by_parent: dict[uuid.UUID, list[Any]] = {}
-    for r in rows:
-        by_parent.setdefault(r[0], []).append(r)
     made: list[receipts.Receipt] = []
+    for r in rows:
+        if r[0] is None:  # a direct message: its own id names it
+            if r[1] != r[2]:
+                made.append(receipts.single(r[5], r[3], int(r[4]), r[1], receipts.DELIVERED,
+                                            r[2]))
+        else:
+            by_parent.setdefault(r[0], []).append(r)
     for parent in sorted(by_parent):  # one lock order for concurrent gateways
         group = by_parent[parent]
         counter = c.execute(
@@ -350,7 +397,7 @@ def delivered_receipts(c: Connection, won: Sequence[uuid.UUID], *, now: datetime
         if counter is None:
             continue
         after, of = int(counter[0]), int(counter[1])
-        _, sender, _, conv, seq = group[0]
+        _, sender, _, conv, seq, _ = group[0]
         if receipts.coalesced(of):
             made += receipts.counted(parent, conv, seq, sender, receipts.DELIVERED,
                                      after - len(group), after, of)

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -45,6 +46,8 @@ def main(argv: list[str]) -> int:
     logs.setup_process(logs.check_level(args.log_level, "--log-level"))  # DELIVERY_LOG_FORMAT
     logging.getLogger("alembic").setLevel(logging.WARNING)
     redact_handlers()  # no parameters or echoed body values in log lines
+    # The demo page shows ticks on direct messages too (off by default elsewhere: its cost).
+    os.environ.setdefault("DELIVERY_DIRECT_RECEIPTS", "1")
     settings = get_settings()
     if not settings.embedded:
         print("delivery up runs the embedded default; with a broker configured, run "

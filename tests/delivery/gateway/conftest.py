@@ -169,6 +169,9 @@ async def gateway_harness(
         runtime.hooks.on_ack = lambda m, c, w: h.acks.append((m, c, w))
         await gw.start("127.0.0.1", 0)
         try:
+            # Routing decides "wait" until the worker's replica has synced with the gateway's:
+            # a test that routes at once would race it.
+            await h.wait_for(lambda: replica.synced and presence.synced)
             yield h
         finally:
             await gw.stop()

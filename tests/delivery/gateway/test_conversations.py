@@ -101,3 +101,37 @@ def test_a_read_frame_with_bad_fields_gets_an_error_and_changes_nothing(store: S
             await ws.close()
 
     run(main())
+
+
+def test_direct_receipts_reach_the_sender_when_turned_on(store: Store) -> None:
+    """DELIVERY_DIRECT_RECEIPTS=1: bob acks alice's direct message, then reads it; alice's
+    connection receives a ``delivered`` and a ``read`` receipt naming the message."""
+    from delivery.settings import Settings
+    from delivery.validation import validate_send
+    from tests.delivery.gateway.conftest import SECRET
+
+    async def main() -> None:
+        async with gateway_harness(store, settings=Settings(secret=SECRET,
+                                                            direct_receipts=1)) as h:
+            alice, _ = await h.client("alice")
+            bob, wb = await h.client("bob")
+            await h.wait_presence("bob", {wb["conn"]})
+            req = validate_send("alice", "bob", {"text": "hi"}, "d1", max_body_bytes=4096,
+                                default_ttl_s=600)
+            msg = await asyncio.to_thread(_router(h).accept_and_route, req)
+            got = await _next(bob, "message")
+            assert (got["id"], got["message"], got["seq"]) == (str(msg.id), str(msg.id), 1)
+            await bob.send(ack(got))
+            r1 = await _next(alice, "receipt")
+            assert (r1["status"], r1["user"], r1["message"], r1["conversation"]) == (
+                "delivered", "bob", str(msg.id), got["conversation"])
+            await alice.send(ack(r1))
+            await bob.send(json.dumps({"type": "read", "conversation": got["conversation"],
+                                       "seq": 1}))
+            r2 = await _next(alice, "receipt")
+            assert (r2["status"], r2["user"], r2["message"]) == ("read", "bob", str(msg.id))
+            await alice.send(ack(r2))
+            for ws in (alice, bob):
+                await ws.close()
+
+    run(main())

@@ -181,3 +181,39 @@ def test_read_up_to_a_seq_gives_each_sender_one_read_receipt(store: Store) -> No
     assert store.record_read("carol", "team", 3, now=now, ttl_s=60) == set()  # not beyond
     assert store.record_read("dave", "team", 4, now=now, ttl_s=60) == set()  # not a member
     assert store.record_read("carol", "nope", 4, now=now, ttl_s=60) == set()
+
+
+def test_direct_messages_give_no_receipts_unless_turned_on(store: Store) -> None:
+    """DELIVERY_DIRECT_RECEIPTS=0 (the default): an ack or a read of a direct message
+    writes nothing more (the direct hot path stays one write per ack)."""
+    now = utcnow()
+    m = dm(store, "alice", "bob", "off-1")
+    assert record_acks(store, [(m.id, "bob", "c1")], now) == ([True], set())
+    assert store.record_read("bob", m.conversation_id or "", 1, now=now, ttl_s=60) == set()
+    assert _receipts(store, "alice") == []
+
+
+def test_direct_receipts_delivered_on_ack_and_read_up_to_a_seq(store: Store) -> None:
+    """DELIVERY_DIRECT_RECEIPTS=1: each acked direct message gives its sender one
+    ``delivered`` receipt naming it; a read up to a seq gives one ``read`` receipt naming the
+    newest message read; the reader's own messages and a repeated read give none."""
+    now = utcnow()
+    m1 = dm(store, "alice", "bob", "on-1")
+    m2 = dm(store, "alice", "bob", "on-2")
+    own = dm(store, "bob", "alice", "on-3")  # seq 3: bob's own
+    conv = m1.conversation_id or ""
+    out = record_acks(store, [(m1.id, "bob", "c1"), (m2.id, "bob", "c1")], now,
+                      direct_receipts=True)
+    assert out == ([True, True], {"alice"})
+    got = _receipts(store, "alice")
+    assert sorted((r["message"], r["status"], r["user"], r["seq"]) for r in got) == sorted([
+        (str(m1.id), "delivered", "bob", 1), (str(m2.id), "delivered", "bob", 2)])
+    assert all(r["conversation"] == conv for r in got)
+    assert store.record_read("bob", conv, 3, now=now, ttl_s=60, direct=True) == {"alice"}
+    read = [r for r in _receipts(store, "alice") if r["status"] == "read"]
+    assert [(r["message"], r["user"], r["seq"]) for r in read] == [(str(m2.id), "bob", 2)]
+    assert store.record_read("bob", conv, 3, now=now, ttl_s=60, direct=True) == set()
+    assert _receipts(store, "bob") == []  # nothing to bob for his own message
+    assert own.conv_seq == 3
+    assert store.record_read("carol", conv, 3, now=now, ttl_s=60, direct=True) == set()
+    assert [m.user_id for m in store.members_of(conv)] == ["bob"]  # carol is not one of the two
