@@ -24,6 +24,8 @@ from tests.e2e.test_crashes import (
     broker,
     crash_cluster,
     crash_env,
+    pg_store,
+    pg_url,
     private_redis,
     stub,
     visibility_timeout,
@@ -32,7 +34,8 @@ from tests.e2e.traffic import Traffic
 from workers.devkit.cluster import LocalCluster
 from workers.devkit.services import allow_connections, refuse_connections
 
-__all__ = ["broker", "crash_cluster", "crash_env", "private_redis", "stub", "visibility_timeout"]
+__all__ = ["broker", "crash_cluster", "crash_env", "pg_store", "pg_url", "private_redis", "stub",
+           "visibility_timeout"]
 
 pytestmark = pytest.mark.slow
 

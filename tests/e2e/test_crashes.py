@@ -37,6 +37,19 @@ def private_redis(tmp_path) -> Iterator[PrivateRedis]:  # type: ignore[no-untype
 
 
 @pytest.fixture
+def pg_url(own_pg: tuple[str, Store]) -> str:
+    """A database of each crash test's own: the session cluster's workers sweep the shared
+    one and would route this test's stalled messages with a presence that has not heard of
+    its users (and an outage of it would disturb them)."""
+    return own_pg[0]
+
+
+@pytest.fixture
+def pg_store(own_pg: tuple[str, Store]) -> Store:
+    return own_pg[1]
+
+
+@pytest.fixture
 def stub() -> Iterator[FcmStub]:
     with FcmStub() as s:
         yield s

@@ -17,6 +17,8 @@ from tests.e2e.test_crashes import (
     broker,
     crash_cluster,
     crash_env,
+    pg_store,
+    pg_url,
     private_redis,
     stub,
     visibility_timeout,
@@ -26,7 +28,8 @@ from workers.devkit.cluster import LocalCluster
 from workers.devkit.services import allow_connections, refuse_connections
 
 # The crash tests' cluster, on each broker (Redis and RabbitMQ).
-__all__ = ["broker", "crash_cluster", "crash_env", "private_redis", "stub", "visibility_timeout"]
+__all__ = ["broker", "crash_cluster", "crash_env", "pg_store", "pg_url", "private_redis", "stub",
+           "visibility_timeout"]
 
 
 def _outage(pg_url: str, seconds: float):  # type: ignore[no-untyped-def]

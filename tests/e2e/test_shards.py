@@ -36,6 +36,19 @@ S = 4
 
 
 @pytest.fixture
+def pg_url(own_pg: tuple[str, Store]) -> str:
+    """A database of these tests' own: the session cluster's workers (S = 1) sweep the shared
+    one and would route these tests' stalled messages with a presence that has not heard of
+    their users."""
+    return own_pg[0]
+
+
+@pytest.fixture
+def pg_store(own_pg: tuple[str, Store]) -> Store:
+    return own_pg[1]
+
+
+@pytest.fixture
 def broker() -> str:
     return "redis"
 

@@ -32,7 +32,8 @@ CANNOT_RUN = ("dockerd cannot run here", "needs root", "no `docker` client")
 def test_override_maps_every_public_image_to_a_local_one(compose: list[str],  # noqa: F811
                                                          tmp_path: Path) -> None:
     env = tmp_path / "check.env"
-    values = {"DELIVERY_SECRET": "s" * 40, "POSTGRES_PASSWORD": "p", "RABBITMQ_PASSWORD": "r",
+    values = {"DELIVERY_SECRET": "s" * 40, "DELIVERY_API_KEYS": "k" * 40,
+              "POSTGRES_PASSWORD": "p", "RABBITMQ_PASSWORD": "r",
               "FLOWER_BASIC_AUTH": "a:b", "CHECK_WS_PORT": "18080", "CHECK_WSS_PORT": "18443",
               "CHECK_CERT_DIR": str(tmp_path), "CHECK_HAPROXY_CFG": str(tmp_path / "h.cfg"),
               "CHECK_GATEWAY_NOFILE": "20000", "CHECK_PROXY_NOFILE": "20000",

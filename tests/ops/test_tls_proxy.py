@@ -44,8 +44,10 @@ def local_config(plain: int, tls: int, gateway: int) -> str:
     cfg = cfg.replace("maxconn 50000", "maxconn 500")
     cfg = cfg.replace("bind :8080", f"bind 127.0.0.1:{plain}")
     cfg = cfg.replace("bind :8443", f"bind 127.0.0.1:{tls}")
-    cfg, n = re.subn(r"^\s*server-template .*$",
+    cfg, n = re.subn(r"^\s*server-template gw .*$",
                      f"    server gw1 127.0.0.1:{gateway} check inter 200ms", cfg, flags=re.M)
+    # The HTTP API's backend (no `delivery api` here): no servers, so /v1/ answers 503.
+    cfg = re.sub(r"^\s*server-template api .*$", "", cfg, flags=re.M)
     assert n == 1 and "uri /readyz" in cfg
     return cfg
 
