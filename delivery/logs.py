@@ -119,6 +119,10 @@ class RedactingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = scrub_text(record.exc_text)
+        data = getattr(record, "data", None)  # Celery's trace passes the failure's repr here
+        if isinstance(data, dict):
+            record.data = {k: scrub_text(v) if isinstance(v, str) else v
+                           for k, v in data.items()}
         return True
 
 

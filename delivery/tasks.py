@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from delivery.clock import later, utcnow
 from delivery.conversations.requests import GroupSendRequest, validate_group_send
+from delivery.redaction import RedactingTask
 from delivery.runtime import Runtime, get_runtime
 from delivery.task_names import NOOP_TASK, SEND_GROUP_TASK, SEND_TASK
 from delivery.validation import InvalidMessage, SendRequest, validate_send
@@ -31,9 +32,10 @@ def retry_delay(retries: int) -> float:
     return float(min(RETRY_MAX_S, RETRY_BASE_S * 2 ** min(retries, 16)))
 
 
-class SendTask(Task):
+class SendTask(RedactingTask):
     """``delivery.send`` in a worker: requests are run in batches (delivery/send_batching.py);
-    called directly, eagerly or through ``apply`` it is the plain per-message task below."""
+    called directly, eagerly or through ``apply`` it is the plain per-message task below.
+    A RedactingTask like every task of the app: a failure's text is scrubbed of bodies."""
 
     def Strategy(self, task: Task, app: Any, consumer: Any, **kwargs: Any) -> Any:
         from delivery.send_batching import batched_strategy

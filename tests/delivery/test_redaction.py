@@ -147,3 +147,35 @@ def test_every_engine_is_built_by_delivery_db() -> None:
                                   or "engine_from_config(" in p.read_text())
     ]
     assert offenders == []
+
+
+def test_every_task_of_the_app_scrubs_its_failures() -> None:
+    """The fault: the batched send task took plain ``celery.Task`` as its base, so a failing
+    statement's echoed row (the body) reached the result backend and Flower."""
+    from delivery.celery_app import make_app
+    from delivery.redaction import RedactingTask
+
+    app = make_app()
+    try:
+        app.loader.import_default_modules()  # the task modules (``include``)
+        ours = {n: t for n, t in app.tasks.items() if n.startswith("delivery.")}
+        assert ours and all(isinstance(t, RedactingTask) for t in ours.values()), [
+            n for n, t in ours.items() if not isinstance(t, RedactingTask)]
+    finally:
+        app.close()
+
+
+def test_the_logging_filter_scrubs_celerys_trace_data() -> None:
+    """Celery's trace log passes the failure's repr in ``extra={'data': ...}``."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(KeyValueFormatter())
+    handler.addFilter(RedactingFilter())
+    log = logging.getLogger("delivery.test-redaction-data")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.error("task failed", extra={"data": {"exc": PG_JSON_ERROR, "id": "t1"}})
+    finally:
+        log.removeHandler(handler)
+    assert MARKER not in stream.getvalue()

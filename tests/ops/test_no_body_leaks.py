@@ -183,7 +183,9 @@ def test_no_failure_path_leaks_a_body(leaks: Leaks) -> None:
         keys = list(client.scan_iter(match=f"{leaks.prefix}*", count=1000))
         assert any(b"celery-task-meta-" in k for k in keys)  # failures were stored
         leaking = [k for k in keys if any(MARKER.encode() in v for v in redis_values(client, k))]
-        assert set(leaking) <= in_transit, leaking
+        assert set(leaking) <= in_transit, [
+            (k, [_around(v.decode(errors="replace")) for v in redis_values(client, k)])
+            for k in set(leaking) - in_transit]
     finally:
         client.close()
     paths = ["/api/tasks", "/api/tasks?state=FAILURE", "/api/tasks?state=RETRY", "/tasks",
