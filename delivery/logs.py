@@ -171,6 +171,16 @@ def make_formatter(fmt: str | None = None) -> logging.Formatter:
     return JsonFormatter() if fmt == "json" else KeyValueFormatter()
 
 
+def setup_server_process(cli_level: str | None) -> None:
+    """A server command's logging (``delivery gateway``, ``delivery api``): the level from
+    ``--log-level`` or ``DELIVERY_LOG_LEVEL``, the format checked, one structured format for
+    every logger, bodies and parameters scrubbed (SettingsError names a bad value)."""
+    level = (check_level(cli_level, "--log-level") if cli_level else configured_level())
+    configured_format()
+    setup_process(level)
+    redact_handlers()
+
+
 def setup_process(level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
     """A process that is not a Celery worker (the gateway): our loggers and everyone else's
     (the root logger: websockets, asyncio, libraries) in the one configured format."""

@@ -221,19 +221,24 @@ class Replica:
 
     # ------------------------------------------------------------- receive
 
-    def receive(self, frame: bytes, now: float) -> builtins.list[Out]:
-        """Handle one incoming frame; never raises because of its content."""
+    def _decode(self, frame: bytes, now: float) -> wire.Message | None:
+        """The frame to handle: None when stopped, undecodable (counted) or our own echo."""
         self._now = max(self._now, now)
         if self._stopped:
-            return []
+            return None
         try:
             msg = wire.decode(frame, self.config.max_frame_bytes)
         except wire.WireError as exc:
             self.dropped[exc.kind] += 1
+            return None
+        return None if msg.sender == self.rid else msg  # our own broadcast echoed back
+
+    def receive(self, frame: bytes, now: float) -> builtins.list[Out]:
+        """Handle one incoming frame; never raises because of its content."""
+        msg = self._decode(frame, now)
+        if msg is None:
             return []
         sender = msg.sender
-        if sender == self.rid:
-            return []  # our own broadcast echoed back
         if sender[0] == self.name:
             self.dropped["same_name"] += 1
             return []

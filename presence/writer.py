@@ -26,15 +26,8 @@ __all__ = ["WriterReplica"]
 class WriterReplica(Replica):
     def receive(self, frame: bytes, now: float) -> builtins.list[Out]:
         """Answer a transfer request addressed to us; drop (and count) everything else."""
-        self._now = max(self._now, now)
-        if self._stopped:
-            return []
-        try:
-            msg = wire.decode(frame, self.config.max_frame_bytes)
-        except wire.WireError as exc:
-            self.dropped[exc.kind] += 1
-            return []
-        if msg.sender == self.rid:
+        msg = self._decode(frame, now)
+        if msg is None:
             return []
         if msg.type != wire.REQ:
             self.dropped["writer_ignores"] += 1

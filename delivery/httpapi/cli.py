@@ -62,11 +62,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from delivery import logs
 
-    level = (logs.check_level(args.log_level, "--log-level") if args.log_level
-             else logs.configured_level())
-    logs.configured_format()
-    logs.setup_process(level)
-    logs.redact_handlers()
+    logs.setup_server_process(args.log_level)
     settings = get_settings()
     check(settings)
     if settings.metrics_port > 0:
