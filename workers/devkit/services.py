@@ -94,7 +94,7 @@ def create_database(prefix: str = "delivery_test", admin_url: str = PG_ADMIN_URL
 def drop_database(url: str, admin_url: str = PG_ADMIN_URL) -> None:
     """Drop the database of ``url``, ending its connections (also in the middle of an outage:
     dropping does not connect to it)."""
-    name = _database_name(url)
+    name = _database_name(url, admin_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -110,9 +110,11 @@ def fresh_pg_database(prefix: str = "delivery_test",
         drop_database(url, admin_url)
 
 
-def _database_name(url: str) -> str:
+def _database_name(url: str, admin_url: str = PG_ADMIN_URL) -> str:
+    """The database of ``url``, unless it is a shared one: the server's own, or the admin
+    database every test run starts from (CI's is a fresh ``ci_*`` database, not ``postgres``)."""
     name = make_url(url).database
-    if not name or name in ("postgres", "template0", "template1"):
+    if not name or name in ("postgres", "template0", "template1", make_url(admin_url).database):
         raise ValueError(f"refusing to take down the shared database {name!r}")
     return name
 
@@ -120,7 +122,7 @@ def _database_name(url: str) -> str:
 def refuse_connections(url: str, admin_url: str = PG_ADMIN_URL) -> None:
     """Start an outage of ``url``'s database: refuse new connections, end the live ones (what
     a PostgreSQL restart or failover looks like to its clients)."""
-    name = _database_name(url)
+    name = _database_name(url, admin_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -128,7 +130,7 @@ def refuse_connections(url: str, admin_url: str = PG_ADMIN_URL) -> None:
 
 
 def allow_connections(url: str, admin_url: str = PG_ADMIN_URL) -> None:
-    name = _database_name(url)
+    name = _database_name(url, admin_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
 
