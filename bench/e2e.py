@@ -332,13 +332,7 @@ class Bench:
 
     def wait_received(self, ids: list[str], timeout: float) -> bool:
         assert self.clients is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.clients.received.count_of(ids) == len(ids):
-                return True
-            check_stop()
-            time.sleep(0.01)
-        return False
+        return self.clients.received.wait_for(ids, timeout)
 
     def recv_wall(self, mid: str) -> float:
         """Wall-clock time the client had (and acked) message ``mid``."""

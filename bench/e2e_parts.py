@@ -64,6 +64,16 @@ class Received:
         with self.lock:
             return sum(1 for i in ids if i in self.latency_ms)
 
+    def wait_for(self, ids: list[str], timeout: float) -> bool:
+        """Until every one of ``ids`` was reported (True) or ``timeout`` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count_of(ids) == len(ids):
+                return True
+            check_stop()
+            time.sleep(0.01)
+        return False
+
 
 class ClientProcs:
     """K users in 1-2 subprocesses (``bench.clients``, or the peer's Socket.IO clients)."""

@@ -105,13 +105,7 @@ class PeerSocketio:
 
     def _wait(self, ids: list[str], timeout: float) -> bool:
         assert self.clients is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.clients.received.count_of(ids) == len(ids):
-                return True
-            check_stop()
-            time.sleep(0.01)
-        return False
+        return self.clients.received.wait_for(ids, timeout)
 
     def warmup(self) -> None:
         ids = [self._send(i) for i in range(self.n_clients)]
