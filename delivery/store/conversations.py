@@ -270,19 +270,14 @@ class ConversationQueries(StoreBase):
                 store_receipts(c, made, sender=lambda r: user, now=now, ttl_s=ttl_s,
                                upsert=self._upsert)
                 return {r.to for r in made}
-            row = c.execute(
-                select(members.c.id, members.c.read_seq)
-                .where(members.c.conversation_id == conv_id, members.c.user_id == user,
-                       members.c.left_seq.is_(None))
-            ).first()
-            if row is None or row[1] >= upto:
+            before = _advance_read(c, conv_id, user, upto)
+            if before is None:
                 return set()
-            c.execute(update(members).where(members.c.id == row[0]).values(read_seq=upto))
             read = c.execute(
                 select(messages.c.parent, messages.c.sender, messages.c.conv_seq)
                 .where(messages.c.conversation_id == conv_id, messages.c.recipient == user,
                        messages.c.kind == Kind.MESSAGE.value, messages.c.parent.is_not(None),
-                       messages.c.conv_seq > row[1], messages.c.conv_seq <= upto)
+                       messages.c.conv_seq > before, messages.c.conv_seq <= upto)
                 .order_by(messages.c.conv_seq)
             ).all()
             made = _read_receipts(c, conv_id, user, read)
@@ -329,6 +324,20 @@ def _read_receipts(c: Connection, conv_id: str, reader: str,
     return out
 
 
+def _advance_read(c: Connection, conv_id: str, user: str, upto: int) -> int | None:
+    """Move ``user``'s read mark in ``conv_id`` up to ``upto``; the mark before, or None when
+    ``user`` is no current member or had read that far already (nothing changes)."""
+    row = c.execute(
+        select(members.c.id, members.c.read_seq)
+        .where(members.c.conversation_id == conv_id, members.c.user_id == user,
+               members.c.left_seq.is_(None))
+    ).first()
+    if row is None or row[1] >= upto:
+        return None
+    c.execute(update(members).where(members.c.id == row[0]).values(read_seq=upto))
+    return int(row[1])
+
+
 def _direct_read(c: Connection, conv_id: str, reader: str, upto: int, now: datetime,
                  upsert: Any) -> list[receipts.Receipt]:
     """``reader`` read the direct conversation up to ``upto``: its read mark lives in a member
@@ -340,19 +349,14 @@ def _direct_read(c: Connection, conv_id: str, reader: str, upto: int, now: datet
     c.execute(upsert(members).on_conflict_do_nothing(), {
         "conversation_id": conv_id, "user_id": reader, "joined_seq": 0, "left_seq": None,
         "read_seq": 0, "joined_at": now, "left_at": None})
-    row = c.execute(
-        select(members.c.id, members.c.read_seq)
-        .where(members.c.conversation_id == conv_id, members.c.user_id == reader,
-               members.c.left_seq.is_(None))
-    ).first()
-    if row is None or row[1] >= upto:
+    before = _advance_read(c, conv_id, reader, upto)
+    if before is None:
         return []
-    c.execute(update(members).where(members.c.id == row[0]).values(read_seq=upto))
     newest = c.execute(
         select(messages.c.id, messages.c.sender, messages.c.conv_seq)
         .where(messages.c.conversation_id == conv_id, messages.c.recipient == reader,
                messages.c.kind == Kind.MESSAGE.value, messages.c.parent.is_(None),
-               messages.c.conv_seq > row[1], messages.c.conv_seq <= upto)
+               messages.c.conv_seq > before, messages.c.conv_seq <= upto)
         .order_by(messages.c.conv_seq.desc()).limit(1)
     ).first()
     if newest is None or newest[1] == reader:
