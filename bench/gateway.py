@@ -35,6 +35,7 @@ import gc
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -356,11 +357,23 @@ class Sample:
     client_cores: float
 
 
+def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (``--gil``: Python CPU time) on ``pid`` for ``seconds``, raw stacks into ``out``."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [exe, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", "200",
+         "--format", "raw", "-o", str(out), "--nonblocking", "--gil"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def measure(conns: list[ClientConnection], seconds: float, warmup: float, echo: bool,
-                  window: int, server_pid: int, outstanding: dict[int, int]) -> Sample:
+                  window: int, server_pid: int, outstanding: dict[int, int],
+                  profile: Path | None = None) -> Sample:
     """Frames per second: echo round trips (``echo``) or message + ack, with the server's and
     this process' CPU use (cores) over the same interval. Echo clients top up to ``window``
-    frames outstanding (``outstanding`` carries the count across rounds)."""
+    frames outstanding (``outstanding`` carries the count across rounds). With ``profile``,
+    py-spy records the server over the measured interval into that file."""
     counter = Counter()
     stop = asyncio.Event()
 
@@ -390,6 +403,7 @@ async def measure(conns: list[ClientConnection], seconds: float, warmup: float, 
     fn = echo_client if echo else gateway_client
     tasks = [asyncio.create_task(fn(ws)) for ws in conns]
     await asyncio.sleep(warmup)
+    spy = start_profile(server_pid, seconds, profile) if profile is not None else None
     n0, t0 = counter.n, time.perf_counter()
     s0, c0 = cpu_s(server_pid), cpu_s(os.getpid())
     await asyncio.sleep(seconds)
@@ -399,8 +413,24 @@ async def measure(conns: list[ClientConnection], seconds: float, warmup: float, 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if spy is not None:
+        await asyncio.to_thread(spy.wait, 60)
     dt = t1 - t0
     return Sample((n1 - n0) / dt, (s1 - s0) / dt, (c1 - c0) / dt)
+
+
+def write_profile_summaries(spy_dir: Path, rounds: int) -> None:
+    """``profile-{echo,gateway}.txt``: every round's raw stacks together, and their summary."""
+    from bench.e2e import summarize_profile
+
+    for role in ("echo", "gateway"):
+        parts = [spy_dir / f"profile-{role}-{r + 1}.txt" for r in range(rounds)]
+        merged = spy_dir / f"profile-{role}.txt"
+        merged.write_text("".join(p.read_text() for p in parts if p.exists()))
+        for part in parts:
+            part.unlink(missing_ok=True)
+        (spy_dir / f"profile-{role}-summary.txt").write_text(summarize_profile(merged))
+    progress(f"  py-spy profiles of the servers in {spy_dir}")
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -439,17 +469,22 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             echo_samples: list[Sample] = []
             gw_samples: list[Sample] = []
             outstanding: dict[int, int] = {}
+            spy_dir: Path | None = args.py_spy
             for r in range(args.rounds):
                 e = await measure(echo_conns, args.seconds, args.warmup, True, args.window,
-                                  echo.proc.pid, outstanding)
+                                  echo.proc.pid, outstanding,
+                                  spy_dir / f"profile-echo-{r + 1}.txt" if spy_dir else None)
                 g = await measure(conns, args.seconds, args.warmup, False, args.window,
-                                  gw.proc.pid, outstanding)
+                                  gw.proc.pid, outstanding,
+                                  spy_dir / f"profile-gateway-{r + 1}.txt" if spy_dir else None)
                 echo_samples.append(e)
                 gw_samples.append(g)
                 progress(f"  round {r + 1}: echo {e.frames_per_s:.0f} frames/s "
                          f"({e.server_cores:.2f} cores), gateway {g.frames_per_s:.0f} frames/s "
                          f"({g.server_cores:.2f} cores)")
             s1 = json.loads(await asyncio.to_thread(gw.command, "STATS", "STATS "))
+            if spy_dir is not None:
+                write_profile_summaries(spy_dir, args.rounds)
             await asyncio.sleep(0.3)
             counts = json.loads(await asyncio.to_thread(gw.command, "COUNT", "COUNT "))
             result["delivered_in_store"] = counts.get(State.DELIVERED, 0)
@@ -466,6 +501,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     result["gateway_rounds"] = [round(x.frames_per_s) for x in gw_samples]
     result["echo_server_cores"] = round(median([x.server_cores for x in echo_samples]), 2)
     result["gateway_server_cores"] = round(median([x.server_cores for x in gw_samples]), 2)
+    result["echo_client_cores"] = round(median([x.client_cores for x in echo_samples]), 2)
+    result["gateway_client_cores"] = round(median([x.client_cores for x in gw_samples]), 2)
     # Frames per CPU-second of the server process: robust when other jobs share the machine.
     echo_eff = median([x.frames_per_s / max(0.01, x.server_cores) for x in echo_samples])
     gw_eff = median([x.frames_per_s / max(0.01, x.server_cores) for x in gw_samples])
@@ -534,6 +571,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="the servers' event loop, for the echo baseline and the gateway "
                         "alike (uvloop: pip install uvloop)")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                        help="record py-spy profiles (--gil) of the echo server and the gateway "
+                        "over each measured round into DIR, with summaries "
+                        "(pip install py-spy)")
     parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.database_url and not args.database_url.startswith("postgresql"):

@@ -6,19 +6,19 @@ at-least-once: finishing an attempt row only touches rows still open.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from delivery.store.attempts import AttemptRow, close_attempts, insert_attempts
 from delivery.store.conversations import delivered_receipts
 from delivery.store.core import Store
 from delivery.store.tables import attempts, messages
-from delivery.vocabulary import UNACKED, Channel, Result, State
+from delivery.vocabulary import UNACKED, Channel, Kind, Result, State
 
 
 def nack_attempts(
@@ -88,81 +88,57 @@ def record_acks(
     connection's open rows of the current attempt close as acked, the others as superseded.
     Returns, per ack, whether it won.
 
-    A fixed number of statements per batch: acks arrive in batches of hundreds on a busy
-    gateway; building three statements per ack costs ~1 ms of CPU each (SQLAlchemy), which
-    would cap a gateway near 1,000 acks/s. Here:
-    one SELECT reads the batch's messages and picks the first valid ack per message (recipient
-    matches, still unacked); one compare-and-set UPDATE per message (by ``seq``, ``state IN
-    unacked``), sent as a single executemany, records the outcome; when its row count shows
-    that another process won a race, a SELECT finds which ones we won (``delivered_at`` is this
-    batch's timestamp and ``delivered_conn`` ours); one more executemany closes the winners'
-    attempt rows (the acking connection's "acked", the others "superseded").
+    A fixed number of statements per batch, whatever its size, with the batch passed as one
+    parameter (the ack path's cost is per statement and per Python object, not per row in the
+    database): on PostgreSQL one statement (:data:`_PG_ACKS`, the batch as arrays); on SQLite
+    three (:class:`_SqliteAcks`, the batch as one JSON text read with ``json_each``): the
+    compare-and-set ``UPDATE`` of the messages, the ``UPDATE`` closing the winners' attempt rows,
+    and one ``SELECT`` that answers which acks won in one row. Few statements matter twice in the
+    gateway: each one is a Python -> driver round trip, and each row a driver hands back is a
+    GIL release and re-acquire in the executor thread, which waits for the event loop's thread
+    to let go of the GIL (up to the 5 ms switch interval) when the loop is busy.
 
-    On PostgreSQL the whole batch is one statement instead (:data:`_PG_ACKS`): there the cost is
-    per statement, not per row (batches of 500 on a 439k-message store: 116 us per ack with the
-    executemany path, 36 us with the one set-based statement).
+    Only the first ack per (message, user) is a candidate (at most one per message then
+    matches its recipient: the first valid ack of that message in the batch).
 
-    In the same transaction, the acks of group messages store their senders' ``delivered``
-    receipts (``delivery.store.conversations.delivered_receipts``): an ack is never recorded
-    without its receipt. One more SELECT per batch.
+    In the same transaction, the acks of group messages (and of direct conversation messages
+    with ``direct_receipts``) store their senders' ``delivered`` receipts
+    (``delivery.store.conversations.delivered_receipts``): an ack is never recorded without its
+    receipt. The statements above say which winners need one; batches with none (every direct
+    message without ``direct_receipts``) skip that step.
     """
     results = [False] * len(acks)
     if not acks:
         return AckOutcome(results, set())
+    first: dict[tuple[uuid.UUID, str], int] = {}
+    for i, (mid, user, _) in enumerate(acks):
+        first.setdefault((mid, user), i)
+    order = list(first.values())
     with store.engine.begin() as c:
         if c.dialect.name == "postgresql":
-            _pg_acks(c, acks, now, results)
+            receipt_ids = _pg_acks(c, acks, order, now, results, direct_receipts)
         else:
-            for start in range(0, len(acks), 500):
-                _bulk_chunk(c, acks, start, min(len(acks), start + 500), now, results)
-        won = [a[0] for a, w in zip(acks, results, strict=True) if w]
-        owed = delivered_receipts(c, won, now=now, ttl_s=receipt_ttl_s,
-                                  upsert=store._upsert, direct=direct_receipts)
+            receipt_ids = _sqlite_acks(c, acks, order, now, results, direct_receipts)
+        owed = (delivered_receipts(c, receipt_ids, now=now, ttl_s=receipt_ttl_s,
+                                   upsert=store._upsert, direct=direct_receipts)
+                if receipt_ids else set())
     return AckOutcome(results, owed)
 
 
 _UNACKED_SQL = ", ".join(f"'{s}'" for s in UNACKED)
-
-
-class _Raw:
-    """Driver-level SQL for the ack path, per dialect (built once).
-
-    SQLAlchemy's per-row parameter processing costs more than the statements themselves at
-    hundreds of acks per batch, so the statements go to the DBAPI's ``executemany`` with
-    parameters converted by the columns' own bind processors.
-    """
-
-    def __init__(self, c: Connection) -> None:
-        dialect = c.dialect
-        ph = "?" if dialect.paramstyle == "qmark" else "%s"
-        self.ph = ph
-        self.uuid = messages.c.id.type.bind_processor(dialect) or (lambda v: v)
-        self.time = messages.c.delivered_at.type.bind_processor(dialect) or (lambda v: v)
-        self.ack_msg = (
-            f"UPDATE {messages.name} SET state = '{State.DELIVERED}', delivered_at = {ph},"
-            f" ack_deadline = NULL, delivered_conn = {ph}"
-            f" WHERE seq = {ph} AND state IN ({_UNACKED_SQL})"
-        )
-        self.ack_attempts = (
-            f"UPDATE {attempts.name} SET finished_at = {ph},"
-            f" result = CASE WHEN conn = {ph} THEN '{Result.ACKED}' ELSE '{Result.SUPERSEDED}' END"
-            f" WHERE message_id = {ph} AND attempt = {ph} AND finished_at IS NULL"
-        )
-
-    def select(self, n: int) -> str:
-        marks = ", ".join([self.ph] * n)
-        return (f"SELECT id, recipient, attempts, seq FROM {messages.name}"
-                f" WHERE id IN ({marks}) AND state IN ({_UNACKED_SQL})")
-
-
-_raw: dict[str, _Raw] = {}
+# A won ack whose message gets its sender a ``delivered`` receipt (delivered_receipts picks
+# the same rows): a group recipient's row, or with direct receipts any conversation message.
+# ``{d}``: the direct-receipts flag as a bound parameter.
+_NEEDS_RECEIPT = (f"(m.kind = '{Kind.MESSAGE.value}' AND (m.parent IS NOT NULL"
+                  " OR ({d} AND m.conversation_id IS NOT NULL)))")
 
 # One round trip for a batch on PostgreSQL. ``a``: the candidate acks, at most one per (message,
 # user) - the first - so at most one matches a message's recipient, and it is the first valid
 # ack of that message in the batch. ``lk`` locks the messages still unacked in ``seq`` order
 # (one lock order for concurrent gateways: no deadlocks between ack batches); ``won`` is the
 # compare-and-set (``state IN unacked`` again: rows changed by a concurrent transaction are
-# re-checked); ``att`` closes the winners' attempt rows. Returns the winners' indexes in the batch.
+# re-checked); ``att`` closes the winners' attempt rows. Returns the winners' indexes in the
+# batch and whether each one owes its sender a receipt.
 _PG_ACKS = f"""
 WITH a AS (
     SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[]) AS a(id, usr, conn, ord)
@@ -173,72 +149,90 @@ WITH a AS (
     UPDATE messages m SET state = '{State.DELIVERED}', delivered_at = %s, ack_deadline = NULL,
         delivered_conn = lk.conn
     FROM lk WHERE m.id = lk.id AND m.state IN ({_UNACKED_SQL})
-    RETURNING m.id, m.attempts, lk.conn, lk.ord
+    RETURNING m.id, m.attempts, lk.conn, lk.ord, {_NEEDS_RECEIPT.format(d="%s")} AS owes
 ), att AS (
     UPDATE delivery_attempts d SET finished_at = %s,
         result = CASE WHEN d.conn = won.conn THEN '{Result.ACKED}' ELSE '{Result.SUPERSEDED}' END
     FROM won WHERE d.message_id = won.id AND d.attempt = won.attempts AND d.finished_at IS NULL
 )
-SELECT ord FROM won
+SELECT ord, owes FROM won
 """
 
 
 def _pg_acks(
-    c: Connection, acks: Sequence[tuple[uuid.UUID, str, str]], now: datetime,
-    results: list[bool],
-) -> None:
-    first: dict[tuple[uuid.UUID, str], int] = {}
-    for i, (mid, user, _) in enumerate(acks):
-        first.setdefault((mid, user), i)
-    order = list(first.values())
+    c: Connection, acks: Sequence[tuple[uuid.UUID, str, str]], order: list[int],
+    now: datetime, results: list[bool], direct: bool,
+) -> list[uuid.UUID]:
     ids = [acks[i][0] for i in order]
     users = [acks[i][1] for i in order]
     conns = [acks[i][2] for i in order]
-    for (i,) in c.exec_driver_sql(_PG_ACKS, (ids, users, conns, order, now, now)).all():
+    owed: list[uuid.UUID] = []
+    for i, owes in c.exec_driver_sql(_PG_ACKS, (ids, users, conns, order, now, direct, now)):
         results[i] = True
+        if owes:
+            owed.append(acks[i][0])
+    return owed
 
 
-def _bulk_chunk(
-    c: Connection, acks: Sequence[tuple[uuid.UUID, str, str]], lo: int, hi: int,
-    now: datetime, results: list[bool],
-) -> None:
-    raw = _raw.get(c.dialect.name)
-    if raw is None:
-        raw = _raw[c.dialect.name] = _Raw(c)
-    back: dict[Any, uuid.UUID] = {}
-    for i in range(lo, hi):
-        mid = acks[i][0]
-        back[raw.uuid(mid)] = mid
-    keys = list(back)
-    rows = c.exec_driver_sql(raw.select(len(keys)), tuple(keys)).all()
-    found = {back[r[0]]: (r[1], r[2], r[3]) for r in rows if r[0] in back}
-    picked: dict[uuid.UUID, tuple[int, str]] = {}  # message id -> (index in acks, conn)
-    for i in range(lo, hi):
-        mid, user, conn_id = acks[i]
-        if mid not in picked and mid in found and found[mid][0] == user:
-            picked[mid] = (i, conn_id)
-    if not picked:
-        return
-    # Rows in table order: half the page writes of a random order on SQLite, and one lock order
-    # for concurrent gateways on PostgreSQL (no deadlocks between ack batches).
-    chosen = dict(sorted(picked.items(), key=lambda kv: found[kv[0]][2]))
-    when = raw.time(now)
-    # By ``seq`` (the rowid on SQLite), found by the SELECT: one random probe of the ``id`` index
-    # per ack instead of two.
-    updated = c.exec_driver_sql(raw.ack_msg, [
-        (when, conn_id, found[mid][2]) for mid, (_, conn_id) in chosen.items()
-    ]).rowcount
-    won = list(chosen)
-    if updated != len(chosen):  # lost some races (another ack, an expiry...): which ones?
-        mine = c.execute(
-            select(messages.c.id, messages.c.delivered_conn, messages.c.delivered_at)
-            .where(messages.c.id.in_(won))
-        ).all()
-        won = [r[0] for r in mine if r[2] == now and r[1] == chosen[r[0]][1]]
-    if not won:
-        return
-    for mid in won:
-        results[chosen[mid][0]] = True
-    c.exec_driver_sql(raw.ack_attempts, [
-        (when, chosen[mid][1], raw.uuid(mid), found[mid][1]) for mid in won
-    ])
+class _SqliteAcks:
+    """The SQLite statements of a batch (built once). The batch is one parameter, a JSON array
+    of ``[id hex, user, conn]`` (the candidates, in batch order: ``key`` is a candidate's index).
+
+    1. ``msg``: the compare-and-set - the candidate's message, if its recipient and still
+       unacked, becomes delivered by that connection at this batch's time. The first write of
+       the transaction: from here on the batch holds SQLite's write lock, so what follows sees
+       exactly what it wrote.
+    2. ``att``: the winners' open rows of the current attempt close (acked / superseded). A
+       winner is a candidate whose message now carries this batch's time and connection.
+    3. ``won``: one row - the winners' and the receipt-owing winners' candidate indexes, as
+       comma-separated lists.
+    """
+
+    def __init__(self, c: Connection) -> None:
+        self.time = messages.c.delivered_at.type.bind_processor(c.dialect) or (lambda v: v)
+        cand = ("SELECT key AS k, json_extract(value, '$[0]') AS id,"
+                " json_extract(value, '$[1]') AS usr, json_extract(value, '$[2]') AS conn"
+                " FROM json_each(?)")
+        winner = ("JOIN messages AS m ON m.id = a.id AND m.recipient = a.usr"
+                  " AND m.delivered_at = ? AND m.delivered_conn = a.conn"
+                  f" AND m.state = '{State.DELIVERED}'")
+        self.msg = (
+            f"UPDATE messages SET state = '{State.DELIVERED}', delivered_at = ?,"
+            f" ack_deadline = NULL, delivered_conn = a.conn FROM ({cand}) AS a"
+            " WHERE messages.id = a.id AND messages.recipient = a.usr"
+            f" AND messages.state IN ({_UNACKED_SQL})"
+        )
+        self.att = (
+            f"UPDATE {attempts.name} AS d SET finished_at = ?,"
+            f" result = CASE WHEN d.conn = w.conn THEN '{Result.ACKED}'"
+            f" ELSE '{Result.SUPERSEDED}' END"
+            f" FROM (SELECT m.id AS id, m.attempts AS attempt, a.conn AS conn FROM ({cand}) AS a"
+            f" {winner}) AS w"
+            " WHERE d.message_id = w.id AND d.attempt = w.attempt AND d.finished_at IS NULL"
+        )
+        self.won = (
+            f"SELECT group_concat(a.k),"
+            f" group_concat(CASE WHEN {_NEEDS_RECEIPT.format(d='?')} THEN a.k END)"
+            f" FROM ({cand}) AS a {winner}"
+        )
+
+
+_sqlite: list[_SqliteAcks] = []
+
+
+def _sqlite_acks(
+    c: Connection, acks: Sequence[tuple[uuid.UUID, str, str]], order: list[int],
+    now: datetime, results: list[bool], direct: bool,
+) -> list[uuid.UUID]:
+    if not _sqlite:
+        _sqlite.append(_SqliteAcks(c))
+    sql = _sqlite[0]
+    when = sql.time(now)
+    batch = json.dumps([[acks[i][0].hex, acks[i][1], acks[i][2]] for i in order])
+    if not c.exec_driver_sql(sql.msg, (when, batch)).rowcount:
+        return []
+    c.exec_driver_sql(sql.att, (when, batch, when))
+    row = c.exec_driver_sql(sql.won, (direct, batch, when)).one()
+    for k in (row[0] or "").split(","):
+        results[order[int(k)]] = True
+    return [acks[order[int(k)]][0] for k in (row[1] or "").split(",") if k]
