@@ -85,6 +85,28 @@ def test_batch_acks(store: Store) -> None:
                                     (a.id, "bob", "c1")], now) == [True, False, False]
 
 
+def test_an_ack_from_another_user_on_the_same_connection_id_does_not_win(store: Store) -> None:
+    """Two candidates for one message with the same connection id: only the recipient's wins
+    (the batch's winners are told apart by recipient, time and connection)."""
+    a, _ = accept(store)
+    now = utcnow()
+    assert record_acks_bulk(store, [(a.id, "eve", "c1"), (a.id, "bob", "c1")], now) == [
+        False, True]
+    got = store.get(a.id)
+    assert got is not None and got.state == State.DELIVERED and got.delivered_conn == "c1"
+
+
+def test_a_batch_larger_than_one_statement_chunk(store: Store) -> None:
+    """A batch of 1,200 acks (the old path split at 500) records every message once; a second
+    batch of the same acks wins nothing."""
+    msgs = [accept(store, recipient=f"u{i % 7}")[0] for i in range(1200)]
+    now = utcnow()
+    batch = [(m.id, m.recipient, f"c{i % 3}") for i, m in enumerate(msgs)]
+    assert record_acks_bulk(store, batch, now) == [True] * len(batch)
+    assert record_acks_bulk(store, batch, utcnow()) == [False] * len(batch)
+    assert {m.state for m in store.get_many([m.id for m in msgs])} == {State.DELIVERED}
+
+
 @settings(max_examples=40, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=scenario)
