@@ -87,6 +87,10 @@ class Settings:
     db_max_overflow: int = 20
     send_batch_max: int = 64
     send_batch_inflight: int = 1
+    # Producer flow control (delivery/flow.py): refuse sends while the task's broker queue holds
+    # this many tasks or more (0: off); a depth reading is reused for this many milliseconds.
+    max_backlog: int = 0
+    backlog_refresh_ms: float = 5.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -177,7 +181,8 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_var(name)} must be > 0, got {getattr(self, name)}")
         non_negative = ("retry_backoff_s", "offline_grace_s", "reconnect_window_s",
-                        "push_max_retries", "metrics_port", "db_max_overflow")
+                        "push_max_retries", "metrics_port", "db_max_overflow", "max_backlog",
+                        "backlog_refresh_ms")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
