@@ -130,7 +130,8 @@ def test_two_readings_at_the_same_instant_leave_the_rate_alone() -> None:
 
 
 def test_a_reading_after_a_failure_starts_afresh() -> None:
-    assert observe(observe_failure(Reading(9, 0.5, drain_per_s=3.0), 1.0), 7, 1.2) == Reading(7, 1.2)
+    failed = observe_failure(Reading(9, 0.5, drain_per_s=3.0), 1.0)
+    assert observe(failed, 7, 1.2) == Reading(7, 1.2)
 
 
 def test_a_failure_keeps_the_rate_known_so_far() -> None:

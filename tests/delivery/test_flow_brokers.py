@@ -15,6 +15,7 @@ from celery import Celery
 from delivery import flow_gate
 from delivery.api import Overloaded, SendNotAccepted, send_message, send_to_conversation
 from delivery.celery_app import make_app
+from delivery.flow import ADMIT, FlowConfig
 from delivery.settings import Settings, reset_settings
 from delivery.store import Store
 from delivery.task_names import SEND_TASK
@@ -140,7 +141,7 @@ def test_an_unreachable_broker_is_not_reported_by_the_gate(bound: int) -> None:
     try:
         gate = flow_gate.gate_for(app, "celery")
         assert gate is not None
-        assert gate.check(flow_gate.FlowConfig(max_backlog=bound)) is flow_gate.ADMIT
+        assert gate.check(FlowConfig(max_backlog=bound)) is ADMIT
         assert gate.failures == 1
     finally:
         app.close()
