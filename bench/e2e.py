@@ -144,10 +144,15 @@ def redis_calls(client: redis.Redis) -> Counter[str]:
 
 class Bench:
     def __init__(self, params: Params, *, private_redis: bool, py_spy: Path | None,
-                 peer: bool = True) -> None:
+                 peer: bool = True, role_env: dict[str, str] | None = None,
+                 max_backlog: int = 0, overload: float = 0.0) -> None:
         from celery import Celery
 
         self.p = params
+        self.role_env = dict(role_env or {})  # extra DELIVERY_* for workers and gateways
+        self.max_backlog = max_backlog  # the producers' bound in the paced steps (0: off)
+        self.overload = overload  # an extra paced step at this fraction of the drain rate
+        self.refused: Counter[str] = Counter()  # phase -> sends refused (Overloaded)
         self.peer = peer
         self.private_redis = private_redis
         self.py_spy = py_spy
@@ -194,7 +199,7 @@ class Bench:
         self.redis_url = redis_url
         progress(f"database {self.dbname}, key prefix {self.key_prefix}, redis {redis_url}")
         migrate.upgrade(self.db_url)
-        env = ServiceEnv(self.db_url, redis_url, self.key_prefix, SECRET).env()
+        env = ServiceEnv(self.db_url, redis_url, self.key_prefix, SECRET).env(**self.role_env)
         self.env = env
         self.settings = Settings.from_env(env)
         self.app = make_app(self.settings)
@@ -252,8 +257,9 @@ class Bench:
 
     @contextlib.contextmanager
     def producer(self) -> Iterator[Callable[[str, str, str], str]]:
-        """Sends the way the chat application does: ``delivery.api.send_message``."""
-        from delivery.api import send_message
+        """Sends the way the chat application does: ``delivery.api.send_message``; a send
+        refused by flow control (``Overloaded``) is counted and answers ""."""
+        from delivery.api import Overloaded, send_message
 
         assert self.app is not None
         app = self.app
@@ -261,7 +267,11 @@ class Bench:
         def send(phase: str, recipient: str, cmid: str) -> str:
             check_stop()
             t = time.time()
-            mid = send_message(SENDER, recipient, {"t": t}, client_msg_id=cmid, app=app)
+            try:
+                mid = send_message(SENDER, recipient, {"t": t}, client_msg_id=cmid, app=app)
+            except Overloaded:
+                self.refused[phase] += 1
+                return ""
             self.sent[mid] = (phase, t)
             return mid
 
@@ -426,7 +436,7 @@ class Bench:
             lats = [got.latency_ms[i] for i in ids if i in got.latency_ms]
             queued = [got.queue_ms[i] for i in ids if i in got.queue_ms]
             routed = [got.latency_ms[i] - got.queue_ms[i] for i in ids if i in got.queue_ms]
-        first = self.sent[ids[0]][1]
+        first = self.sent[ids[0]][1] if ids else time.time()
         done = [self.recv_wall(i) for i in ids if i in got.latency_ms]
         span = (max(done) - first) if done else float("inf")
         sustained = complete and bool(lats) and max(lats) <= 1000.0
@@ -442,7 +452,8 @@ class Bench:
                 # enqueue -> accepted by the send task (broker + Celery), accepted -> acked
                 # (store, publish, gateway, WebSocket, client); the worker's clock is the same.
                 "queue_ms": lat_summary(queued), "route_ms": lat_summary(routed),
-                "send_batches": self.batch_delta(b0, self.batch_stats())}
+                "send_batches": self.batch_delta(b0, self.batch_stats()),
+                "refused": self.refused[phase]}
         if not complete:  # let the backlog drain before the next step
             self.wait_received(ids, 30)
         return step
@@ -616,6 +627,7 @@ class Bench:
         measured_from = len(self.sent)
         self.profile_s = max(8.0, self.p.step_s * (len(self.p.fractions) + 1))
         drain = self.pipeline_drain()
+        self.bound_producers(self.max_backlog)
         best, steps = self.load_steps(drain)
         if best <= 0:
             best = drain * 0.25
@@ -623,6 +635,12 @@ class Bench:
         lat90 = self.paced_step("lat90", best * 0.9, self.p.latency_step_s)
         progress(f"at 50 % ({best * 0.5:.0f}/s): {lat50['latency_ms']}")
         progress(f"at 90 % ({best * 0.9:.0f}/s): {lat90['latency_ms']}")
+        over = None
+        if self.overload > 0:
+            over = self.paced_step("over", drain * self.overload, self.p.latency_step_s)
+            progress(f"overload ({drain * self.overload:.0f}/s offered): accepted "
+                     f"{over['acked']}, refused {over['refused']}: {over['latency_ms']}")
+        self.bound_producers(0)
         time.sleep(1.2)  # PostgreSQL backends flush their statistics within ~1 s of going idle
         r1, pg1 = redis_calls(self.redis), pg_counters(self.pg_admin, self.dbname)
         for p in self.profiles:
@@ -688,6 +706,9 @@ class Bench:
             "send_batches_in_drain": self.drain_batches,
             "send_batches_by_step": {s["phase"]: s["send_batches"] for s in [*steps, lat50, lat90]},
             "steps": [*steps, lat50, lat90],
+            "max_backlog": self.max_backlog,
+            "refused_by_step": dict(self.refused),
+            **({"overload_step": over} if over is not None else {}),
             "outcomes": outcomes,
             "config": {"workers": self.p.workers, "gateways": self.p.gateways,
                        "clients": self.p.clients, "pool": "threads",
@@ -696,7 +717,22 @@ class Bench:
                        "private_redis": self.private_redis, "cpus": os.cpu_count()},
             "elapsed_s": round(time.monotonic() - started, 1),
         }
+        if self.role_env:
+            self.result["config"]["role_env"] = self.role_env
         return self.result
+
+    def bound_producers(self, max_backlog: int) -> None:
+        """This process's producers refuse sends past ``max_backlog`` queued tasks (0: off):
+        on for the paced steps only, so the pre-filled drains are never refused."""
+        from delivery import flow_gate
+        from delivery.settings import reset_settings
+
+        if max_backlog > 0:
+            os.environ["DELIVERY_MAX_BACKLOG"] = str(max_backlog)
+        else:
+            os.environ.pop("DELIVERY_MAX_BACKLOG", None)
+        reset_settings()
+        flow_gate.reset()
 
 
 def summarize_profile(path: Path, top: int = 30) -> str:
@@ -807,6 +843,15 @@ def main(argv: list[str]) -> int:
                         help="record py-spy profiles of a worker and a gateway into DIR")
     parser.add_argument("--no-peer", action="store_true",
                         help="skip the python-socketio peer (bench/peer_socketio)")
+    parser.add_argument("--role-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a DELIVERY_* setting for the workers and gateways (repeatable), "
+                        "e.g. DELIVERY_SEND_BATCH_INFLIGHT=2")
+    parser.add_argument("--max-backlog", type=int, default=0, metavar="N",
+                        help="producer flow control in the paced steps: refuse sends while N "
+                        "tasks are queued (DELIVERY_MAX_BACKLOG; default off)")
+    parser.add_argument("--overload", type=float, default=0.0, metavar="F",
+                        help="one more paced step at F x the drain rate (e.g. 1.5), after the "
+                        "latency steps: the latency of what is accepted, and what is refused")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
     parser.add_argument("--group", action="store_true",
                         help="only the group case: G-member group messages against the same "
@@ -824,8 +869,15 @@ def main(argv: list[str]) -> int:
         params = tiny_params(**kw)
     elif args.quick:
         params = Params.quick(**kw)
+    role_env = {}
+    for item in args.role_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("DELIVERY_"):
+            parser.error(f"--role-env {item!r}: expected DELIVERY_NAME=VALUE")
+        role_env[name] = value
     bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy,
-                  peer=not args.no_peer)
+                  peer=not args.no_peer, role_env=role_env, max_backlog=args.max_backlog,
+                  overload=args.overload)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         first = not STOP.is_set()
