@@ -145,11 +145,13 @@ def redis_calls(client: redis.Redis) -> Counter[str]:
 class Bench:
     def __init__(self, params: Params, *, private_redis: bool, py_spy: Path | None,
                  peer: bool = True, role_env: dict[str, str] | None = None,
-                 max_backlog: int = 0, overload: float = 0.0) -> None:
+                 max_backlog: int = 0, overload: float = 0.0,
+                 worker_args: tuple[str, ...] = ()) -> None:
         from celery import Celery
 
         self.p = params
         self.role_env = dict(role_env or {})  # extra DELIVERY_* for workers and gateways
+        self.worker_args = worker_args  # extra `celery worker` arguments
         self.max_backlog = max_backlog  # the producers' bound in the paced steps (0: off)
         self.overload = overload  # an extra paced step at this fraction of the drain rate
         self.refused: Counter[str] = Counter()  # phase -> sends refused (Overloaded)
@@ -213,7 +215,8 @@ class Bench:
         threads = [threading.Thread(target=self.cluster.start_gateway, args=(f"gw-{i}",))
                    for i in range(self.p.gateways)]
         threads += [threading.Thread(target=self.cluster.start_worker, args=(f"w{i}",),
-                                     kwargs={"concurrency": self.p.concurrency})
+                                     kwargs={"concurrency": self.p.concurrency,
+                                             "extra": self.worker_args})
                     for i in range(self.p.workers)]
         for t in threads:
             t.start()
@@ -719,6 +722,8 @@ class Bench:
         }
         if self.role_env:
             self.result["config"]["role_env"] = self.role_env
+        if self.worker_args:
+            self.result["config"]["worker_args"] = list(self.worker_args)
         return self.result
 
     def bound_producers(self, max_backlog: int) -> None:
@@ -846,6 +851,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--role-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a DELIVERY_* setting for the workers and gateways (repeatable), "
                         "e.g. DELIVERY_SEND_BATCH_INFLIGHT=2")
+    parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
+                        help="an extra `celery worker` argument (repeatable), e.g. "
+                        "--worker-arg=--prefetch-multiplier=2")
     parser.add_argument("--max-backlog", type=int, default=0, metavar="N",
                         help="producer flow control in the paced steps: refuse sends while N "
                         "tasks are queued (DELIVERY_MAX_BACKLOG; default off)")
@@ -877,7 +885,7 @@ def main(argv: list[str]) -> int:
         role_env[name] = value
     bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy,
                   peer=not args.no_peer, role_env=role_env, max_backlog=args.max_backlog,
-                  overload=args.overload)
+                  overload=args.overload, worker_args=tuple(args.worker_arg))
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         first = not STOP.is_set()
