@@ -87,6 +87,8 @@ class Settings:
     db_max_overflow: int = 20
     send_batch_max: int = 64
     send_batch_inflight: int = 1
+    # Server processes' thread switch interval (delivery/gil.py); 0: Python's default (5 ms).
+    gil_switch_ms: float = 0.5
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -177,7 +179,7 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_var(name)} must be > 0, got {getattr(self, name)}")
         non_negative = ("retry_backoff_s", "offline_grace_s", "reconnect_window_s",
-                        "push_max_retries", "metrics_port", "db_max_overflow")
+                        "push_max_retries", "metrics_port", "db_max_overflow", "gil_switch_ms")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
