@@ -91,6 +91,8 @@ class Settings:
     # this many tasks or more (0: off); a depth reading is reused for this many milliseconds.
     max_backlog: int = 0
     backlog_refresh_ms: float = 5.0
+    # Server processes' thread switch interval (delivery/gil.py); 0: Python's default (5 ms).
+    gil_switch_ms: float = 0.5
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -181,8 +183,8 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_var(name)} must be > 0, got {getattr(self, name)}")
         non_negative = ("retry_backoff_s", "offline_grace_s", "reconnect_window_s",
-                        "push_max_retries", "metrics_port", "db_max_overflow", "max_backlog",
-                        "backlog_refresh_ms")
+                        "push_max_retries", "metrics_port", "db_max_overflow", "gil_switch_ms",
+                        "max_backlog", "backlog_refresh_ms")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
