@@ -137,7 +137,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         # worker process serves every task thread (prefork would need one replica per child).
         worker_pool="threads",
         worker_concurrency=8,
-        worker_prefetch_multiplier=4,
+        worker_prefetch_multiplier=settings.worker_prefetch_multiplier,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
