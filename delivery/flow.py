@@ -18,7 +18,7 @@ is told when to come back: the time the backlog needs to fall back to half the b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 # The retry hint's bounds (seconds): not sooner than the next few readings, not so late that
@@ -124,7 +124,8 @@ def decide_after_refresh(config: FlowConfig, reading: Reading) -> Admit | Refuse
 
 def admitted(reading: Reading) -> Reading:
     """The reading once this process admitted (and enqueues) one more send."""
-    return replace(reading, added=reading.added + 1)
+    return Reading(reading.depth, reading.at, reading.added + 1, reading.drain_per_s,
+                   reading.failed)
 
 
 def observe(previous: Reading | None, depth: int, now: float) -> Reading:

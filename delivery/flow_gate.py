@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -186,18 +187,31 @@ _gates: dict[tuple[str, str], Gate | None] = {}
 _gates_lock = threading.Lock()
 
 
+# Per app: (broker URL, routed?, default queue). Reading Celery's configuration costs ~17 µs a
+# key; these do not change once the app sends.
+_facts: weakref.WeakKeyDictionary[Celery, tuple[str, bool, str]] = weakref.WeakKeyDictionary()
+
+
+def _app_facts(app: Celery) -> tuple[str, bool, str]:
+    facts = _facts.get(app)
+    if facts is None:
+        facts = _facts[app] = (str(app.conf.broker_url or ""), bool(app.conf.task_routes),
+                               str(app.conf.task_default_queue or "celery"))
+    return facts
+
+
 def queue_of(app: Celery, task_name: str, kwargs: dict[str, Any]) -> str:
     """The queue ``app`` sends ``task_name`` with these kwargs to (its routes, e.g. shards)."""
-    if not app.conf.task_routes:
-        return str(app.conf.task_default_queue or "celery")
-    routed = app.amqp.router.route({}, task_name, (), kwargs)
-    queue = routed.get("queue")
+    _, routed, default = _app_facts(app)
+    if not routed:
+        return default
+    queue = app.amqp.router.route({}, task_name, (), kwargs).get("queue")
     name = getattr(queue, "name", queue)
-    return str(name or app.conf.task_default_queue or "celery")
+    return str(name or default)
 
 
 def gate_for(app: Celery, queue: str) -> Gate | None:
-    key = (str(app.conf.broker_url or ""), queue)
+    key = (_app_facts(app)[0], queue)
     gate = _gates.get(key)
     if gate is not None or key in _gates:
         return gate
