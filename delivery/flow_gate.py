@@ -193,6 +193,9 @@ _facts: weakref.WeakKeyDictionary[Celery, tuple[str, bool, str]] = weakref.WeakK
 
 
 def _app_facts(app: Celery) -> tuple[str, bool, str]:
+    unwrap = getattr(app, "_get_current_object", None)  # a Proxy (producer_app, current_app)
+    if unwrap is not None:
+        app = unwrap()
     facts = _facts.get(app)
     if facts is None:
         facts = _facts[app] = (str(app.conf.broker_url or ""), bool(app.conf.task_routes),

@@ -145,3 +145,14 @@ def test_an_unreachable_broker_is_not_reported_by_the_gate(bound: int) -> None:
         assert gate.failures == 1
     finally:
         app.close()
+
+
+def test_the_gate_works_through_a_celery_proxy(broker_app: Celery, bound: int) -> None:
+    """``send_message`` without ``app`` may get ``celery.current_app``, a Proxy (in the API
+    process, in workers): the gate must see through it."""
+    from celery import current_app
+
+    broker_app.set_current()
+    assert flow_gate.queue_of(current_app, SEND_TASK, {"recipient": "b"}) == "celery"
+    gate = flow_gate.gate_for(current_app, "celery")
+    assert gate is not None and gate is flow_gate.gate_for(broker_app, "celery")
