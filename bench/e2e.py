@@ -636,7 +636,9 @@ class Bench:
     def start_profiles(self, duration: float) -> list[subprocess.Popen[bytes]]:
         if self.py_spy is None or self.cluster is None:
             return []
-        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        exe = py_spy_exe()
+        if exe is None:
+            return []
         self.py_spy.mkdir(parents=True, exist_ok=True)
         targets = {"worker": next(iter(self.cluster.workers.values())).popen.pid,
                    "gateway": next(iter(self.cluster.gateways.values())).proc.popen.pid}
@@ -820,6 +822,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def py_spy_exe() -> str | None:
+    """py-spy on PATH or beside this Python (a dev tool, not a dependency)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def summary(r: dict[str, Any]) -> str:
     l50, l90 = r["latency_ms_at_50pct"], r["latency_ms_at_90pct"]
     return "\n".join([
@@ -883,6 +891,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--group-messages", type=int, default=40,
                         help="group messages in the group case")
     args = parser.parse_args(argv)
+    if args.py_spy is not None and py_spy_exe() is None:
+        parser.error("--py-spy: py-spy is not installed (.venv/bin/pip install py-spy)")
     kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
                           "clients": args.clients, "concurrency": args.concurrency}
     if args.drain:
