@@ -32,6 +32,7 @@ from celery import Celery
 from celery.app.amqp import AMQP
 
 from delivery import redaction
+from delivery.broker_transport import TRANSPORT
 from delivery.settings import Settings, get_settings
 from delivery.sharding import shard_count
 from delivery.task_names import ROUTE_TASK, SEND_TASK, shard_queue
@@ -69,7 +70,8 @@ def broker_conf(settings: Settings) -> dict[str, Any]:
             "task_default_delivery_mode": "persistent",
         }
     if kind == "redis":
-        return {"broker_transport_options": {
+        plain = urlsplit(settings.effective_broker_url).scheme == "redis"
+        return {**({"broker_transport": TRANSPORT} if plain else {}), "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": RESTORE_INTERVAL_S,
             "unacked_restore_throttle": 1,
