@@ -85,18 +85,22 @@ class Params:
     push_users: int = 100
     push_n: int = 500
     settle_s: float = 2.0
+    # The per-batch-size counts: a drain of sweep_n sends at each batch limit.
+    batch_limits: tuple[int, ...] = (1, 4, 16, 64)
+    sweep_n: int = 600
 
     @classmethod
     def quick(cls, **kw: Any) -> Params:
         base = cls(drain_n=500, step_s=2.0, fractions=(0.7, 0.9, 1.05), latency_step_s=3.0,
-                   push_users=30, push_n=120, settle_s=1.5)
+                   push_users=30, push_n=120, settle_s=1.5, sweep_n=300)
         return cls(**{**asdict(base), **kw})
 
 
 def tiny_params(**kw: Any) -> Params:
     """The smoke test's run: a handful of messages per phase, one load step."""
     base = Params.quick(drain_n=100, step_s=1.0, fractions=(0.8,), latency_step_s=1.0,
-                        push_users=5, push_n=20, settle_s=1.0)
+                        push_users=5, push_n=20, settle_s=1.0, batch_limits=(1, 8),
+                        sweep_n=40)
     return Params(**{**asdict(base), **kw})
 
 
@@ -409,6 +413,62 @@ class Bench:
                  f"{self.drain_batches['mean_size']}")
         return rate
 
+    def set_batch_limit(self, limit: int) -> None:
+        """Every worker's largest ``delivery.send`` batch (0: back to the configured one)."""
+        assert self.app is not None
+        replies = self.app.control.broadcast("send_batch_limit", arguments={"max_batch": limit},
+                                             reply=True, timeout=3.0, limit=self.p.workers)
+        if len(replies) < self.p.workers:
+            raise RuntimeError(f"send_batch_limit: {len(replies)} of {self.p.workers} replied")
+
+    def batch_sweep(self) -> dict[str, dict[str, Any]]:
+        """Per-message counts at each batch limit: a backlog of ``sweep_n`` sends drained with
+        the workers' batches capped at the limit (a backlog fills every batch up to it, or to
+        the prefetch window), counted like the main window: broker round trips and commands,
+        database tuple writes and commits, CPU by role, and the batches actually run."""
+        out: dict[str, dict[str, Any]] = {}
+        n = self.p.sweep_n
+        try:
+            for limit in self.p.batch_limits:
+                check_stop()
+                self.set_batch_limit(limit)
+                self.pause()
+                with self.producer() as send:
+                    ids = [send(f"sweep{limit}", f"{ONLINE}{i % self.p.clients}",
+                                f"sweep{limit}-{i}") for i in range(n)]
+                time.sleep(1.2)  # PostgreSQL's statistics of the pre-fill settle
+                roles = self.role_pids()
+                r0, pg0 = redis_calls(self.redis), pg_counters(self.pg_admin, self.dbname)
+                cpu0, b0 = cpu_by_pid(roles), self.batch_stats()
+                t0 = self.resume()
+                if not self.wait_received(ids, 120):
+                    raise RuntimeError(f"batch sweep {limit}: not every message acked in 120 s")
+                rate = n / (max(self.recv_wall(i) for i in ids) - t0)
+                time.sleep(1.2)  # the gateways' ack batches; PostgreSQL flushes its statistics
+                cpu = cpu_delta_ms(cpu0, cpu_by_pid(roles), n)
+                calls = redis_calls(self.redis) - r0
+                db = {k: v - pg0[k] for k, v in pg_counters(self.pg_admin, self.dbname).items()}
+                batches = self.batch_delta(b0, self.batch_stats())
+                in_multi = sum(calls[c] for c in ("zadd", "hset", "zrem", "hdel", "exec"))
+                out[str(limit)] = {
+                    "limit": limit, "mean_size": batches["mean_size"],
+                    "max_size": batches["max_size"], "drain_per_s": round(rate, 1),
+                    "broker_round_trips_per_message": round(
+                        (sum(calls.values()) - in_multi) / n, 2),
+                    "broker_commands_per_message": round(sum(calls.values()) / n, 2),
+                    "db_writes_per_message": round(
+                        (db["tup_inserted"] + db["tup_updated"]) / n, 2),
+                    "db_commits_per_message": round(db["xact_commit"] / n, 2),
+                    "cpu_ms_per_message": cpu}
+                progress(f"batch limit {limit}: mean batch {batches['mean_size']}, "
+                         f"{rate:.0f} acked/s, CPU {cpu['total']:.2f} ms/message (workers "
+                         f"{cpu.get('workers', 0):.2f}), commits "
+                         f"{out[str(limit)]['db_commits_per_message']}/message")
+        finally:
+            with contextlib.suppress(Exception):
+                self.set_batch_limit(0)
+        return out
+
     def paced_step(self, phase: str, rate: float, duration: float) -> dict[str, Any]:
         assert self.clients is not None
         n = max(1, int(rate * duration))
@@ -590,7 +650,9 @@ class Bench:
     def start_profiles(self, duration: float) -> list[subprocess.Popen[bytes]]:
         if self.py_spy is None or self.cluster is None:
             return []
-        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        exe = py_spy_exe()
+        if exe is None:
+            return []
         self.py_spy.mkdir(parents=True, exist_ok=True)
         targets = {"worker": next(iter(self.cluster.workers.values())).popen.pid,
                    "gateway": next(iter(self.cluster.gateways.values())).proc.popen.pid}
@@ -658,6 +720,7 @@ class Bench:
         measured = len(self.sent) - measured_from
         calls = r1 - r0
         db = {k: pg1[k] - pg0[k] for k in pg0}
+        by_batch_size = self.batch_sweep()
         push = self.push_phase()
         outcomes = self.outcomes()
         peer = self.peer_phase(lat50["offered_per_s"], lat90["offered_per_s"], drain)
@@ -707,6 +770,7 @@ class Bench:
                            "db_commits_per_message = xact_commit / messages"),
             "measured_messages": measured,
             "send_batches_in_drain": self.drain_batches,
+            "per_batch_size": by_batch_size,
             "send_batches_by_step": {s["phase"]: s["send_batches"] for s in [*steps, lat50, lat90]},
             "steps": [*steps, lat50, lat90],
             "max_backlog": self.max_backlog,
@@ -799,6 +863,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def py_spy_exe() -> str | None:
+    """py-spy on PATH or beside this Python (a dev tool, not a dependency)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def summary(r: dict[str, Any]) -> str:
     l50, l90 = r["latency_ms_at_50pct"], r["latency_ms_at_90pct"]
     return "\n".join([
@@ -829,6 +899,12 @@ def summary(r: dict[str, Any]) -> str:
         *(f"CPU ms/message {phase}: " + "  ".join(
             f"{k} {v:.2f}" for k, v in sorted(roles.items(), key=lambda kv: -kv[1]))
           for phase, roles in r["cpu_ms_per_message"].items()),
+        *(f"batch limit {k:>3}: mean {b['mean_size']:5.1f}  {b['drain_per_s']:5.0f} acked/s  "
+          f"CPU {b['cpu_ms_per_message']['total']:.2f} ms (workers "
+          f"{b['cpu_ms_per_message'].get('workers', 0.0):.2f})  round trips "
+          f"{b['broker_round_trips_per_message']:.2f}  writes {b['db_writes_per_message']:.2f}  "
+          f"commits {b['db_commits_per_message']:.2f}  per message"
+          for k, b in r.get("per_batch_size", {}).items()),
     ])
 
 
@@ -868,6 +944,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--group-messages", type=int, default=40,
                         help="group messages in the group case")
     args = parser.parse_args(argv)
+    if args.py_spy is not None and py_spy_exe() is None:
+        parser.error("--py-spy: py-spy is not installed (.venv/bin/pip install py-spy)")
     kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
                           "clients": args.clients, "concurrency": args.concurrency}
     if args.drain:
