@@ -85,18 +85,22 @@ class Params:
     push_users: int = 100
     push_n: int = 500
     settle_s: float = 2.0
+    # The per-batch-size counts: a drain of sweep_n sends at each batch limit.
+    batch_limits: tuple[int, ...] = (1, 4, 16, 64)
+    sweep_n: int = 600
 
     @classmethod
     def quick(cls, **kw: Any) -> Params:
         base = cls(drain_n=500, step_s=2.0, fractions=(0.7, 0.9, 1.05), latency_step_s=3.0,
-                   push_users=30, push_n=120, settle_s=1.5)
+                   push_users=30, push_n=120, settle_s=1.5, sweep_n=300)
         return cls(**{**asdict(base), **kw})
 
 
 def tiny_params(**kw: Any) -> Params:
     """The smoke test's run: a handful of messages per phase, one load step."""
     base = Params.quick(drain_n=100, step_s=1.0, fractions=(0.8,), latency_step_s=1.0,
-                        push_users=5, push_n=20, settle_s=1.0)
+                        push_users=5, push_n=20, settle_s=1.0, batch_limits=(1, 8),
+                        sweep_n=40)
     return Params(**{**asdict(base), **kw})
 
 
@@ -144,10 +148,17 @@ def redis_calls(client: redis.Redis) -> Counter[str]:
 
 class Bench:
     def __init__(self, params: Params, *, private_redis: bool, py_spy: Path | None,
-                 peer: bool = True) -> None:
+                 peer: bool = True, role_env: dict[str, str] | None = None,
+                 max_backlog: int = 0, overload: float = 0.0,
+                 worker_args: tuple[str, ...] = ()) -> None:
         from celery import Celery
 
         self.p = params
+        self.role_env = dict(role_env or {})  # extra DELIVERY_* for workers and gateways
+        self.worker_args = worker_args  # extra `celery worker` arguments
+        self.max_backlog = max_backlog  # the producers' bound in the paced steps (0: off)
+        self.overload = overload  # an extra paced step at this fraction of the drain rate
+        self.refused: Counter[str] = Counter()  # phase -> sends refused (Overloaded)
         self.peer = peer
         self.private_redis = private_redis
         self.py_spy = py_spy
@@ -194,7 +205,7 @@ class Bench:
         self.redis_url = redis_url
         progress(f"database {self.dbname}, key prefix {self.key_prefix}, redis {redis_url}")
         migrate.upgrade(self.db_url)
-        env = ServiceEnv(self.db_url, redis_url, self.key_prefix, SECRET).env()
+        env = ServiceEnv(self.db_url, redis_url, self.key_prefix, SECRET).env(**self.role_env)
         self.env = env
         self.settings = Settings.from_env(env)
         self.app = make_app(self.settings)
@@ -208,7 +219,8 @@ class Bench:
         threads = [threading.Thread(target=self.cluster.start_gateway, args=(f"gw-{i}",))
                    for i in range(self.p.gateways)]
         threads += [threading.Thread(target=self.cluster.start_worker, args=(f"w{i}",),
-                                     kwargs={"concurrency": self.p.concurrency})
+                                     kwargs={"concurrency": self.p.concurrency,
+                                             "extra": self.worker_args})
                     for i in range(self.p.workers)]
         for t in threads:
             t.start()
@@ -252,8 +264,9 @@ class Bench:
 
     @contextlib.contextmanager
     def producer(self) -> Iterator[Callable[[str, str, str], str]]:
-        """Sends the way the chat application does: ``delivery.api.send_message``."""
-        from delivery.api import send_message
+        """Sends the way the chat application does: ``delivery.api.send_message``; a send
+        refused by flow control (``Overloaded``) is counted and answers ""."""
+        from delivery.api import Overloaded, send_message
 
         assert self.app is not None
         app = self.app
@@ -261,7 +274,11 @@ class Bench:
         def send(phase: str, recipient: str, cmid: str) -> str:
             check_stop()
             t = time.time()
-            mid = send_message(SENDER, recipient, {"t": t}, client_msg_id=cmid, app=app)
+            try:
+                mid = send_message(SENDER, recipient, {"t": t}, client_msg_id=cmid, app=app)
+            except Overloaded:
+                self.refused[phase] += 1
+                return ""
             self.sent[mid] = (phase, t)
             return mid
 
@@ -396,6 +413,62 @@ class Bench:
                  f"{self.drain_batches['mean_size']}")
         return rate
 
+    def set_batch_limit(self, limit: int) -> None:
+        """Every worker's largest ``delivery.send`` batch (0: back to the configured one)."""
+        assert self.app is not None
+        replies = self.app.control.broadcast("send_batch_limit", arguments={"max_batch": limit},
+                                             reply=True, timeout=3.0, limit=self.p.workers)
+        if len(replies) < self.p.workers:
+            raise RuntimeError(f"send_batch_limit: {len(replies)} of {self.p.workers} replied")
+
+    def batch_sweep(self) -> dict[str, dict[str, Any]]:
+        """Per-message counts at each batch limit: a backlog of ``sweep_n`` sends drained with
+        the workers' batches capped at the limit (a backlog fills every batch up to it, or to
+        the prefetch window), counted like the main window: broker round trips and commands,
+        database tuple writes and commits, CPU by role, and the batches actually run."""
+        out: dict[str, dict[str, Any]] = {}
+        n = self.p.sweep_n
+        try:
+            for limit in self.p.batch_limits:
+                check_stop()
+                self.set_batch_limit(limit)
+                self.pause()
+                with self.producer() as send:
+                    ids = [send(f"sweep{limit}", f"{ONLINE}{i % self.p.clients}",
+                                f"sweep{limit}-{i}") for i in range(n)]
+                time.sleep(1.2)  # PostgreSQL's statistics of the pre-fill settle
+                roles = self.role_pids()
+                r0, pg0 = redis_calls(self.redis), pg_counters(self.pg_admin, self.dbname)
+                cpu0, b0 = cpu_by_pid(roles), self.batch_stats()
+                t0 = self.resume()
+                if not self.wait_received(ids, 120):
+                    raise RuntimeError(f"batch sweep {limit}: not every message acked in 120 s")
+                rate = n / (max(self.recv_wall(i) for i in ids) - t0)
+                time.sleep(1.2)  # the gateways' ack batches; PostgreSQL flushes its statistics
+                cpu = cpu_delta_ms(cpu0, cpu_by_pid(roles), n)
+                calls = redis_calls(self.redis) - r0
+                db = {k: v - pg0[k] for k, v in pg_counters(self.pg_admin, self.dbname).items()}
+                batches = self.batch_delta(b0, self.batch_stats())
+                in_multi = sum(calls[c] for c in ("zadd", "hset", "zrem", "hdel", "exec"))
+                out[str(limit)] = {
+                    "limit": limit, "mean_size": batches["mean_size"],
+                    "max_size": batches["max_size"], "drain_per_s": round(rate, 1),
+                    "broker_round_trips_per_message": round(
+                        (sum(calls.values()) - in_multi) / n, 2),
+                    "broker_commands_per_message": round(sum(calls.values()) / n, 2),
+                    "db_writes_per_message": round(
+                        (db["tup_inserted"] + db["tup_updated"]) / n, 2),
+                    "db_commits_per_message": round(db["xact_commit"] / n, 2),
+                    "cpu_ms_per_message": cpu}
+                progress(f"batch limit {limit}: mean batch {batches['mean_size']}, "
+                         f"{rate:.0f} acked/s, CPU {cpu['total']:.2f} ms/message (workers "
+                         f"{cpu.get('workers', 0):.2f}), commits "
+                         f"{out[str(limit)]['db_commits_per_message']}/message")
+        finally:
+            with contextlib.suppress(Exception):
+                self.set_batch_limit(0)
+        return out
+
     def paced_step(self, phase: str, rate: float, duration: float) -> dict[str, Any]:
         assert self.clients is not None
         n = max(1, int(rate * duration))
@@ -426,7 +499,7 @@ class Bench:
             lats = [got.latency_ms[i] for i in ids if i in got.latency_ms]
             queued = [got.queue_ms[i] for i in ids if i in got.queue_ms]
             routed = [got.latency_ms[i] - got.queue_ms[i] for i in ids if i in got.queue_ms]
-        first = self.sent[ids[0]][1]
+        first = self.sent[ids[0]][1] if ids else time.time()
         done = [self.recv_wall(i) for i in ids if i in got.latency_ms]
         span = (max(done) - first) if done else float("inf")
         sustained = complete and bool(lats) and max(lats) <= 1000.0
@@ -442,7 +515,8 @@ class Bench:
                 # enqueue -> accepted by the send task (broker + Celery), accepted -> acked
                 # (store, publish, gateway, WebSocket, client); the worker's clock is the same.
                 "queue_ms": lat_summary(queued), "route_ms": lat_summary(routed),
-                "send_batches": self.batch_delta(b0, self.batch_stats())}
+                "send_batches": self.batch_delta(b0, self.batch_stats()),
+                "refused": self.refused[phase]}
         if not complete:  # let the backlog drain before the next step
             self.wait_received(ids, 30)
         return step
@@ -576,7 +650,9 @@ class Bench:
     def start_profiles(self, duration: float) -> list[subprocess.Popen[bytes]]:
         if self.py_spy is None or self.cluster is None:
             return []
-        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        exe = py_spy_exe()
+        if exe is None:
+            return []
         self.py_spy.mkdir(parents=True, exist_ok=True)
         targets = {"worker": next(iter(self.cluster.workers.values())).popen.pid,
                    "gateway": next(iter(self.cluster.gateways.values())).proc.popen.pid}
@@ -616,6 +692,7 @@ class Bench:
         measured_from = len(self.sent)
         self.profile_s = max(8.0, self.p.step_s * (len(self.p.fractions) + 1))
         drain = self.pipeline_drain()
+        self.bound_producers(self.max_backlog)
         best, steps = self.load_steps(drain)
         if best <= 0:
             best = drain * 0.25
@@ -623,6 +700,12 @@ class Bench:
         lat90 = self.paced_step("lat90", best * 0.9, self.p.latency_step_s)
         progress(f"at 50 % ({best * 0.5:.0f}/s): {lat50['latency_ms']}")
         progress(f"at 90 % ({best * 0.9:.0f}/s): {lat90['latency_ms']}")
+        over = None
+        if self.overload > 0:
+            over = self.paced_step("over", drain * self.overload, self.p.latency_step_s)
+            progress(f"overload ({drain * self.overload:.0f}/s offered): accepted "
+                     f"{over['acked']}, refused {over['refused']}: {over['latency_ms']}")
+        self.bound_producers(0)
         time.sleep(1.2)  # PostgreSQL backends flush their statistics within ~1 s of going idle
         r1, pg1 = redis_calls(self.redis), pg_counters(self.pg_admin, self.dbname)
         for p in self.profiles:
@@ -637,6 +720,7 @@ class Bench:
         measured = len(self.sent) - measured_from
         calls = r1 - r0
         db = {k: pg1[k] - pg0[k] for k in pg0}
+        by_batch_size = self.batch_sweep()
         push = self.push_phase()
         outcomes = self.outcomes()
         peer = self.peer_phase(lat50["offered_per_s"], lat90["offered_per_s"], drain)
@@ -686,8 +770,12 @@ class Bench:
                            "db_commits_per_message = xact_commit / messages"),
             "measured_messages": measured,
             "send_batches_in_drain": self.drain_batches,
+            "per_batch_size": by_batch_size,
             "send_batches_by_step": {s["phase"]: s["send_batches"] for s in [*steps, lat50, lat90]},
             "steps": [*steps, lat50, lat90],
+            "max_backlog": self.max_backlog,
+            "refused_by_step": dict(self.refused),
+            **({"overload_step": over} if over is not None else {}),
             "outcomes": outcomes,
             "config": {"workers": self.p.workers, "gateways": self.p.gateways,
                        "clients": self.p.clients, "pool": "threads",
@@ -696,7 +784,24 @@ class Bench:
                        "private_redis": self.private_redis, "cpus": os.cpu_count()},
             "elapsed_s": round(time.monotonic() - started, 1),
         }
+        if self.role_env:
+            self.result["config"]["role_env"] = self.role_env
+        if self.worker_args:
+            self.result["config"]["worker_args"] = list(self.worker_args)
         return self.result
+
+    def bound_producers(self, max_backlog: int) -> None:
+        """This process's producers refuse sends past ``max_backlog`` queued tasks (0: off):
+        on for the paced steps only, so the pre-filled drains are never refused."""
+        from delivery import flow_gate
+        from delivery.settings import reset_settings
+
+        if max_backlog > 0:
+            os.environ["DELIVERY_MAX_BACKLOG"] = str(max_backlog)
+        else:
+            os.environ.pop("DELIVERY_MAX_BACKLOG", None)
+        reset_settings()
+        flow_gate.reset()
 
 
 def summarize_profile(path: Path, top: int = 30) -> str:
@@ -758,6 +863,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def py_spy_exe() -> str | None:
+    """py-spy on PATH or beside this Python (a dev tool, not a dependency)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def summary(r: dict[str, Any]) -> str:
     l50, l90 = r["latency_ms_at_50pct"], r["latency_ms_at_90pct"]
     return "\n".join([
@@ -788,6 +899,12 @@ def summary(r: dict[str, Any]) -> str:
         *(f"CPU ms/message {phase}: " + "  ".join(
             f"{k} {v:.2f}" for k, v in sorted(roles.items(), key=lambda kv: -kv[1]))
           for phase, roles in r["cpu_ms_per_message"].items()),
+        *(f"batch limit {k:>3}: mean {b['mean_size']:5.1f}  {b['drain_per_s']:5.0f} acked/s  "
+          f"CPU {b['cpu_ms_per_message']['total']:.2f} ms (workers "
+          f"{b['cpu_ms_per_message'].get('workers', 0.0):.2f})  round trips "
+          f"{b['broker_round_trips_per_message']:.2f}  writes {b['db_writes_per_message']:.2f}  "
+          f"commits {b['db_commits_per_message']:.2f}  per message"
+          for k, b in r.get("per_batch_size", {}).items()),
     ])
 
 
@@ -807,6 +924,18 @@ def main(argv: list[str]) -> int:
                         help="record py-spy profiles of a worker and a gateway into DIR")
     parser.add_argument("--no-peer", action="store_true",
                         help="skip the python-socketio peer (bench/peer_socketio)")
+    parser.add_argument("--role-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a DELIVERY_* setting for the workers and gateways (repeatable), "
+                        "e.g. DELIVERY_SEND_BATCH_INFLIGHT=2")
+    parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
+                        help="an extra `celery worker` argument (repeatable), e.g. "
+                        "--worker-arg=--prefetch-multiplier=2")
+    parser.add_argument("--max-backlog", type=int, default=0, metavar="N",
+                        help="producer flow control in the paced steps: refuse sends while N "
+                        "tasks are queued (DELIVERY_MAX_BACKLOG; default off)")
+    parser.add_argument("--overload", type=float, default=0.0, metavar="F",
+                        help="one more paced step at F x the drain rate (e.g. 1.5), after the "
+                        "latency steps: the latency of what is accepted, and what is refused")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
     parser.add_argument("--group", action="store_true",
                         help="only the group case: G-member group messages against the same "
@@ -815,6 +944,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--group-messages", type=int, default=40,
                         help="group messages in the group case")
     args = parser.parse_args(argv)
+    if args.py_spy is not None and py_spy_exe() is None:
+        parser.error("--py-spy: py-spy is not installed (.venv/bin/pip install py-spy)")
     kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
                           "clients": args.clients, "concurrency": args.concurrency}
     if args.drain:
@@ -824,8 +955,15 @@ def main(argv: list[str]) -> int:
         params = tiny_params(**kw)
     elif args.quick:
         params = Params.quick(**kw)
+    role_env = {}
+    for item in args.role_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("DELIVERY_"):
+            parser.error(f"--role-env {item!r}: expected DELIVERY_NAME=VALUE")
+        role_env[name] = value
     bench = Bench(params, private_redis=args.private_redis, py_spy=args.py_spy,
-                  peer=not args.no_peer)
+                  peer=not args.no_peer, role_env=role_env, max_backlog=args.max_backlog,
+                  overload=args.overload, worker_args=tuple(args.worker_arg))
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         first = not STOP.is_set()

@@ -13,8 +13,10 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import SQLAlchemyError
 
+from delivery import flow_gate
 from delivery.celery_app import producer_app
 from delivery.clock import later, utcnow
+from delivery.configs import flow_config
 from delivery.conversations.ids import (
     ConversationError,
     check_group_id,
@@ -22,6 +24,7 @@ from delivery.conversations.ids import (
     dm_conversation_id,
 )
 from delivery.conversations.requests import validate_group_send
+from delivery.flow import Refuse
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
 from delivery.store import Store
@@ -29,7 +32,7 @@ from delivery.task_names import SEND_GROUP_TASK, SEND_TASK
 from delivery.validation import message_id_for, validate_send
 
 __all__ = [
-    "ConversationError", "SendNotAccepted", "add_members", "create_conversation",
+    "ConversationError", "Overloaded", "SendNotAccepted", "add_members", "create_conversation",
     "dm_conversation_id", "remove_members", "send_message", "send_to_conversation",
 ]
 
@@ -46,6 +49,29 @@ class SendNotAccepted(RuntimeError):
     """The message could not be made durable (the store is unreachable): nothing was accepted.
 
     Retry later with the same ``client_msg_id``: the retry is stored and delivered once."""
+
+
+class Overloaded(SendNotAccepted):
+    """The broker queue the send would wait in holds ``DELIVERY_MAX_BACKLOG`` tasks or more
+    (the workers are saturated or stopped): refused before anything was stored.
+
+    Retry after ``retry_after_s`` seconds with the same ``client_msg_id``."""
+
+    def __init__(self, backlog: int, bound: int, retry_after_s: float) -> None:
+        self.backlog, self.bound, self.retry_after_s = backlog, bound, retry_after_s
+        super().__init__(
+            f"message not accepted: overloaded ({backlog} tasks queued, bound "
+            f"DELIVERY_MAX_BACKLOG={bound}); nothing was stored — retry after "
+            f"{retry_after_s:.1f} s with the same client_msg_id")
+
+
+def _admit(celery: Celery, task_name: str, kwargs: dict[str, Any],
+           settings: Settings) -> None:
+    """Flow control (delivery/flow.py): raise :class:`Overloaded` while the task's queue is
+    over the bound. Before anything is stored: a refused send was never accepted."""
+    verdict = flow_gate.check(celery, task_name, kwargs, flow_config(settings))
+    if isinstance(verdict, Refuse):
+        raise Overloaded(verdict.backlog, verdict.bound, verdict.retry_after_s)
 
 
 def stores_first(settings: Settings) -> bool:
@@ -105,6 +131,7 @@ def send_message(
         durable = store is not None or (stores_first(settings)
                                         and (not settings.embedded or _in_process(app)))
     celery = app or producer_app()
+    _admit(celery, SEND_TASK, kwargs, settings)
     if not durable:
         # ignore_result: nobody waits for it, and the Redis result backend would otherwise
         # subscribe to (and later unsubscribe from) a result channel per message.
@@ -211,6 +238,7 @@ def send_to_conversation(
     durable = store is not None or (stores_first(settings)
                                     and (not settings.embedded or _in_process(app)))
     celery = app or producer_app()
+    _admit(celery, SEND_GROUP_TASK, kwargs, settings)
     if not durable:
         celery.send_task(SEND_GROUP_TASK, kwargs=kwargs, ignore_result=True)
         return str(req.message_id)

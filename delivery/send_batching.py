@@ -59,6 +59,27 @@ class BatchStats:
 STATS = BatchStats()
 
 
+class BatchLimit:
+    """The largest batch, changeable while the worker runs (the ``send_batch_limit``
+    remote-control command: an operator's knob, and how ``delivery bench e2e`` measures the
+    per-message counts at each batch size). Starts at ``DELIVERY_SEND_BATCH_MAX``."""
+
+    def __init__(self) -> None:
+        self.override: int | None = None
+
+    def effective(self, configured: int) -> int:
+        return configured if self.override is None else self.override
+
+    def set(self, max_batch: int | None) -> None:
+        """``max_batch`` >= 1, or None to go back to the configured value."""
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"a batch limit must be >= 1, got {max_batch}")
+        self.override = max_batch
+
+
+LIMIT = BatchLimit()
+
+
 class SendBatcher:
     def __init__(self, pool: Any, run: RunBatch, fallback: Callable[[Any], Any], *,
                  max_batch: int, max_inflight: int) -> None:
@@ -81,7 +102,7 @@ class SendBatcher:
 
     def _take(self) -> list[Any]:
         n = take(len(self._buffer), self._inflight, max_inflight=self._max_inflight,
-                 max_batch=self._max_batch)
+                 max_batch=LIMIT.effective(self._max_batch))
         if n:
             self._inflight += 1
         return [self._buffer.popleft() for _ in range(n)]

@@ -87,6 +87,15 @@ class Settings:
     db_max_overflow: int = 20
     send_batch_max: int = 64
     send_batch_inflight: int = 1
+    # Tasks a worker process takes from the broker ahead: this x its concurrency (Celery's
+    # worker_prefetch_multiplier). It bounds what a worker holds unacked, and so its batches.
+    worker_prefetch_multiplier: int = 4
+    # Producer flow control (delivery/flow.py): refuse sends while the task's broker queue holds
+    # this many tasks or more (0: off); a depth reading is reused for this many milliseconds.
+    max_backlog: int = 0
+    backlog_refresh_ms: float = 5.0
+    # Server processes' thread switch interval (delivery/gil.py); 0: Python's default (5 ms).
+    gil_switch_ms: float = 0.5
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -177,13 +186,15 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_var(name)} must be > 0, got {getattr(self, name)}")
         non_negative = ("retry_backoff_s", "offline_grace_s", "reconnect_window_s",
-                        "push_max_retries", "metrics_port", "db_max_overflow")
+                        "push_max_retries", "metrics_port", "db_max_overflow", "gil_switch_ms",
+                        "max_backlog", "backlog_refresh_ms")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_var(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("max_attempts", "max_body_bytes", "max_body_depth", "sweep_batch",
                      "max_connections_per_user", "db_pool_size", "max_conversation_members",
-                     "api_max_in_flight", "send_batch_max", "send_batch_inflight"):
+                     "api_max_in_flight", "send_batch_max", "send_batch_inflight",
+                     "worker_prefetch_multiplier"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_var(name)} must be >= 1, got {getattr(self, name)}")
         if self.presence_down_s <= 2 * self.presence_heartbeat_s:

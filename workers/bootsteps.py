@@ -8,6 +8,7 @@ share the replica; with prefork, each child builds its own on ``worker_process_i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -52,6 +53,15 @@ def _preflight() -> None:
     except SettingsError as exc:
         log.critical("configuration error: %s", exc)
         raise SystemExit(2) from None
+
+
+def _switch_interval() -> None:
+    """The consumer thread and the pool threads share one GIL: hand it over sooner."""
+    from delivery.gil import apply_switch_interval
+    from delivery.settings import SettingsError, get_settings
+
+    with contextlib.suppress(SettingsError):  # _preflight names the bad setting and exits
+        apply_switch_interval(get_settings().gil_switch_ms)
 
 
 def shard_queues(settings: Any) -> list[str]:
@@ -104,6 +114,7 @@ class PresenceStep(bootsteps.StartStopStep):
         _select_queues(worker)
 
     def start(self, worker: Any) -> None:
+        _switch_interval()
         if self.prefork:
             log.info("prefork pool: each child process runs its own presence replica")
             return

@@ -8,6 +8,10 @@ worker serving USER's shard knows; the others answer ``serves: false``).
 ``send_batch_stats``: the ``delivery.send`` batches this worker ran, by size, and how many
 requests were completed by a batch or went through the per-message task.
 
+``send_batch_limit [N]``: the largest ``delivery.send`` batch this worker runs from now on
+(``N`` >= 1; no argument or 0: back to ``DELIVERY_SEND_BATCH_MAX``); answers the previous and
+the new limit.
+
 ``presence_hold SECONDS``: stop this worker's presence replica from hearing its peers for a
 while (a partition of this one link), then resume; gap detection repairs what it missed. It is
 how the end-to-end tests force the seed's race on real processes, and how an operator can
@@ -81,3 +85,17 @@ def send_batch_stats(state: Any) -> dict[str, Any]:
     from delivery.send_batching import STATS
 
     return STATS.snapshot()
+
+
+@control_command(args=[("max_batch", int)], signature="[max_batch]")
+def send_batch_limit(state: Any, max_batch: int = 0) -> dict[str, Any]:
+    from delivery.runtime import get_runtime
+    from delivery.send_batching import LIMIT
+
+    configured = get_runtime().settings.send_batch_max
+    before = LIMIT.effective(configured)
+    try:
+        LIMIT.set(max_batch or None)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {"previous": before, "max_batch": LIMIT.effective(configured)}

@@ -17,6 +17,7 @@ from delivery.configs import gateway_config
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.server import Gateway
 from delivery.gateway.tokens import issue_token, keyring_for
+from delivery.gil import apply_switch_interval
 from delivery.runtime import get_runtime
 from delivery.settings import Settings, get_settings
 from delivery.sharding import make_presence as build_presence
@@ -72,6 +73,7 @@ def gateway_main(argv: list[str]) -> int:
 
     logs.setup_server_process(args.log_level)
     settings = get_settings()
+    apply_switch_interval(settings.gil_switch_ms)
     config = replace(gateway_config(settings), compression=args.compression)
     if args.max_in_flight is not None:
         config = replace(config, max_in_flight=args.max_in_flight)

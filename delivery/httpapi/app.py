@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from delivery import api as delivery_api
 from delivery import metrics
+from delivery.flow import retry_after_header
 from delivery.httpapi.admission import RETRY_AFTER_S, Admission
 from delivery.httpapi.auth import Auth, authorize
 from delivery.httpapi.request import BadRequest, Send, parse_send
@@ -129,6 +130,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             msg_id = await anyio.to_thread.run_sync(partial(_send, send), limiter=limiter)
         except InvalidMessage as exc:
             return _error(400, "invalid_field", str(exc), exc.field)
+        except delivery_api.Overloaded as exc:
+            # Flow control: the queue is over DELIVERY_MAX_BACKLOG; nothing was stored.
+            return _error(503, "queue_full", str(exc),
+                          headers={"Retry-After": retry_after_header(exc.retry_after_s)})
         except delivery_api.SendNotAccepted as exc:
             log.warning("send not accepted: %s", exc)
             return _error(503, "unavailable", str(exc),

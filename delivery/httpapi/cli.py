@@ -9,6 +9,7 @@ import logging
 import socket
 import sys
 
+from delivery.gil import apply_switch_interval
 from delivery.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("delivery.api.http")
@@ -64,6 +65,7 @@ def main(argv: list[str]) -> int:
 
     logs.setup_server_process(args.log_level)
     settings = get_settings()
+    apply_switch_interval(settings.gil_switch_ms)
     check(settings)
     if settings.metrics_port > 0:
         from delivery import metrics

@@ -8,11 +8,12 @@ one message two outcomes.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, func, select, update
+from sqlalchemy import Engine, Integer, and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from delivery.conversations.ids import dm_conversation_id
@@ -53,6 +54,21 @@ class MessageQueries(StoreBase):
             index_elements=[conversations.c.id],
             set_={"last_seq": conversations.c.last_seq + 1})
             .returning(conversations.c.last_seq))
+        # Batches (accept_dispatched_many): every conversation of a batch takes its k seqs in
+        # one multi-row upsert (each row names its k), and the messages go in one multi-row
+        # insert; a message after another to the same recipient in the same batch gets its
+        # ``prev`` as a parameter (a statement does not see its own rows).
+        many = self._upsert(conversations)
+        self._dm_seq_many_stmt = (many.on_conflict_do_update(
+            index_elements=[conversations.c.id],
+            set_={"last_seq": conversations.c.last_seq + many.excluded.last_seq})
+            .returning(conversations.c.id, conversations.c.last_seq))
+        self._accept_many_stmt = (
+            self._upsert(messages)
+            .values(conv_prev=func.coalesce(bindparam("p_prev", type_=Integer), prev))
+            .on_conflict_do_nothing().returning(*MESSAGE_COLUMNS))
+        self._existing_stmt = select(messages.c.id).where(
+            messages.c.id.in_(bindparam("ids", expanding=True)))
 
     def accept(
         self,
@@ -152,36 +168,49 @@ class MessageQueries(StoreBase):
         deadline: datetime,
     ) -> list[MessageRecord]:
         """``accept_request(..., dispatch_to=targets)`` for a batch of direct messages, in one
-        transaction and one commit (group commit): per message its conversation seq and its
-        row (as ``accept``), then one multi-row insert of every attempt row. Returns the
-        messages this call created, in the order given. Messages already stored are left out
-        (the caller handles each alone, as ``accept`` would); a duplicate stored concurrently
-        by another process rolls the whole batch back (no seq is taken) and returns nothing,
-        so each message is then handled alone."""
-        existing = self._existing_ids([req.message_id for req, _ in items])
-        todo = [(req, ts) for req, ts in items if req.message_id not in existing]
-        if not todo:
+        transaction and one commit (group commit) and a fixed number of statements whatever
+        the batch's size: which are stored already, every conversation's seqs (one upsert),
+        every message (one insert), every attempt row (one insert). Returns the messages
+        this call created, in the order given. Messages already stored are left out (the
+        caller handles each alone, as ``accept`` would); a duplicate stored concurrently by
+        another process rolls the whole batch back (no seq is taken) and returns nothing, so
+        each message is then handled alone."""
+        if not items:
             return []
-        # Conversations in one order: two batches never wait on each other's seq rows in turn.
-        todo.sort(key=lambda it: dm_conversation_id(it[0].sender, it[0].recipient))
         rows: list[MessageRecord] = []
         try:
             with self.engine.begin() as conn:
-                for req, _ in todo:
-                    conv = dm_conversation_id(req.sender, req.recipient)
-                    seq = conn.execute(self._dm_seq_stmt, {
-                        "id": conv, "kind": ConversationKind.DIRECT.value, "last_seq": 1,
-                        "created_at": now}).scalar_one()
-                    row = conn.execute(self._accept_stmt, {
-                        "id": req.message_id, "sender": req.sender, "recipient": req.recipient,
-                        "client_msg_id": req.client_msg_id, "body": req.body,
-                        "created_at": now, "expires_at": now + timedelta(seconds=req.ttl_s),
+                existing = {r[0] for r in conn.execute(
+                    self._existing_stmt, {"ids": [req.message_id for req, _ in items]})}
+                todo = [(req, ts) for req, ts in items if req.message_id not in existing]
+                if not todo:
+                    return []
+                convs = [dm_conversation_id(req.sender, req.recipient) for req, _ in todo]
+                # Conversations in one order: two batches never wait on each other's rows in
+                # turn (a multi-row upsert locks its rows in the order of its values).
+                counts = Counter(convs)
+                last = dict(conn.execute(self._dm_seq_many_stmt, [
+                    {"id": conv, "kind": ConversationKind.DIRECT.value, "last_seq": k,
+                     "created_at": now} for conv, k in sorted(counts.items())]).all())
+                next_seq = {conv: last[conv] - k + 1 for conv, k in counts.items()}
+                prev: dict[tuple[str, str], int] = {}
+                params = []
+                for (req, _), conv in zip(todo, convs, strict=True):
+                    seq = next_seq[conv]
+                    next_seq[conv] = seq + 1
+                    params.append({
+                        "id": req.message_id, "sender": req.sender,
+                        "recipient": req.recipient, "client_msg_id": req.client_msg_id,
+                        "body": req.body, "created_at": now,
+                        "expires_at": now + timedelta(seconds=req.ttl_s),
                         "state": State.DISPATCHED.value, "attempts": 1,
                         "ack_deadline": deadline, "conv_seq": seq, "conversation_id": conv,
-                        "p_conv": conv, "p_rcp": req.recipient}).first()
-                    if row is None:
-                        raise _Duplicate
-                    rows.append(MessageRecord(*row))
+                        "p_prev": prev.get((conv, req.recipient)), "p_conv": conv,
+                        "p_rcp": req.recipient})
+                    prev[(conv, req.recipient)] = seq
+                rows = [MessageRecord(*r) for r in conn.execute(self._accept_many_stmt, params)]
+                if len(rows) != len(todo):
+                    raise _Duplicate
                 targets = {req.message_id: ts for req, ts in todo}
                 insert_attempt_rows(conn, [(m.id, 1, Channel.WS, r)
                                            for m in rows for r in _rows(targets[m.id])],
@@ -190,11 +219,6 @@ class MessageQueries(StoreBase):
             return []
         order = {req.message_id: i for i, (req, _) in enumerate(items)}
         return sorted(rows, key=lambda m: order[m.id])
-
-    def _existing_ids(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        with self.engine.connect() as conn:
-            return {r[0] for r in conn.execute(
-                select(messages.c.id).where(messages.c.id.in_(list(ids)))).all()}
 
     def get(self, msg_id: uuid.UUID) -> MessageRecord | None:
         with self.engine.connect() as conn:

@@ -45,6 +45,12 @@ def test_tiny_run_delivers_everything(tmp_path: Path) -> None:
     assert result["raw_celery_per_s"] > 0 and result["acked_per_s"] > 0
     assert set(result["latency_ms"]) >= {"p50", "p99", "p999"}
     assert result["peer_socketio_per_s"] > 0 and result["peer_socketio_lost"] == 0
+    # The per-message counts at each batch limit (the tiny run's limits are 1 and 8).
+    sweep = result["per_batch_size"]
+    assert list(sweep) == ["1", "8"]
+    assert sweep["1"]["max_size"] == 1 and sweep["8"]["max_size"] <= 8
+    for counts in sweep.values():
+        assert counts["db_commits_per_message"] > 0 and counts["cpu_ms_per_message"]["total"] > 0
     assert (out / "e2e.json").exists() and (out / "e2e.png").stat().st_size > 0
 
 

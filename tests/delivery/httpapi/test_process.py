@@ -1,6 +1,6 @@
 """``delivery api`` as a real process on PostgreSQL and Redis: durable ids, idempotent retries,
 auth with rotated keys, errors naming the field, 503 under a database outage, 429 under
-overload, its metrics and its OpenAPI document."""
+overload, 503 ``queue_full`` past DELIVERY_MAX_BACKLOG, its metrics and its OpenAPI document."""
 
 from __future__ import annotations
 
@@ -207,6 +207,36 @@ def test_overload_answers_429_with_retry_after(own_pg: tuple[str, Store],
         assert api.stored(str(uuid.uuid5(MESSAGE_NAMESPACE, "a\x00refused"))) == 0
         assert api.post({"sender": "a", "recipient": "b", "body": 2,
                          "client_msg_id": "refused"}).status_code == 202
+
+
+def test_a_full_queue_answers_503_queue_full_with_retry_after_and_stores_nothing(
+    own_pg: tuple[str, Store], key_prefix: str,
+) -> None:
+    """Flow control: no worker consumes, so the queue grows; past DELIVERY_MAX_BACKLOG the
+    API answers 503 ``queue_full`` with ``Retry-After`` and stores nothing; once the queue
+    has drained, the same request is accepted."""
+    import redis
+
+    with start(own_pg, key_prefix, DELIVERY_MAX_BACKLOG="3") as api:
+        for i in range(3):
+            res = api.post({"sender": "a", "recipient": "b", "body": i,
+                            "client_msg_id": f"q-{i}"})
+            assert res.status_code == 202, res.text
+        refused = {"sender": "a", "recipient": "b", "body": 3, "client_msg_id": "q-3"}
+        res = api.post(refused)
+        assert res.status_code == 503, res.text
+        assert res.json()["error"] == "queue_full"
+        assert "DELIVERY_MAX_BACKLOG" in res.json()["message"]
+        assert int(res.headers["retry-after"]) >= 1
+        assert api.stored(str(uuid.uuid5(MESSAGE_NAMESPACE, "a\x00q-3"))) == 0
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            assert client.llen(f"{key_prefix}:celery:celery") == 3
+            client.delete(f"{key_prefix}:celery:celery")  # as if the workers drained it
+        finally:
+            client.close()
+        api.proc.wait_until(lambda: api.post(refused).status_code == 202)
+        assert api.stored(str(uuid.uuid5(MESSAGE_NAMESPACE, "a\x00q-3"))) == 1
 
 
 def test_killed_mid_store_it_answers_nothing_and_the_retry_stores_once(
