@@ -16,10 +16,11 @@ from delivery import flow_gate
 from delivery.api import Overloaded, SendNotAccepted, send_message, send_to_conversation
 from delivery.celery_app import make_app
 from delivery.flow import ADMIT, FlowConfig
-from delivery.settings import Settings, reset_settings
+from delivery.settings import Settings
 from delivery.store import Store
 from delivery.task_names import SEND_TASK
 from delivery.validation import message_id_for
+from tests.support.flow import producer_bound
 from workers.devkit.services import REDIS_URL
 
 BOUND = 8
@@ -36,14 +37,8 @@ def broker_app(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[Cele
 @pytest.fixture
 def bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """DELIVERY_MAX_BACKLOG for this process's producers (read once, like any setting)."""
-    monkeypatch.setenv("DELIVERY_MAX_BACKLOG", str(BOUND))
-    monkeypatch.setenv("DELIVERY_BACKLOG_REFRESH_MS", "1")
-    reset_settings()
-    flow_gate.reset()
-    yield BOUND
-    monkeypatch.undo()
-    reset_settings()
-    flow_gate.reset()
+    with producer_bound(monkeypatch, BOUND, refresh_ms=1) as value:
+        yield value
 
 
 def _reader(app: Celery) -> flow_gate.DepthReader:

@@ -16,7 +16,6 @@ from celery import Celery
 
 from delivery import flow_gate
 from delivery.push.stub import FcmStub
-from delivery.settings import reset_settings
 from delivery.store import Store
 from tests.e2e.test_crashes import (
     _held_by_broker,
@@ -30,6 +29,7 @@ from tests.e2e.test_crashes import (
     visibility_timeout,
 )
 from tests.e2e.traffic import Traffic
+from tests.support.flow import producer_bound
 from workers.devkit.cluster import LocalCluster
 
 __all__ = ["broker", "crash_cluster", "crash_env", "pg_store", "pg_url", "private_redis", "stub",
@@ -44,13 +44,8 @@ SENDS = 150
 @pytest.fixture
 def bounded_producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """This test process's producers refuse sends past BOUND queued tasks."""
-    monkeypatch.setenv("DELIVERY_MAX_BACKLOG", str(BOUND))
-    reset_settings()
-    flow_gate.reset()
-    yield BOUND
-    monkeypatch.undo()
-    reset_settings()
-    flow_gate.reset()
+    with producer_bound(monkeypatch, BOUND) as value:
+        yield value
 
 
 def _queued(app: Celery) -> int:
