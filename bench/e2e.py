@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +51,8 @@ import redis
 
 from bench.e2e_measure import ONLINE, cpu_by_pid, cpu_delta_ms, pg_counters, progress
 from bench.e2e_parts import SENDER_THREADS, STOP, ClientProcs, check_stop, lat_summary
+from bench.profiling import MISSING as PY_SPY_MISSING
+from bench.profiling import py_spy_exe, record
 from delivery.secret import new_secret
 from delivery.task_names import NOOP_TASK
 from delivery.vocabulary import Result, State
@@ -449,17 +450,10 @@ class Bench:
                 calls = redis_calls(self.redis) - r0
                 db = {k: v - pg0[k] for k, v in pg_counters(self.pg_admin, self.dbname).items()}
                 batches = self.batch_delta(b0, self.batch_stats())
-                in_multi = sum(calls[c] for c in ("zadd", "hset", "zrem", "hdel", "exec"))
                 out[str(limit)] = {
                     "limit": limit, "mean_size": batches["mean_size"],
                     "max_size": batches["max_size"], "drain_per_s": round(rate, 1),
-                    "broker_round_trips_per_message": round(
-                        (sum(calls.values()) - in_multi) / n, 2),
-                    "broker_commands_per_message": round(sum(calls.values()) / n, 2),
-                    "db_writes_per_message": round(
-                        (db["tup_inserted"] + db["tup_updated"]) / n, 2),
-                    "db_commits_per_message": round(db["xact_commit"] / n, 2),
-                    "cpu_ms_per_message": cpu}
+                    **per_message_counts(calls, db, n), "cpu_ms_per_message": cpu}
                 progress(f"batch limit {limit}: mean batch {batches['mean_size']}, "
                          f"{rate:.0f} acked/s, CPU {cpu['total']:.2f} ms/message (workers "
                          f"{cpu.get('workers', 0):.2f}), commits "
@@ -656,13 +650,8 @@ class Bench:
         self.py_spy.mkdir(parents=True, exist_ok=True)
         targets = {"worker": next(iter(self.cluster.workers.values())).popen.pid,
                    "gateway": next(iter(self.cluster.gateways.values())).proc.popen.pid}
-        procs = []
-        for role, pid in targets.items():
-            out = self.py_spy / f"profile-{role}.txt"
-            procs.append(subprocess.Popen(
-                [exe, "record", "-p", str(pid), "-d", str(int(duration)), "-r", "200",
-                 "--format", "raw", "-o", str(out), "--nonblocking", "--gil"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs = [record(exe, pid, duration, self.py_spy / f"profile-{role}.txt")
+                 for role, pid in targets.items()]
         progress(f"py-spy recording {', '.join(targets)} for {duration:.0f} s")
         return procs
 
@@ -724,12 +713,7 @@ class Bench:
         push = self.push_phase()
         outcomes = self.outcomes()
         peer = self.peer_phase(lat50["offered_per_s"], lat90["offered_per_s"], drain)
-        commands = sum(calls.values())
-        # kombu's Redis transport sends its bookkeeping as MULTI ... EXEC pipelines (ZADD + HSET
-        # when a task is fetched, ZREM + HDEL when it is acked): one round trip each.
-        in_multi = sum(calls[c] for c in ("zadd", "hset", "zrem", "hdel", "exec"))
-        rt = (commands - in_multi) / measured
-        writes_tuples = (db["tup_inserted"] + db["tup_updated"]) / measured
+        counts = per_message_counts(calls, db, measured)
         self.result = {
             "acked_per_s": round(best, 1),
             "raw_celery_per_s": round(raw, 1),
@@ -749,8 +733,8 @@ class Bench:
             "lost": outcomes["lost"],
             "duplicate_outcomes": outcomes["duplicate_outcomes"],
             **peer,
-            "broker_round_trips_per_message": round(rt, 2),
-            "broker_commands_per_message": round(commands / measured, 2),
+            "broker_round_trips_per_message": counts["broker_round_trips_per_message"],
+            "broker_commands_per_message": counts["broker_commands_per_message"],
             "cpu_ms_per_message": self.cpu_ms,
             "broker_calls_by_command_per_message": {
                 k: round(v / measured, 3) for k, v in calls.most_common() if v > 0},
@@ -762,8 +746,8 @@ class Bench:
                                "once"
                                + ("; private redis-server, so only this run" if self.private_redis
                                   else "; shared Redis, other clients included")),
-            "db_writes_per_message": round(writes_tuples, 2),
-            "db_commits_per_message": round(db["xact_commit"] / measured, 2),
+            "db_writes_per_message": counts["db_writes_per_message"],
+            "db_commits_per_message": counts["db_commits_per_message"],
             "db_counters": db,
             "db_counted": ("pg_stat_database deltas of the bench database over the same window: "
                            "db_writes_per_message = (tup_inserted + tup_updated) / messages, "
@@ -802,6 +786,21 @@ class Bench:
             os.environ.pop("DELIVERY_MAX_BACKLOG", None)
         reset_settings()
         flow_gate.reset()
+
+
+def per_message_counts(calls: Counter[str], db: dict[str, int], n: int) -> dict[str, float]:
+    """Broker and database counts over a window of ``n`` messages: Redis command calls
+    (``calls``: every command but INFO) and ``pg_stat_database`` deltas (``db``)."""
+    commands = sum(calls.values())
+    # kombu's Redis transport sends its bookkeeping as MULTI ... EXEC pipelines (ZADD + HSET
+    # when a task is fetched, ZREM + HDEL when it is acked): one round trip each.
+    in_multi = sum(calls[c] for c in ("zadd", "hset", "zrem", "hdel", "exec"))
+    return {
+        "broker_round_trips_per_message": round((commands - in_multi) / n, 2),
+        "broker_commands_per_message": round(commands / n, 2),
+        "db_writes_per_message": round((db["tup_inserted"] + db["tup_updated"]) / n, 2),
+        "db_commits_per_message": round(db["xact_commit"] / n, 2),
+    }
 
 
 def summarize_profile(path: Path, top: int = 30) -> str:
@@ -861,12 +860,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def py_spy_exe() -> str | None:
-    """py-spy on PATH or beside this Python (a dev tool, not a dependency)."""
-    beside = Path(sys.executable).with_name("py-spy")
-    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
 
 
 def summary(r: dict[str, Any]) -> str:
@@ -945,7 +938,7 @@ def main(argv: list[str]) -> int:
                         help="group messages in the group case")
     args = parser.parse_args(argv)
     if args.py_spy is not None and py_spy_exe() is None:
-        parser.error("--py-spy: py-spy is not installed (.venv/bin/pip install py-spy)")
+        parser.error(f"--py-spy: {PY_SPY_MISSING}")
     kw: dict[str, Any] = {"workers": args.workers, "gateways": args.gateways,
                           "clients": args.clients, "concurrency": args.concurrency}
     if args.drain:

@@ -35,7 +35,6 @@ import gc
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.profiling import MISSING as PY_SPY_MISSING
+from bench.profiling import py_spy_exe, record
 from delivery.channels import BROADCAST
 from delivery.secret import new_secret
 from delivery.vocabulary import State
@@ -358,13 +359,11 @@ class Sample:
 
 
 def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy (``--gil``: Python CPU time) on ``pid`` for ``seconds``, raw stacks into ``out``."""
-    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [exe, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", "200",
-         "--format", "raw", "-o", str(out), "--nonblocking", "--gil"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """py-spy (``--gil``: Python CPU time) on ``pid`` for ``seconds``, raw stacks into ``out``
+    (main() has checked that py-spy is there)."""
+    exe = py_spy_exe()
+    assert exe is not None
+    return record(exe, pid, seconds, out)
 
 
 async def measure(conns: list[ClientConnection], seconds: float, warmup: float, echo: bool,
@@ -577,6 +576,8 @@ def main(argv: list[str]) -> int:
                         "(pip install py-spy)")
     parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.py_spy is not None and py_spy_exe() is None:
+        parser.error(f"--py-spy: {PY_SPY_MISSING}")
     if args.database_url and not args.database_url.startswith("postgresql"):
         parser.error("--database-url must be a postgresql:// URL")
     if args._child:
