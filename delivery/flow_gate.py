@@ -70,24 +70,23 @@ class Gate:
             return ADMIT
         with self._lock:
             d = decide(config, self._reading, self._clock())
-            if isinstance(d, Admit):
-                self._reading = admitted(self._reading) if self._reading else None
-                return d
-            if isinstance(d, Refuse):
-                return d
-        return self._refresh(config, d)
+            if not isinstance(d, Refresh):
+                return self._count(d)
+        return self._refresh(config)
 
-    def _refresh(self, config: FlowConfig, _: Refresh) -> Admit | Refuse:
+    def _count(self, d: Admit | Refuse) -> Admit | Refuse:
+        """(Under ``_lock``.) An admitted send counts on top of the reading."""
+        if isinstance(d, Admit) and self._reading is not None:
+            self._reading = admitted(self._reading)
+        return d
+
+    def _refresh(self, config: FlowConfig) -> Admit | Refuse:
         if not self._refreshing.acquire(blocking=False):
             # Another thread is reading: decide on the previous reading, if any.
             with self._lock:
-                prev = self._reading
-                if prev is None:
+                if self._reading is None:
                     return ADMIT
-                d = decide_after_refresh(config, prev)
-                if isinstance(d, Admit):
-                    self._reading = admitted(prev)
-                return d
+                return self._count(decide_after_refresh(config, self._reading))
         try:
             try:
                 depth = self._read()
@@ -101,10 +100,7 @@ class Gate:
             self.reads += 1
             with self._lock:
                 self._reading = observe(self._reading, depth, self._clock())
-                d = decide_after_refresh(config, self._reading)
-                if isinstance(d, Admit):
-                    self._reading = admitted(self._reading)
-                return d
+                return self._count(decide_after_refresh(config, self._reading))
         finally:
             self._refreshing.release()
 
