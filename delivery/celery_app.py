@@ -17,7 +17,9 @@ Configuration choices (documented in the README's operations section and docs/op
   delay a stored message is backed by an ack deadline in the database, which the recovery sweep
   acts on. A send task whose message is not stored yet is the broker's alone. ``redis://``
   brokers go through ``delivery.broker_transport`` (kombu's transport, one client object per
-  channel instead of one per command: the same keys and bookkeeping, less CPU per task).
+  channel instead of one per command, and up to ``DELIVERY_BROKER_FETCH_MAX`` waiting tasks
+  taken per consumer wake-up, each popped and recorded as unacked in one atomic step: the same
+  keys and bookkeeping, less CPU per task, and send batches that grow with the queue).
 - Task events on, so Flower shows every task under its stable name; message bodies are replaced
   by ``<redacted>`` in the task headers that Flower and the logs read.
 - Sharded (DELIVERY_PRESENCE_SHARDS > 1): ``delivery.send`` and ``delivery.route`` go to the
@@ -79,6 +81,7 @@ def broker_conf(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             # Keeps every Celery key of one deployment (or one test run) apart on a shared Redis.
             "global_keyprefix": f"{settings.key_prefix}:celery:",
+            **({"fetch_max": settings.broker_fetch_max} if plain else {}),
         }}
     return {"broker_transport_options": {}}
 

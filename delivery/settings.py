@@ -90,6 +90,9 @@ class Settings:
     # Tasks a worker process takes from the broker ahead: this x its concurrency (Celery's
     # worker_prefetch_multiplier). It bounds what a worker holds unacked, and so its batches.
     worker_prefetch_multiplier: int = 4
+    # Redis brokers: most tasks one wake-up of a worker's consumer takes from the queue (one BRPOP
+    # plus one atomic pop-and-record of the rest, within the prefetch window); 1: kombu's one.
+    broker_fetch_max: int = 16
     # Producer flow control (delivery/flow.py): refuse sends while the task's broker queue holds
     # this many tasks or more (0: off); a depth reading is reused for this many milliseconds.
     max_backlog: int = 0
@@ -194,7 +197,7 @@ class Settings:
         for name in ("max_attempts", "max_body_bytes", "max_body_depth", "sweep_batch",
                      "max_connections_per_user", "db_pool_size", "max_conversation_members",
                      "api_max_in_flight", "send_batch_max", "send_batch_inflight",
-                     "worker_prefetch_multiplier"):
+                     "worker_prefetch_multiplier", "broker_fetch_max"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_var(name)} must be >= 1, got {getattr(self, name)}")
         if self.presence_down_s <= 2 * self.presence_heartbeat_s:
