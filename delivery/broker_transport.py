@@ -15,6 +15,9 @@
   between the two can lose a task. The records are kombu's own (same keys and format), so the
   ack, the visibility-timeout restore and the shutdown restore are unchanged. The script reads
   the queues in BRPOP's order (priority first), never blocks, and costs one round trip.
+  While one wake-up hands its tasks over, :data:`ARRIVALS` says so, and tells its listeners
+  when the last is handed over: the send batcher then flushes them as one batch rather than
+  the first alone (delivery/send_batching.py).
 
 Nothing else differs from kombu's transport. Used for ``redis://`` brokers
 (``delivery.celery_app.broker_conf``).
@@ -23,6 +26,8 @@ Nothing else differs from kombu's transport. Used for ``redis://`` brokers
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -79,6 +84,37 @@ def extra_fetch(fetch_max: int, credit: int | None) -> int:
     return max(0, more)
 
 
+class Arrivals:
+    """Whether this process's consumer is handing over the tasks of one wake-up, and who to
+    tell once it has. Written by the consumer thread only; read by any thread (a batch that
+    ends meanwhile leaves the flush to the listener)."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self._listeners: dict[str, Callable[[], None]] = {}
+
+    def listen(self, name: str, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each wake-up's tasks are handed over (one per ``name``: a
+        consumer that restarts replaces its own)."""
+        self._listeners[name] = listener
+
+    @contextmanager
+    def wake_up(self) -> Iterator[None]:
+        if self.open:  # nested: the outer one tells
+            yield
+            return
+        self.open = True
+        try:
+            yield
+        finally:
+            self.open = False
+            for listener in list(self._listeners.values()):
+                listener()
+
+
+ARRIVALS = Arrivals()
+
+
 class QoS(kombu_redis.QoS):
     """kombu's unacked bookkeeping; a task the bulk fetch already recorded is not written
     again when it is delivered."""
@@ -111,9 +147,10 @@ class Channel(kombu_redis.Channel):
         return client
 
     def _brpop_read(self, **options: Any) -> bool:
-        delivered: bool = super()._brpop_read(**options)
-        if delivered and self.ack_emulation and self.fetch_max > 1:
-            self._fetch_more()
+        with ARRIVALS.wake_up():
+            delivered: bool = super()._brpop_read(**options)
+            if delivered and self.ack_emulation and self.fetch_max > 1:
+                self._fetch_more()
         return delivered
 
     def _fetch_more(self) -> None:

@@ -5,7 +5,8 @@ last step (``consumer.on_task_request``: run the request in the pool) is replace
 :class:`SendBatcher.add`. Everything before it is Celery's own: request parsing, the
 ``task-received`` event, revocation, and countdown/ETA tasks, which Celery's timer hands to the
 regular per-message path. What to flush and when is decided by the pure
-``delivery.routing.batch.take`` (group commit: no timer; a lone message is flushed at once).
+``delivery.routing.batch.take`` (group commit: no timer; a lone message is flushed at once;
+the tasks one wake-up of the consumer fetched go together, ``broker_transport.ARRIVALS``).
 
 A batch runs in one pool thread. Requests it completes are finished like any task (acked after
 the run — ``acks_late`` — then ``task-succeeded``); every other request goes through the
@@ -26,6 +27,7 @@ from typing import Any
 
 from celery.worker.strategy import default as default_strategy
 
+from delivery.broker_transport import ARRIVALS
 from delivery.routing.batch import take
 
 log = logging.getLogger("delivery.batching")
@@ -82,8 +84,10 @@ LIMIT = BatchLimit()
 
 class SendBatcher:
     def __init__(self, pool: Any, run: RunBatch, fallback: Callable[[Any], Any], *,
-                 max_batch: int, max_inflight: int) -> None:
+                 max_batch: int, max_inflight: int,
+                 arriving: Callable[[], bool] = lambda: ARRIVALS.open) -> None:
         self._pool = pool
+        self._arriving = arriving
         self._run = run
         self._fallback = fallback
         self._max_batch = max_batch
@@ -96,13 +100,21 @@ class SendBatcher:
         """A request Celery would run now (from the consumer thread)."""
         with self._lock:
             self._buffer.append(req)
-            batch = self._take()
-        if batch:
+        self.flush()
+
+    def flush(self) -> None:
+        """Start every batch the rule allows now (after a request, a batch's end, or the end of
+        a wake-up's fetch)."""
+        while True:
+            with self._lock:
+                batch = self._take()
+            if not batch:
+                return
             self._submit(batch)
 
     def _take(self) -> list[Any]:
         n = take(len(self._buffer), self._inflight, max_inflight=self._max_inflight,
-                 max_batch=LIMIT.effective(self._max_batch))
+                 max_batch=LIMIT.effective(self._max_batch), arriving=self._arriving())
         if n:
             self._inflight += 1
         return [self._buffer.popleft() for _ in range(n)]
@@ -133,9 +145,7 @@ class SendBatcher:
         finally:
             with self._lock:
                 self._inflight -= 1
-                batch = self._take()
-            if batch:
-                self._submit(batch)
+            self.flush()
 
 
 def batched_strategy(task: Any, app: Any, consumer: Any, run: RunBatch, *, max_batch: int,
@@ -147,6 +157,7 @@ def batched_strategy(task: Any, app: Any, consumer: Any, run: RunBatch, *, max_b
     handle = consumer.on_task_request
     batcher = SendBatcher(consumer.pool, run, handle, max_batch=max_batch,
                           max_inflight=max_inflight)
+    ARRIVALS.listen(task.name, batcher.flush)
     consumer.on_task_request = batcher.add
     try:
         return default_strategy(task, app, consumer, **kwargs)

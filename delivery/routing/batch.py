@@ -6,7 +6,8 @@ Two decisions, kept apart from the Celery and Redis shells that carry them out:
   send arriving while fewer than ``max_inflight`` batches run is flushed at once (a lone message
   waits for nothing); sends arriving while the pool is busy wait for a batch to finish, so the
   batch grows with the load and one transaction, one commit and one PUBLISH per node serve them
-  all.
+  all. Sends handed over by one broker fetch (``arriving``: the fetch is still handing them
+  over, within one wake-up of the consumer) wait for its last one and go together.
 - ``by_node``: the frames of a batch grouped per gateway node, so each node gets one PUBLISH per
   batch whatever the number of messages and connections.
 """
@@ -19,10 +20,12 @@ from delivery.gateway.protocol import Deliver
 from delivery.routing.policy import Conn
 
 
-def take(buffered: int, inflight: int, *, max_inflight: int, max_batch: int) -> int:
+def take(buffered: int, inflight: int, *, max_inflight: int, max_batch: int,
+         arriving: bool = False) -> int:
     """How many of ``buffered`` waiting sends to flush as one batch now (0: wait for a running
-    batch to finish; it flushes what accumulated meanwhile)."""
-    if buffered <= 0 or inflight >= max_inflight:
+    batch to finish, or for the fetch that is ``arriving`` to end; either flushes what
+    accumulated meanwhile)."""
+    if buffered <= 0 or inflight >= max_inflight or arriving:
         return 0
     return min(buffered, max_batch)
 

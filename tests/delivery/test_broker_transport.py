@@ -15,7 +15,7 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
-from delivery.broker_transport import TRANSPORT, Channel, extra_fetch
+from delivery.broker_transport import ARRIVALS, TRANSPORT, Channel, extra_fetch
 from delivery.celery_app import broker_conf, make_app
 from delivery.settings import Settings, SettingsError
 from workers.devkit.services import REDIS_URL
@@ -210,3 +210,21 @@ def test_a_message_kombu_cannot_read_is_left_where_it_was_and_the_rest_still_flo
         assert keys.redis.lindex(f"{keys.prefix}{queue.name}", -1) == b"not json"
         assert keys.redis.llen(f"{keys.prefix}{queue.name}") == 4
         assert keys.redis.hlen(f"{keys.prefix}unacked") == 0
+
+
+def test_a_wake_up_hands_its_tasks_over_then_tells_its_listeners(keys: Keys) -> None:
+    queue = a_queue()
+    opts = {"global_keyprefix": keys.prefix, "fetch_max": 8}
+    seen: list[tuple[int, bool]] = []  # (tasks handed over so far, open while handed over)
+    ends: list[int] = []
+    ARRIVALS.listen("test", lambda: ends.append(len(seen)))
+    try:
+        with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+            publish(conn, queue, range(8))
+            with conn.Consumer(queue, callbacks=[
+                    lambda body, msg: (seen.append((body["n"], ARRIVALS.open)), msg.ack())]):
+                conn.drain_events(timeout=5)  # one wake-up
+    finally:
+        ARRIVALS.listen("test", lambda: None)
+    assert seen == [(n, True) for n in range(8)]  # all eight in one wake-up, each while open
+    assert ends[0] == 8 and not ARRIVALS.open  # told once they were all handed over

@@ -22,19 +22,26 @@ def test_a_backlog_is_flushed_up_to_the_largest_batch() -> None:
     assert take(100, 1, max_inflight=2, max_batch=64) == 64
 
 
+def test_sends_of_one_broker_fetch_wait_for_its_last_one() -> None:
+    assert take(3, 0, max_inflight=2, max_batch=64, arriving=True) == 0
+    assert take(3, 0, max_inflight=2, max_batch=64, arriving=False) == 3
+
+
 def test_nothing_buffered_flushes_nothing() -> None:
     assert take(0, 0, max_inflight=2, max_batch=64) == 0
 
 
 @given(buffered=st.integers(0, 500), inflight=st.integers(0, 8),
-       max_inflight=st.integers(1, 8), max_batch=st.integers(1, 128))
+       max_inflight=st.integers(1, 8), max_batch=st.integers(1, 128), arriving=st.booleans())
 def test_take_never_exceeds_the_limits_and_never_strands_work(
-    buffered: int, inflight: int, max_inflight: int, max_batch: int,
+    buffered: int, inflight: int, max_inflight: int, max_batch: int, arriving: bool,
 ) -> None:
-    n = take(buffered, inflight, max_inflight=max_inflight, max_batch=max_batch)
+    n = take(buffered, inflight, max_inflight=max_inflight, max_batch=max_batch,
+             arriving=arriving)
     assert 0 <= n <= min(buffered, max_batch)
-    # A free slot and something buffered: something is flushed now (no timer to wait for).
-    assert (n > 0) == (buffered > 0 and inflight < max_inflight)
+    # A free slot, something buffered and the fetch handed over: something is flushed now (no
+    # timer to wait for).
+    assert (n > 0) == (buffered > 0 and inflight < max_inflight and not arriving)
 
 
 def _frame(i: int) -> Deliver:
