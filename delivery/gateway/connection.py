@@ -2,6 +2,13 @@
 
 The session decides (window, dedupe); this class owns the socket, the writer's wake-up events
 and the rate budget, and carries out the session's answers.
+
+Sending: when the writer task is parked and the socket can take a frame at once, the caller
+(routing's ``deliver``, an ack freeing a slot, replay) writes the frame itself — one task step
+per frame instead of two (see :meth:`Connection.can_write_now`). Otherwise it wakes the writer,
+which waits out back-pressure and the close path as ``ws.send`` does. Either way frames leave
+in the order :meth:`Session.sent_next` hands them out: every ``sent_next`` is followed by its
+write to the transport in the same task step, and only one party sends at a time.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from collections import OrderedDict
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import OPEN
 
 from delivery.gateway.config import GatewayConfig
 from delivery.gateway.guard import RateBudget, Verdict
@@ -26,8 +34,8 @@ def new_conn_id(node: str) -> str:
 class Connection:
     """One authenticated socket: its session, writer, replayer and rate limiter."""
 
-    __slots__ = ("budget", "cursor", "id", "replayer", "session", "space", "user", "wake", "writer",
-                 "ws")
+    __slots__ = ("budget", "cursor", "direct", "id", "parked", "replayer", "session", "space",
+                 "user", "wake", "writer", "ws")
 
     def __init__(self, conn_id: str, user: str, ws: ServerConnection, cfg: GatewayConfig,
                  now: float) -> None:
@@ -44,6 +52,9 @@ class Connection:
         self.writer: asyncio.Task[None] | None = None
         self.replayer: asyncio.Task[None] | None = None
         self.cursor: ReplayCursor | None = None  # the running replay's position
+        # The writer waits on ``wake`` with nothing in hand: a caller may send for it.
+        self.parked = False
+        self.direct = 0  # frames written by the caller, not the writer (tests, bench)
 
     # -- the session's state, read by the gateway, metrics and tests ----------------------------
 
@@ -80,14 +91,14 @@ class Connection:
         """Queue a message frame; ``.taken``: this connection has, had or will send it."""
         result = self.session.offer(msg_id, text, live)
         if result is Offer.QUEUED:
-            self.wake.set()
+            self._push()
         return result
 
     def acked_id(self, msg_id: str) -> LiveFrame | None:
         """Mark ``msg_id`` acked here; returns the routing frame it answers, if any."""
         freed, live = self.session.acked(msg_id)
         if freed:
-            self.wake.set()
+            self._push()
             self.space.set()
         return live
 
@@ -100,6 +111,7 @@ class Connection:
         """The connection ended: stop its writer and replayer; returns its unacked live frames
         (each once) for the gateway to reroute."""
         owed = self.session.closed()
+        self.parked = False
         self.wake.set()
         self.space.set()
         for task in (self.writer, self.replayer):
@@ -107,13 +119,62 @@ class Connection:
                 task.cancel()
         return owed
 
+    # -- sending ------------------------------------------------------------------------------
+
+    def can_write_now(self) -> bool:
+        """Whether a frame may be written from the caller, as ``ws.send`` would without ever
+        suspending (websockets' asyncio ``send`` / ``send_context`` / ``drain``)."""
+        ws = self.ws
+        return (
+            # The writer is idle: it holds no frame taken from the session (so nothing taken
+            # earlier can go out after ours) and is not waiting in ``drain``.
+            self.parked
+            # ``send_context`` only writes in OPEN; CLOSING and CLOSED go through its close
+            # path (wait for the close, raise ConnectionClosed), which the writer takes.
+            and ws.protocol.state is OPEN
+            # ``send`` waits for a fragmented message to finish before sending another.
+            and ws.send_in_progress is None
+            # Back-pressure: the transport's buffer is over its high-water mark and ``drain``
+            # would wait for ``resume_writing``; the writer waits instead of the caller.
+            and not ws.paused
+            # ``drain`` yields once on a closing transport so ``connection_lost`` runs first.
+            and not ws.transport.is_closing()
+        )
+
+    def _push(self) -> None:
+        """There may be a frame to send: write it here if the socket takes it at once, else
+        wake the writer."""
+        session, ws = self.session, self.ws
+        while self.can_write_now():
+            text = session.sent_next()
+            if text is None:
+                return  # the outbox is empty or the window full: nothing owed to the writer
+            self.direct += 1
+            # What ``ws.send(text)`` does up to its ``drain``: frame it, write it out.
+            ws.protocol.send_text(text.encode())
+            try:
+                ws.send_data()
+            except Exception as exc:
+                # As ``send_context`` does on a failed write: abort; ``connection_lost`` follows
+                # and the gateway's close() returns this frame (now in flight) for rerouting.
+                ws.set_connection_exc(exc)
+                ws.transport.abort()
+                return
+        # Back-pressure or closing: the writer sends the rest (and waits) like ``ws.send``.
+        self.parked = False
+        self.wake.set()
+
     async def write_loop(self) -> None:
-        ws, session = self.ws, self.session
+        ws, session, wake = self.ws, self.session, self.wake
         try:
             while session.open:
-                await self.wake.wait()
-                self.wake.clear()
+                self.parked = not wake.is_set()
+                await wake.wait()
+                self.parked = False
+                wake.clear()
                 while (text := session.sent_next()) is not None:
                     await ws.send(text)
         except ConnectionClosed:
             pass
+        finally:
+            self.parked = False
