@@ -146,6 +146,24 @@ class Channel(kombu_redis.Channel):
             client = self._shared_client = super()._create_client()
         return client
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._acked_queues: set[str] = set()  # consumed with acks: the only ones fetched ahead
+        super().__init__(*args, **kwargs)
+
+    def basic_consume(self, queue: str, no_ack: bool = False, *args: Any, **kwargs: Any) -> Any:
+        # A no-ack consumer (e.g. the replies to a remote-control command) never acks: a task
+        # recorded as unacked for it would stay recorded, so the bulk fetch leaves its queue to
+        # kombu's BRPOP, which records nothing for it.
+        if no_ack:
+            self._acked_queues.discard(queue)
+        else:
+            self._acked_queues.add(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def _basic_cancel(self, consumer_tag: str) -> Any:
+        self._acked_queues.discard(self._tag_to_queue.get(consumer_tag, ""))
+        return super()._basic_cancel(consumer_tag)
+
     def _brpop_read(self, **options: Any) -> bool:
         with ARRIVALS.wake_up():
             delivered: bool = super()._brpop_read(**options)
@@ -155,7 +173,7 @@ class Channel(kombu_redis.Channel):
 
     def _fetch_more(self) -> None:
         want = extra_fetch(self.fetch_max, self.qos.can_consume_max_estimate())
-        queues = list(self.active_queues)
+        queues = [q for q in self.active_queues if q in self._acked_queues]
         if not want or not queues:
             return
         keys = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
@@ -166,14 +184,23 @@ class Channel(kombu_redis.Channel):
         # keys here are prefixed already.
         reply = self._create_client().execute_command(
             "EVAL", _POP_AND_RECORD, len(names), *names, want, time.time(), *where)
-        recorded = self.qos.recorded
+        fetched = []
         for i in range(0, len(reply), 2):
             key = keys[int(bytes_to_str(reply[i]))]
             payload = loads(bytes_to_str(reply[i + 1]))
-            tag = payload["properties"]["delivery_tag"]
+            fetched.append((key.rsplit(self.sep, 1)[0], payload,
+                            payload["properties"]["delivery_tag"]))
+        recorded = self.qos.recorded
+        for n, (queue, payload, tag) in enumerate(fetched):
             recorded.add(tag)
             try:
-                self.connection._deliver(payload, key.rsplit(self.sep, 1)[0])
+                self.connection._deliver(payload, queue)
+            except BaseException:
+                # Not handed over: back to the head of their queues at once (last first, so
+                # they keep their order), not after the visibility timeout.
+                for _, _, later in reversed(fetched[n + 1:]):
+                    self.qos.restore_by_tag(later)
+                raise
             finally:
                 recorded.discard(tag)  # delivered (or given back by kombu): nothing to skip
 

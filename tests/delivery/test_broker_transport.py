@@ -228,3 +228,58 @@ def test_a_wake_up_hands_its_tasks_over_then_tells_its_listeners(keys: Keys) -> 
         ARRIVALS.listen("test", lambda: None)
     assert seen == [(n, True) for n in range(8)]  # all eight in one wake-up, each while open
     assert ends[0] == 8 and not ARRIVALS.open  # told once they were all handed over
+
+
+def test_a_no_ack_consumer_gets_its_messages_and_leaves_nothing_recorded(keys: Keys) -> None:
+    """Celery's remote-control replies are consumed without acks: nothing may be recorded as
+    unacked for them (it would stay there, and come back after the visibility timeout)."""
+    queue = a_queue()
+    opts = {"global_keyprefix": keys.prefix, "fetch_max": 16}
+    got: list[int] = []
+    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+        publish(conn, queue, range(6))
+        with conn.Consumer(queue, no_ack=True,
+                           callbacks=[lambda body, msg: got.append(body["n"])]):
+            deadline = time.monotonic() + 10
+            while len(got) < 6 and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.5)
+    assert got == list(range(6))
+    assert keys.redis.hlen(f"{keys.prefix}unacked") == 0
+    assert keys.redis.zcard(f"{keys.prefix}unacked_index") == 0
+
+
+def test_a_cancelled_consumers_queue_is_not_fetched_ahead(keys: Keys) -> None:
+    queue = a_queue()
+    opts = {"global_keyprefix": keys.prefix, "fetch_max": 16}
+    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+        ch = conn.default_channel
+        with conn.Consumer(queue, callbacks=[lambda body, msg: msg.ack()]):
+            assert queue.name in ch._acked_queues
+        assert queue.name not in ch._acked_queues
+
+
+def test_tasks_fetched_but_not_handed_over_go_back_to_the_head_of_the_queue_in_order(
+        keys: Keys) -> None:
+    queue = a_queue()
+    opts = {"global_keyprefix": keys.prefix, "fetch_max": 16}
+    got: list[int] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        got.append(body["n"])
+        message.ack()
+        if body["n"] == 2:
+            raise RuntimeError("the consumer failed while a fetch was handed over")
+
+    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+        publish(conn, queue, range(8))
+        with conn.Consumer(queue, callbacks=[on_message]):
+            with pytest.raises(RuntimeError):
+                conn.drain_events(timeout=5)
+            assert got == [0, 1, 2]
+            assert keys.redis.hlen(f"{keys.prefix}unacked") == 0  # nothing left recorded
+            deadline = time.monotonic() + 10
+            while len(got) < 8 and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.5)
+    assert got == list(range(8))  # 3..7 came back first, in their order
