@@ -102,6 +102,14 @@ class Keys:
         self.prefix = f"t-{uuid.uuid4().hex[:8]}:"
         self.redis = redis.Redis.from_url(REDIS_URL)
 
+    def connect(self, fetch_max: int, **options: Any) -> Connection:
+        opts = {"global_keyprefix": self.prefix, "fetch_max": fetch_max, **options}
+        return Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts)
+
+    def assert_nothing_recorded(self) -> None:
+        assert self.redis.hlen(f"{self.prefix}unacked") == 0
+        assert self.redis.zcard(f"{self.prefix}unacked_index") == 0
+
     def close(self) -> None:
         keys = self.redis.keys(f"{self.prefix}*")
         if keys:
@@ -135,11 +143,16 @@ def drain(conn: Connection, queue: Queue, *, prefetch: int, expect: int,
             message.ack()
 
     with conn.Consumer(queue, callbacks=[on_message], prefetch_count=prefetch):
-        deadline = time.monotonic() + 10
-        while len(got) < expect and time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=0.5)
+        wait_for(conn, got, expect)
     return got, held
+
+
+def wait_for(conn: Connection, got: list[int], expect: int) -> None:
+    """Read the connection's events until ``got`` holds ``expect`` messages (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while len(got) < expect and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            conn.drain_events(timeout=0.5)
 
 
 def a_queue() -> Queue:
@@ -149,8 +162,7 @@ def a_queue() -> Queue:
 def test_one_wake_up_takes_the_waiting_tasks_in_order_and_records_each_unacked(
         keys: Keys) -> None:
     queue = a_queue()
-    opts = {"global_keyprefix": keys.prefix, "fetch_max": 8}
-    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+    with keys.connect(8) as conn:
         publish(conn, queue, range(20))
         got, held = drain(conn, queue, prefetch=0, expect=20, ack=False)
         assert got == list(range(20))  # the publish order, across bulk fetches
@@ -164,14 +176,12 @@ def test_one_wake_up_takes_the_waiting_tasks_in_order_and_records_each_unacked(
             assert (exchange, routing_key) == ("ex", "k")
         for message in held:
             message.ack()
-        assert keys.redis.hlen(f"{keys.prefix}unacked") == 0
-        assert keys.redis.zcard(f"{keys.prefix}unacked_index") == 0
+        keys.assert_nothing_recorded()
 
 
 def test_a_bulk_fetch_never_takes_past_the_prefetch_window(keys: Keys) -> None:
     queue = a_queue()
-    opts = {"global_keyprefix": keys.prefix, "fetch_max": 16}
-    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+    with keys.connect(16) as conn:
         publish(conn, queue, range(12))
         got, _ = drain(conn, queue, prefetch=5, expect=5, ack=False)
         assert got == [0, 1, 2, 3, 4]
@@ -182,14 +192,13 @@ def test_a_bulk_fetch_never_takes_past_the_prefetch_window(keys: Keys) -> None:
 def test_tasks_held_by_a_consumer_that_vanished_come_back(keys: Keys) -> None:
     """The records the script writes are the ones kombu's visibility-timeout restore reads."""
     queue = a_queue()
-    opts = {"global_keyprefix": keys.prefix, "fetch_max": 16, "visibility_timeout": 1}
-    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+    with keys.connect(16, visibility_timeout=1) as conn:
         publish(conn, queue, range(6))
         got, held = drain(conn, queue, prefetch=0, expect=6, ack=False)
         assert len(got) == 6
         held.clear()  # the consumer is gone without acking: nothing restores them at exit
     time.sleep(1.2)
-    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+    with keys.connect(16, visibility_timeout=1) as conn:
         conn.default_channel.qos.restore_visible(num=100)
         again, _ = drain(conn, queue, prefetch=0, expect=6)
     assert sorted(again) == list(range(6))
@@ -198,8 +207,7 @@ def test_tasks_held_by_a_consumer_that_vanished_come_back(keys: Keys) -> None:
 def test_a_message_kombu_cannot_read_is_left_where_it_was_and_the_rest_still_flow(
         keys: Keys) -> None:
     queue = a_queue()
-    opts = {"global_keyprefix": keys.prefix, "fetch_max": 16}
-    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+    with keys.connect(16) as conn:
         publish(conn, queue, range(3))
         # Something not from kombu lands behind them, then more tasks.
         keys.redis.lpush(f"{keys.prefix}{queue.name}", b"not json")
@@ -214,12 +222,11 @@ def test_a_message_kombu_cannot_read_is_left_where_it_was_and_the_rest_still_flo
 
 def test_a_wake_up_hands_its_tasks_over_then_tells_its_listeners(keys: Keys) -> None:
     queue = a_queue()
-    opts = {"global_keyprefix": keys.prefix, "fetch_max": 8}
     seen: list[tuple[int, bool]] = []  # (tasks handed over so far, open while handed over)
     ends: list[int] = []
     ARRIVALS.listen("test", lambda: ends.append(len(seen)))
     try:
-        with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+        with keys.connect(8) as conn:
             publish(conn, queue, range(8))
             with conn.Consumer(queue, callbacks=[
                     lambda body, msg: (seen.append((body["n"], ARRIVALS.open)), msg.ack())]):
@@ -234,25 +241,19 @@ def test_a_no_ack_consumer_gets_its_messages_and_leaves_nothing_recorded(keys: K
     """Celery's remote-control replies are consumed without acks: nothing may be recorded as
     unacked for them (it would stay there, and come back after the visibility timeout)."""
     queue = a_queue()
-    opts = {"global_keyprefix": keys.prefix, "fetch_max": 16}
     got: list[int] = []
-    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+    with keys.connect(16) as conn:
         publish(conn, queue, range(6))
         with conn.Consumer(queue, no_ack=True,
                            callbacks=[lambda body, msg: got.append(body["n"])]):
-            deadline = time.monotonic() + 10
-            while len(got) < 6 and time.monotonic() < deadline:
-                with contextlib.suppress(TimeoutError):
-                    conn.drain_events(timeout=0.5)
+            wait_for(conn, got, 6)
     assert got == list(range(6))
-    assert keys.redis.hlen(f"{keys.prefix}unacked") == 0
-    assert keys.redis.zcard(f"{keys.prefix}unacked_index") == 0
+    keys.assert_nothing_recorded()
 
 
 def test_a_cancelled_consumers_queue_is_not_fetched_ahead(keys: Keys) -> None:
     queue = a_queue()
-    opts = {"global_keyprefix": keys.prefix, "fetch_max": 16}
-    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+    with keys.connect(16) as conn:
         ch = conn.default_channel
         with conn.Consumer(queue, callbacks=[lambda body, msg: msg.ack()]):
             assert queue.name in ch._acked_queues
@@ -262,7 +263,6 @@ def test_a_cancelled_consumers_queue_is_not_fetched_ahead(keys: Keys) -> None:
 def test_tasks_fetched_but_not_handed_over_go_back_to_the_head_of_the_queue_in_order(
         keys: Keys) -> None:
     queue = a_queue()
-    opts = {"global_keyprefix": keys.prefix, "fetch_max": 16}
     got: list[int] = []
 
     def on_message(body: Any, message: Any) -> None:
@@ -271,15 +271,12 @@ def test_tasks_fetched_but_not_handed_over_go_back_to_the_head_of_the_queue_in_o
         if body["n"] == 2:
             raise RuntimeError("the consumer failed while a fetch was handed over")
 
-    with Connection(REDIS_URL, transport=TRANSPORT, transport_options=opts) as conn:
+    with keys.connect(16) as conn:
         publish(conn, queue, range(8))
         with conn.Consumer(queue, callbacks=[on_message]):
             with pytest.raises(RuntimeError):
                 conn.drain_events(timeout=5)
             assert got == [0, 1, 2]
             assert keys.redis.hlen(f"{keys.prefix}unacked") == 0  # nothing left recorded
-            deadline = time.monotonic() + 10
-            while len(got) < 8 and time.monotonic() < deadline:
-                with contextlib.suppress(TimeoutError):
-                    conn.drain_events(timeout=0.5)
+            wait_for(conn, got, 8)
     assert got == list(range(8))  # 3..7 came back first, in their order
