@@ -14,7 +14,10 @@
   unacked in the same atomic step: unlike the BRPOP then a separate unacked write, no crash
   between the two can lose a task. The records are kombu's own (same keys and format), so the
   ack, the visibility-timeout restore and the shutdown restore are unchanged. The script reads
-  the queues in BRPOP's order (priority first), never blocks, and costs one round trip.
+  the queues in BRPOP's order (priority first), never blocks, and costs one round trip. Only
+  queues consumed with acks are fetched ahead: a no-ack consumer (remote-control replies) never
+  acks, so a record made for it would stay. Tasks fetched but not handed over (a delivery
+  raised) go back to the head of their queue at once.
   While one wake-up hands its tasks over, :data:`ARRIVALS` says so, and tells its listeners
   when the last is handed over: the send batcher then flushes them as one batch rather than
   the first alone (delivery/send_batching.py).
@@ -138,6 +141,10 @@ class Channel(kombu_redis.Channel):
     fetch_max = DEFAULT_FETCH_MAX
     _shared_client: Any = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._acked_queues: set[str] = set()  # consumed with acks: the only ones fetched ahead
+        super().__init__(*args, **kwargs)
+
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the BRPOP and pub/sub connections: kombu's own, unchanged
             return super()._create_client(asynchronous=True)
@@ -145,10 +152,6 @@ class Channel(kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._shared_client = super()._create_client()
         return client
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._acked_queues: set[str] = set()  # consumed with acks: the only ones fetched ahead
-        super().__init__(*args, **kwargs)
 
     def basic_consume(self, queue: str, no_ack: bool = False, *args: Any, **kwargs: Any) -> Any:
         # A no-ack consumer (e.g. the replies to a remote-control command) never acks: a task
