@@ -31,8 +31,9 @@ from delivery.vocabulary import Kind
 from delivery.vocabulary import State as State
 
 ID_LEN = 128
-# A direct conversation's id escapes both user ids ("dm:" + two percent-encoded ids).
-CONV_ID_LEN = 800
+# A direct conversation's id escapes both user ids ("dm:" + two percent-encoded ids): a
+# 4-byte character encodes to 12, so 3 + 2 x ID_LEN x 12 + 1 (migration 0003).
+CONV_ID_LEN = 3 + 2 * ID_LEN * 12 + 1
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -54,8 +54,9 @@ CLOSE_TOO_MANY_CONNECTIONS = 4008
 
 MAX_ID_LEN = 64
 # A conversation id on the wire: group ids are at most 128 characters; a direct conversation's
-# id escapes both user ids (docs/routing.md), so it may be longer.
-MAX_CONVERSATION_LEN = 800
+# id escapes both user ids (docs/routing.md), so it may be longer: up to the store's column,
+# ``delivery.models.CONV_ID_LEN`` (12 characters per 4-byte character of a 128-character id).
+MAX_CONVERSATION_LEN = 3076
 MAX_SEQ = 2**63 - 1
 
 # Receipt statuses.

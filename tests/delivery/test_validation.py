@@ -225,3 +225,16 @@ def test_the_api_refuses_before_enqueueing() -> None:
             send_message(app=app, **kwargs)  # type: ignore[arg-type]
     with app.connection_for_write() as conn:
         assert conn.default_channel.queue_declare("celery", passive=False).message_count == 0
+
+
+def test_a_direct_message_between_the_longest_non_ascii_ids_is_stored(store: Store) -> None:
+    """Found by the property above on PostgreSQL: the direct conversation's id percent-encodes
+    both user ids (12 characters per 4-byte character), past the column's old 800."""
+    sender, recipient = "\U00010000" * 128, "\U00010001" * 128
+    req = validate_send(sender, recipient, {"t": "hi"}, None, None, max_body_bytes=16 * 1024,
+                        default_ttl_s=60.0)
+    now = utcnow()
+    first, created = store.accept_request(req, now=now, deadline=later(60.0, now))
+    got = store.get(first.id)
+    assert created and got is not None
+    assert (got.sender, got.recipient, got.body) == (sender, recipient, {"t": "hi"})
