@@ -23,6 +23,7 @@ from delivery.runtime import Runtime
 from delivery.settings import Settings
 from delivery.store import MessageRecord, Store, Target
 from presence.runtime import MemoryNetwork, Presence, PresenceConfig, PresenceNode
+from tests.support.waiting import until
 from workers.devkit.services import RUN_SECRET
 
 SECRET = RUN_SECRET  # random per run
@@ -136,12 +137,7 @@ class Harness:
                 f"worker {self.conns_seen(user)}, want {conns}") from None
 
     async def wait_for(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not cond():
-            if loop.time() > deadline:
-                raise TimeoutError("condition not met")
-            await asyncio.sleep(0.01)
+        await until(cond, timeout)
 
     async def wait_db(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
         loop = asyncio.get_running_loop()

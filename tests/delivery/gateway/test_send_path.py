@@ -25,6 +25,7 @@ from delivery.gateway import GatewayConfig
 from delivery.gateway.connection import Connection
 from delivery.gateway.session import LiveFrame, Offer
 from tests.delivery.gateway.conftest import run
+from tests.support.waiting import until as wait_until
 
 PAD = "x" * 1000  # ~1 KB frames: the 4 KB write limit pauses the transport within a few frames
 BUF = 4096
@@ -97,12 +98,7 @@ async def served(max_in_flight: int = 10_000) -> AsyncIterator[Served]:
 
 
 async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.002)
+    await wait_until(cond, timeout, interval=0.002)
 
 
 async def read_ids(client: ClientConnection, n: int, ack: bool = False) -> list[str]:
