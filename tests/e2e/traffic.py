@@ -95,7 +95,7 @@ class Traffic:
 
     def check(self, stub: FcmStub) -> None:
         missing = [m for m, u in self.sent.items() if self.received[u][m] == 0]
-        states = Counter()
+        states: Counter[str] = Counter()
         for m in self.sent:
             msg = self.store.get(uuid.UUID(m))
             assert msg is not None, f"message {m} was never stored"
