@@ -19,8 +19,7 @@ from collections.abc import Callable
 from statistics import median_high
 from typing import Any
 
-from sqlalchemy import event
-
+from bench.db_counts import count_db_calls
 from delivery import migrate
 from delivery.channels import MemoryChannels
 from delivery.clock import later, utcnow
@@ -65,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         migrate.upgrade(url)
         engine = make_engine(url)
-        counts = {"statements": 0, "commits": 0}
-        event.listen(engine, "before_cursor_execute",
-                     lambda *a: counts.__setitem__("statements", counts["statements"] + 1))
-        event.listen(engine, "commit",
-                     lambda *a: counts.__setitem__("commits", counts["commits"] + 1))
+        counts = count_db_calls(engine)
         store = Store(engine)
         gw.start()
         worker.start()

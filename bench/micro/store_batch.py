@@ -18,8 +18,7 @@ import sys
 import time
 from datetime import timedelta
 
-from sqlalchemy import event
-
+from bench.db_counts import count_db_calls
 from delivery import migrate
 from delivery.clock import utcnow
 from delivery.db import make_engine
@@ -41,15 +40,13 @@ def _batch(start: int, size: int) -> list[tuple[SendRequest, list[Target]]]:
 
 
 def measure(store: Store, batches: int, rounds: int) -> dict[str, dict[str, float]]:
-    statements = [0]
-    event.listen(store.engine, "before_cursor_execute",
-                 lambda *_: statements.__setitem__(0, statements[0] + 1))
+    calls = count_db_calls(store.engine)
     samples: dict[int, list[tuple[float, float]]] = {s: [] for s in SIZES}
     counted: dict[int, int] = dict.fromkeys(SIZES, 0)
     k = 0
     for r in range(rounds):
         for size in SIZES:
-            before = statements[0]
+            before = calls["statements"]
             for _ in range(batches):
                 items = _batch(k, size)
                 k += size
@@ -57,7 +54,7 @@ def measure(store: Store, batches: int, rounds: int) -> dict[str, dict[str, floa
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 store.accept_dispatched_many(items, now=now, deadline=now + timedelta(seconds=10))
                 samples[size].append((time.perf_counter() - wall0, time.process_time() - cpu0))
-            counted[size] += statements[0] - before
+            counted[size] += calls["statements"] - before
             print(f"round {r + 1}/{rounds}: batches of {size} done", file=sys.stderr)
     out = {}
     for size, pairs in samples.items():
