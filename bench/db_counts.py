@@ -1,5 +1,5 @@
 """Database calls made through one SQLAlchemy engine, counted from its events: statements sent
-and commits (the per-message figures of ``bench/send_cost.py`` and ``bench.micro.store_batch``)."""
+and commits (the per-message figures of ``bench.send_cost`` and ``bench.micro.store_batch``)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 enqueue-only (the task stores and routes in one transaction), measured in one run on the same
 PostgreSQL database, interleaved, for a recipient who is online.
 
-    .venv/bin/python bench/send_cost.py [--messages 2000] [--rounds 3] [--json]
+    .venv/bin/python -m bench.send_cost [--messages 2000] [--rounds 3] [--json]
 
 Counts per message: database statements and commits (SQLAlchemy events), and CPU seconds of
 this process (producer + task work; the broker publish, identical in both modes, is not

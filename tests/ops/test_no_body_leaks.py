@@ -55,6 +55,7 @@ FAST = {
     "DELIVERY_PRESENCE_PURGE_S": "20.0",
     "DELIVERY_FCM_PROJECT": "leak",
 }
+ENDED = ("SUCCESS", "FAILURE")  # Flower's states of a task that will not run again
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -209,9 +210,6 @@ def _answers(port: int) -> bool:
         return get(f"http://127.0.0.1:{port}/healthcheck", auth=False)[0] == 200
     except OSError:
         return False
-
-
-ENDED = ("SUCCESS", "FAILURE")
 
 
 def _flower_state(port: int, task_id: str) -> str | None:
